@@ -1,0 +1,1 @@
+//! flowtel exporter (placeholder).

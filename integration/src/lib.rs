@@ -1,0 +1,1 @@
+//! Helpers for flowtel end-to-end tests (placeholder).

@@ -1,0 +1,1 @@
+//! flowtel processor (placeholder).

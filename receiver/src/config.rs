@@ -1,0 +1,62 @@
+//! The `receiver` section of the configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which family of kernel hooks feeds the connection maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeSet {
+    /// Tracepoints where the kernel has them (6.3+), kprobes otherwise.
+    #[default]
+    Auto,
+    /// BTF tracepoints `sock:sock_send_length`, `sock:sock_recv_length`, ...
+    Tracepoint,
+    /// kprobes on `tcp_sendmsg`, `tcp_cleanup_rbuf`, ... (kernels before 6.3).
+    Kprobe,
+}
+
+/// Settings of the kernel side.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Which hooks to use. Default: `auto`.
+    pub probes: ProbeSet,
+    /// How often the connection map is read. Default: 10s.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// Capacity of the connection map; connections beyond it are counted as
+    /// dropped. Default: 65536.
+    pub max_connections: u32,
+    /// Size of the ring buffer that hands closed connections to user space,
+    /// in bytes, a power of two. Default: 4 MiB.
+    pub ring_buffer_bytes: u32,
+    /// The cgroup-v2 directory where the UDP peer and socket-release hooks
+    /// attach. Default: the cgroup-v2 mount found in /proc/self/mounts.
+    pub cgroup_path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            probes: ProbeSet::Auto,
+            poll_interval: Duration::from_secs(10),
+            max_connections: 65536,
+            ring_buffer_bytes: 4 << 20,
+            cgroup_path: None,
+        }
+    }
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}

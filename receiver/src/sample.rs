@@ -1,0 +1,200 @@
+//! The contract between the receiver and the processor: one cumulative
+//! snapshot of one connection, plain data that tests build by hand.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Transport protocol of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    /// The OpenTelemetry `network.transport` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// Who opened the connection, as seen from the local end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// The local end connected out (TCP `connect`).
+    Outgoing,
+    /// The remote end connected in (TCP `accept`).
+    Incoming,
+    /// Not seen: UDP, or a TCP connection that was open before the agent started.
+    Unknown,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outgoing => "outgoing",
+            Direction::Incoming => "incoming",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why a connection ended in error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CloseError {
+    /// The peer answered the SYN with a RST (ECONNREFUSED).
+    Refused,
+    /// The connection was reset (ECONNRESET, EPIPE).
+    Reset,
+    /// The handshake or a retransmission timed out (ETIMEDOUT).
+    Timeout,
+    /// Any other socket error, by errno.
+    Other(i32),
+}
+
+impl CloseError {
+    /// Classifies the socket error (`sk_err`) the kernel left on the socket.
+    pub fn from_errno(errno: i32) -> Option<CloseError> {
+        match errno {
+            0 => None,
+            libc::ECONNREFUSED => Some(CloseError::Refused),
+            libc::ECONNRESET | libc::EPIPE => Some(CloseError::Reset),
+            libc::ETIMEDOUT => Some(CloseError::Timeout),
+            other => Some(CloseError::Other(other)),
+        }
+    }
+
+    /// The OpenTelemetry `error.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseError::Refused => "refused",
+            CloseError::Reset => "reset",
+            CloseError::Timeout => "timeout",
+            CloseError::Other(_) => "other",
+        }
+    }
+}
+
+/// Where a connection is in its life at the time of the sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    Open,
+    /// Closed; `error` is set when it ended with a socket error. A TCP
+    /// connection that was never established and closed with an error is a
+    /// failed connection attempt.
+    Closed { error: Option<CloseError> },
+}
+
+/// Identity of one tracked connection. Unique for the life of the agent: a
+/// reused 5-tuple or socket gets a new `first_seen_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId {
+    /// The kernel's socket cookie: never reused while the kernel runs.
+    pub socket_cookie: u64,
+    /// For unconnected UDP sockets one socket talks to many peers; each peer
+    /// is its own connection. Unspecified for TCP.
+    pub peer: Option<SocketAddr>,
+    /// CLOCK_MONOTONIC nanoseconds when the kernel began tracking it.
+    pub first_seen_ns: u64,
+}
+
+/// The process that owns a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ProcessInfo {
+    /// Thread-group id; 0 when no process context was ever seen.
+    pub pid: u32,
+    /// Process name (`comm`), from the kernel at first sight, so that it is
+    /// known even when the process is gone by the time user space looks.
+    pub name: String,
+    /// Container id, from the process's cgroup path, where there is one.
+    pub container_id: Option<String>,
+}
+
+/// Cumulative counters of one connection since the agent began tracking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Bytes the local end sent (accepted by `send*`).
+    pub bytes_sent: u64,
+    /// Bytes the local end received (returned by `recv*`).
+    pub bytes_received: u64,
+    /// TCP segments / UDP datagrams sent.
+    pub packets_sent: u64,
+    /// TCP segments / UDP datagrams received.
+    pub packets_received: u64,
+    /// TCP segments the local end retransmitted.
+    pub retransmits: u64,
+}
+
+/// The kernel's smoothed RTT estimate of a TCP connection (as in `tcp_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rtt {
+    pub smoothed: Duration,
+    pub variance: Duration,
+}
+
+/// One cumulative snapshot of one connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionSample {
+    pub id: ConnectionId,
+    /// Inode number of the network namespace.
+    pub netns: u32,
+    pub transport: Transport,
+    /// The local end (the source, in flowtel's model). IPv4-mapped IPv6
+    /// addresses are reported as IPv4.
+    pub local: SocketAddr,
+    /// The remote end (the destination).
+    pub remote: SocketAddr,
+    pub direction: Direction,
+    pub process: Arc<ProcessInfo>,
+    pub counters: Counters,
+    /// TCP only, once the kernel has an estimate.
+    pub rtt: Option<Rtt>,
+    /// True when the agent saw the connection open (so it counts as opened).
+    pub seen_opening: bool,
+    /// True once the TCP handshake completed.
+    pub established: bool,
+    pub state: ConnectionState,
+}
+
+impl ConnectionSample {
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, ConnectionState::Closed { .. })
+    }
+
+    /// A connection attempt that never got established and ended in error.
+    pub fn failed_attempt(&self) -> Option<CloseError> {
+        match self.state {
+            ConnectionState::Closed { error: Some(e) } if !self.established => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What one poll of the kernel found.
+#[derive(Debug, Clone, Default)]
+pub struct Poll {
+    /// When the poll read the maps.
+    pub at: Option<SystemTime>,
+    /// Every connection that was open at the poll or closed since the last one.
+    /// A closed connection appears exactly once, with its final counters.
+    pub samples: Vec<ConnectionSample>,
+    pub health: ReceiverHealth,
+}
+
+/// Losses and load of the kernel side, cumulative since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverHealth {
+    /// New connections not tracked because the connection map was full.
+    pub connections_dropped: u64,
+    /// Close events that found the ring buffer full (kept in the map instead:
+    /// nothing lost, only delayed to the next poll).
+    pub close_events_deferred: u64,
+    /// Entries in the connection map at the poll.
+    pub tracked_connections: u64,
+    /// Capacity of the connection map.
+    pub map_capacity: u64,
+}
