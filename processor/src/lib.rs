@@ -1,1 +1,50 @@
-//! flowtel processor (placeholder).
+//! flowtel's processor: turns the receiver's cumulative per-connection
+//! samples into per-flow deltas and folds them into windows aligned to
+//! wall-clock multiples of an interval.
+//!
+//! - [`DeltaTracker`] turns cumulative counters into deltas per connection.
+//! - [`FlowKey`] groups connections into flows (source = local end,
+//!   destination = remote end, ephemeral client ports collapsed);
+//!   [`FlowStats`] is what a flow did in a period.
+//! - [`Processor`] ties them together: every poll gives a [`PollReport`],
+//!   every closed window a [`WindowReport`].
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//!
+//! let started = SystemTime::now();
+//! let config = processor::Config { interval: Duration::from_secs(60) };
+//! let mut processor = processor::Processor::new(config, started)?;
+//!
+//! // Every poll interval, and exactly at processor.window_end():
+//! let poll = receiver::Poll::default(); // from receiver.poll()
+//! let now = SystemTime::now();
+//! let report = processor.ingest(&poll, now);
+//! assert!(report.flows.is_empty());
+//! if let Some(window) = processor.close_window(now) {
+//!     println!("{} flows in the window", window.flows.len());
+//! }
+//! // At shutdown, after a last poll:
+//! let partial = processor.flush(SystemTime::now());
+//! # let _ = partial;
+//! # Ok::<(), processor::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod config;
+mod delta;
+mod error;
+mod flow;
+mod processor;
+mod report;
+#[cfg(test)]
+mod test_samples;
+pub mod window;
+
+pub use config::Config;
+pub use delta::{DeltaTracker, SampleDelta};
+pub use error::Error;
+pub use flow::{ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary};
+pub use processor::Processor;
+pub use report::{Flow, PollReport, WindowReport};

@@ -1,0 +1,378 @@
+//! The processor: polls in, poll reports and closed windows out.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use receiver::Poll;
+
+use crate::window::{window_end, window_start};
+use crate::{Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, WindowReport};
+
+/// Folds polls into flows and aligned windows.
+///
+/// The driver calls [`ingest`](Processor::ingest) with every poll, then
+/// [`close_window`](Processor::close_window) with the same time. A poll's
+/// deltas go to the window that is open when it arrives, so the driver polls
+/// exactly at each window boundary ([`window_end`](Processor::window_end)):
+/// then every delta belongs to one window. At shutdown it polls once more and
+/// [`flush`](Processor::flush)es the partial window.
+#[derive(Debug)]
+pub struct Processor {
+    interval: Duration,
+    tracker: DeltaTracker,
+    last_poll: SystemTime,
+    window: OpenWindow,
+    /// Reused between polls to keep its capacity.
+    poll_flows: HashMap<FlowKey, FlowStats>,
+}
+
+#[derive(Debug)]
+struct OpenWindow {
+    start: SystemTime,
+    end: SystemTime,
+    flows: HashMap<FlowKey, FlowStats>,
+}
+
+impl OpenWindow {
+    fn holding(t: SystemTime, interval: Duration) -> OpenWindow {
+        OpenWindow {
+            start: window_start(t, interval),
+            end: window_end(t, interval),
+            flows: HashMap::new(),
+        }
+    }
+}
+
+impl Processor {
+    /// A processor whose first poll period starts at `started`, when the
+    /// receiver began counting. Fails when the configuration is invalid.
+    pub fn new(config: Config, started: SystemTime) -> Result<Processor, Error> {
+        config.validate()?;
+        Ok(Processor {
+            interval: config.interval,
+            tracker: DeltaTracker::new(),
+            last_poll: started,
+            window: OpenWindow::holding(started, config.interval),
+            poll_flows: HashMap::new(),
+        })
+    }
+
+    /// The window length.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The start of the open window.
+    pub fn window_start(&self) -> SystemTime {
+        self.window.start
+    }
+
+    /// The end of the open window: the driver must poll at this time.
+    pub fn window_end(&self) -> SystemTime {
+        self.window.end
+    }
+
+    /// Connections whose counters are remembered.
+    pub fn tracked_connections(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Turns one poll, read at `now`, into the deltas since the previous
+    /// poll, adds them to the open window and returns the flows active in
+    /// the poll.
+    pub fn ingest(&mut self, poll: &Poll, now: SystemTime) -> PollReport {
+        let start = self.last_poll;
+        // A clock stepped backwards gives an empty period rather than a
+        // negative one.
+        let end = now.max(start);
+        self.last_poll = end;
+
+        let resets_before = self.tracker.counter_resets();
+        let poll_flows = &mut self.poll_flows;
+        self.tracker.track_poll(&poll.samples, |sample, delta| {
+            let stats = FlowStats::of_sample(sample, &delta.counters, delta.first_sight);
+            if stats.has_activity() {
+                poll_flows
+                    .entry(FlowKey::of(sample))
+                    .or_default()
+                    .merge(&stats);
+            }
+        });
+
+        let mut flows = Vec::with_capacity(self.poll_flows.len());
+        for (key, stats) in self.poll_flows.drain() {
+            self.window
+                .flows
+                .entry(key.clone())
+                .or_default()
+                .merge(&stats);
+            flows.push(Flow { key, stats });
+        }
+        PollReport {
+            start,
+            end,
+            flows,
+            health: poll.health,
+            counter_resets: self.tracker.counter_resets() - resets_before,
+        }
+    }
+
+    /// Closes the open window when `now` has reached its end, returning it
+    /// with its aligned start and end; the next window is the one holding
+    /// `now`. `None` while the window is still open.
+    pub fn close_window(&mut self, now: SystemTime) -> Option<WindowReport> {
+        if now < self.window.end {
+            return None;
+        }
+        let end = self.window.end;
+        Some(self.replace_window(end, now))
+    }
+
+    /// Closes the open window early, at `end` (shutdown): its report carries
+    /// `end` as its true end.
+    pub fn flush(&mut self, end: SystemTime) -> WindowReport {
+        let end = end.max(self.window.start);
+        self.replace_window(end, end)
+    }
+
+    fn replace_window(&mut self, end: SystemTime, next: SystemTime) -> WindowReport {
+        let closed = std::mem::replace(&mut self.window, OpenWindow::holding(next, self.interval));
+        WindowReport {
+            start: closed.start,
+            end,
+            flows: closed
+                .flows
+                .into_iter()
+                .map(|(key, stats)| Flow { key, stats })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use receiver::{CloseError, ReceiverHealth};
+
+    use super::*;
+    use crate::test_samples::{closed, counters, open};
+
+    // 2024-01-01T12:00:00Z
+    const NOON: u64 = 1_704_110_400;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOON + secs)
+    }
+
+    fn five_minutes(started: SystemTime) -> Processor {
+        let config = Config {
+            interval: Duration::from_secs(300),
+        };
+        Processor::new(config, started).unwrap()
+    }
+
+    fn poll(samples: Vec<receiver::ConnectionSample>) -> Poll {
+        Poll {
+            at: None,
+            samples,
+            health: ReceiverHealth::default(),
+        }
+    }
+
+    fn total(flows: &[Flow]) -> FlowStats {
+        let mut sum = FlowStats::default();
+        for flow in flows {
+            sum.merge(&flow.stats);
+        }
+        sum
+    }
+
+    #[test]
+    fn rejects_an_invalid_interval() {
+        let config = Config {
+            interval: Duration::from_millis(10),
+        };
+        assert!(matches!(
+            Processor::new(config, at(0)),
+            Err(Error::IntervalTooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn poll_report_carries_deltas_and_its_period() {
+        let mut p = five_minutes(at(7));
+        let first = p.ingest(&poll(vec![open(1, counters(100, 10))]), at(17));
+        assert_eq!((first.start, first.end), (at(7), at(17)));
+        assert_eq!(first.duration(), Duration::from_secs(10));
+        assert_eq!(first.flows.len(), 1);
+        assert_eq!(first.flows[0].stats.bytes_sent, 100);
+        assert_eq!(first.flows[0].stats.connections_opened, 1);
+
+        let second = p.ingest(&poll(vec![open(1, counters(150, 10))]), at(27));
+        assert_eq!((second.start, second.end), (at(17), at(27)));
+        assert_eq!(second.flows[0].stats.bytes_sent, 50);
+        assert_eq!(second.flows[0].stats.bytes_received, 0);
+        assert_eq!(second.flows[0].stats.connections_opened, 0);
+    }
+
+    #[test]
+    fn idle_flows_are_left_out_of_the_poll_report() {
+        let mut p = five_minutes(at(0));
+        p.ingest(&poll(vec![open(1, counters(100, 10))]), at(10));
+        let idle = p.ingest(&poll(vec![open(1, counters(100, 10))]), at(20));
+        assert!(idle.flows.is_empty());
+        assert_eq!(p.tracked_connections(), 1);
+    }
+
+    #[test]
+    fn connections_of_one_flow_are_summed() {
+        let mut p = five_minutes(at(0));
+        let mut other_client = open(2, counters(5, 7));
+        other_client.local.set_port(40001);
+        let report = p.ingest(
+            &poll(vec![open(1, counters(100, 10)), other_client]),
+            at(10),
+        );
+        assert_eq!(report.flows.len(), 1);
+        let stats = report.flows[0].stats;
+        assert_eq!((stats.bytes_sent, stats.bytes_received), (105, 17));
+        assert_eq!(stats.connections_opened, 2);
+    }
+
+    #[test]
+    fn closed_connection_contributes_its_last_bytes_once() {
+        let mut p = five_minutes(at(0));
+        p.ingest(&poll(vec![open(1, counters(100, 10))]), at(10));
+        let last = p.ingest(&poll(vec![closed(1, counters(180, 30), None)]), at(20));
+        assert_eq!(last.flows[0].stats.bytes_sent, 80);
+        assert_eq!(last.flows[0].stats.bytes_received, 20);
+        assert_eq!(last.flows[0].stats.connections_closed, 1);
+        assert_eq!(p.tracked_connections(), 0);
+        let after = p.ingest(&poll(vec![]), at(30));
+        assert!(after.flows.is_empty());
+    }
+
+    #[test]
+    fn reused_tuple_with_new_id_counts_fully() {
+        let mut p = five_minutes(at(0));
+        p.ingest(&poll(vec![closed(1, counters(1000, 1000), None)]), at(10));
+        let mut again = open(1, counters(40, 4));
+        again.id.first_seen_ns += 1;
+        let report = p.ingest(&poll(vec![again]), at(20));
+        assert_eq!(report.flows[0].stats.bytes_sent, 40);
+        assert_eq!(report.flows[0].stats.connections_opened, 1);
+    }
+
+    #[test]
+    fn counters_going_backwards_are_reported_as_resets() {
+        let mut p = five_minutes(at(0));
+        p.ingest(&poll(vec![open(1, counters(1000, 1000))]), at(10));
+        let report = p.ingest(&poll(vec![open(1, counters(10, 1000))]), at(20));
+        assert_eq!(report.flows[0].stats.bytes_sent, 10);
+        assert_eq!(report.counter_resets, 1);
+    }
+
+    #[test]
+    fn window_sums_its_polls_and_closes_at_the_aligned_boundary() {
+        // Started at 12:02:30 with 5m windows: the first window is 12:00-12:05.
+        let mut p = five_minutes(at(150));
+        assert_eq!(p.window_start(), at(0));
+        assert_eq!(p.window_end(), at(300));
+
+        p.ingest(&poll(vec![open(1, counters(100, 10))]), at(160));
+        assert!(p.close_window(at(160)).is_none());
+        let mut refused = closed(2, counters(0, 0), Some(CloseError::Refused));
+        refused.established = false;
+        refused.remote.set_port(81);
+        p.ingest(&poll(vec![open(1, counters(300, 20)), refused]), at(300));
+        let window = p.close_window(at(300)).expect("boundary reached");
+        assert_eq!((window.start, window.end), (at(0), at(300)));
+        assert_eq!(window.flows.len(), 2);
+        let sum = total(&window.flows);
+        assert_eq!((sum.bytes_sent, sum.bytes_received), (300, 20));
+        assert_eq!(sum.connections_opened, 2);
+        assert_eq!(sum.connections_failed.refused, 1);
+
+        // The next window starts at the boundary and holds only new deltas.
+        assert_eq!((p.window_start(), p.window_end()), (at(300), at(600)));
+        p.ingest(&poll(vec![open(1, counters(350, 20))]), at(310));
+        p.ingest(&poll(vec![open(1, counters(350, 20))]), at(600));
+        let next = p.close_window(at(600)).unwrap();
+        assert_eq!((next.start, next.end), (at(300), at(600)));
+        assert_eq!(next.flows.len(), 1);
+        assert_eq!(next.flows[0].stats.bytes_sent, 50);
+        assert_eq!(next.flows[0].stats.connections_opened, 0);
+    }
+
+    #[test]
+    fn a_late_boundary_poll_closes_the_window_at_its_aligned_end() {
+        let mut p = five_minutes(at(0));
+        p.ingest(
+            &poll(vec![open(1, counters(1, 1))]),
+            at(300) + Duration::from_millis(3),
+        );
+        let window = p.close_window(at(300) + Duration::from_millis(3)).unwrap();
+        assert_eq!(window.end, at(300));
+        assert_eq!(p.window_start(), at(300));
+    }
+
+    #[test]
+    fn a_window_without_activity_closes_empty() {
+        let mut p = five_minutes(at(0));
+        p.ingest(&poll(vec![]), at(300));
+        let window = p.close_window(at(300)).unwrap();
+        assert!(window.flows.is_empty());
+    }
+
+    #[test]
+    fn rtt_of_a_window_is_the_mean_over_its_polls() {
+        let rtt = |us| receiver::Rtt {
+            smoothed: Duration::from_micros(us),
+            variance: Duration::from_micros(us / 2),
+        };
+        let mut p = five_minutes(at(0));
+        let mut s = open(1, counters(10, 10));
+        s.rtt = Some(rtt(100));
+        p.ingest(&poll(vec![s.clone()]), at(10));
+        s.counters = counters(20, 20);
+        s.rtt = Some(rtt(300));
+        p.ingest(&poll(vec![s]), at(300));
+        let window = p.close_window(at(300)).unwrap();
+        let stats = window.flows[0].stats;
+        assert_eq!(stats.rtt.mean(), Some(Duration::from_micros(200)));
+        assert_eq!(stats.rtt.mean_variance(), Some(Duration::from_micros(100)));
+    }
+
+    #[test]
+    fn flush_closes_the_partial_window_with_its_true_end() {
+        let mut p = five_minutes(at(10));
+        p.ingest(&poll(vec![open(1, counters(64, 0))]), at(20));
+        p.ingest(&poll(vec![closed(1, counters(100, 0), None)]), at(42));
+        let window = p.flush(at(42));
+        assert_eq!((window.start, window.end), (at(0), at(42)));
+        assert_eq!(window.duration(), Duration::from_secs(42));
+        assert_eq!(total(&window.flows).bytes_sent, 100);
+        assert_eq!(total(&window.flows).connections_closed, 1);
+    }
+
+    #[test]
+    fn a_clock_stepping_backwards_gives_an_empty_period() {
+        let mut p = five_minutes(at(100));
+        let report = p.ingest(&poll(vec![open(1, counters(1, 0))]), at(50));
+        assert_eq!(report.start, at(100));
+        assert_eq!(report.end, at(100));
+        assert_eq!(report.duration(), Duration::ZERO);
+    }
+
+    #[test]
+    fn polls_missed_across_windows_go_to_the_open_window() {
+        // The machine slept through 12:05 and 12:10.
+        let mut p = five_minutes(at(0));
+        p.ingest(&poll(vec![open(1, counters(5, 5))]), at(700));
+        let window = p.close_window(at(700)).unwrap();
+        assert_eq!((window.start, window.end), (at(0), at(300)));
+        assert_eq!(total(&window.flows).bytes_sent, 5);
+        assert_eq!((p.window_start(), p.window_end()), (at(600), at(900)));
+    }
+}
