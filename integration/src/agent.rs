@@ -1,0 +1,268 @@
+//! Runs the real `flowtel` binary as a child process and collects what it
+//! prints.
+//!
+//! The agent runs `flowtel run --format json` with a short poll interval and a
+//! one-hour window, so every poll prints the deltas of the flows with activity.
+//! Its stdout is parsed line by line in a background thread; its stderr is
+//! kept (and echoed, so `cargo test -- --nocapture` shows it) and watched for
+//! the readiness line `flowtel: watching`. The process is ended when the
+//! [`Agent`] is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::record::{self, FlowFilter, Record, Totals};
+
+/// What the agent prints on stderr once its programs are attached.
+pub const READY_LINE: &str = "flowtel: watching";
+
+/// How long the agent may take to load and attach its programs.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a test waits for its flows to add up, past the first poll.
+pub const DATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the agent gets to exit after SIGTERM before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// A running `flowtel run --format json`.
+pub struct Agent {
+    child: Child,
+    poll_interval: Duration,
+    output: Arc<Mutex<Output>>,
+}
+
+/// What the agent printed so far.
+#[derive(Default)]
+struct Output {
+    records: Vec<Record>,
+    /// Stdout lines that are not valid records: each is a broken contract.
+    unparsed: Vec<String>,
+    stderr: Vec<String>,
+}
+
+impl Agent {
+    /// Starts `binary run --format json --poll-interval <poll_interval>
+    /// --interval 1h` and waits (up to [`READY_TIMEOUT`]) until it says it is
+    /// watching.
+    ///
+    /// Panics, with the agent's stderr, if it exits or does not become ready.
+    pub fn start(binary: impl AsRef<Path>, poll_interval: Duration) -> Agent {
+        let binary = binary.as_ref();
+        let mut child = Command::new(binary)
+            .args(["run", "--format", "json", "--poll-interval"])
+            .arg(format!("{}ms", poll_interval.as_millis()))
+            .args(["--interval", "1h"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+
+        let output = Arc::new(Mutex::new(Output::default()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let sink = Arc::clone(&output);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let parsed = Record::parse(&line);
+                let mut out = sink.lock().unwrap();
+                match parsed {
+                    Ok(record) => out.records.push(record),
+                    Err(problem) => out.unparsed.push(problem),
+                }
+            }
+        });
+
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&output);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[flowtel] {line}");
+                if line.contains(READY_LINE) {
+                    // The receiver is gone only if start() already gave up.
+                    let _ = ready_tx.send(());
+                }
+                sink.lock().unwrap().stderr.push(line);
+            }
+            // Dropping ready_tx here tells start() that stderr closed.
+        });
+
+        let mut agent = Agent {
+            child,
+            poll_interval,
+            output,
+        };
+        match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(()) => agent,
+            Err(mpsc::RecvTimeoutError::Timeout) => agent.fail(&format!(
+                "flowtel did not print {READY_LINE:?} within {READY_TIMEOUT:?}"
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Stderr closed: the process is exiting; let it finish so the
+                // message can say how.
+                let deadline = Instant::now() + EXIT_GRACE;
+                while agent.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                agent.fail("flowtel closed its stderr before it was ready")
+            }
+        }
+    }
+
+    /// The poll interval the agent was started with.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// Every record printed so far.
+    pub fn records(&self) -> Vec<Record> {
+        self.output.lock().unwrap().records.clone()
+    }
+
+    /// Stderr lines printed so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.output.lock().unwrap().stderr.clone()
+    }
+
+    /// Sums the poll records so far that pass `filter`.
+    pub fn sum(&self, filter: &FlowFilter) -> Totals {
+        record::sum(&self.output.lock().unwrap().records, filter)
+    }
+
+    /// Sums the poll records so far that pass `filter`, one sum per flow
+    /// (distinct attributes), keyed by the attributes as JSON.
+    pub fn sum_by_flow(&self, filter: &FlowFilter) -> std::collections::BTreeMap<String, Totals> {
+        record::sum_by_flow(&self.output.lock().unwrap().records, filter)
+    }
+
+    /// Waits until `done` holds for the records printed so far, checking
+    /// every 100 ms, for up to [`DATA_TIMEOUT`] plus one poll interval.
+    ///
+    /// Panics, describing `what` and showing the agent's output, on timeout,
+    /// if the agent exits, or if it prints a line that is not a valid record.
+    pub fn wait_until(&mut self, what: &str, mut done: impl FnMut(&[Record]) -> bool) {
+        self.wait(what, |records| (done(records), String::new()));
+    }
+
+    /// Waits until the sum of the poll records passing `filter` satisfies
+    /// `reached`, then one more poll interval (so a count that would overshoot
+    /// has time to show), and returns the sum then.
+    ///
+    /// `reached` should say "everything expected has arrived" (usually with
+    /// `>=`); the caller then asserts exact equality on what is returned.
+    /// Panics like [`Agent::wait_until`], showing the last sum.
+    pub fn wait_for_totals(
+        &mut self,
+        filter: &FlowFilter,
+        mut reached: impl FnMut(&Totals) -> bool,
+    ) -> Totals {
+        let what = format!("the flows matching {filter:?} to add up");
+        self.wait(&what, |records| {
+            let totals = record::sum(records, filter);
+            (reached(&totals), format!("last sum: {totals:#?}"))
+        });
+        thread::sleep(self.poll_interval + Duration::from_millis(500));
+        self.sum(filter)
+    }
+
+    /// Waits until `check` says done; on failure shows the state it last
+    /// described.
+    fn wait(&mut self, what: &str, mut check: impl FnMut(&[Record]) -> (bool, String)) {
+        let deadline = Instant::now() + DATA_TIMEOUT + self.poll_interval;
+        loop {
+            let (problem, state) = {
+                let out = self.output.lock().unwrap();
+                let (done, now) = check(&out.records);
+                if done {
+                    return;
+                }
+                let problem = out
+                    .unparsed
+                    .first()
+                    .map(|line| format!("flowtel printed a line that is not a record: {line}"));
+                (problem, now)
+            };
+            if let Some(problem) = problem {
+                self.fail(&problem);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.fail(&format!(
+                    "flowtel exited ({status}) while waiting for {what}\n{state}"
+                ));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("timed out waiting for {what}\n{state}"));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the agent and panics with `problem`, the agent's exit status,
+    /// its stderr and its last records.
+    fn fail(&mut self, problem: &str) -> ! {
+        let status = self.stop();
+        let out = self.output.lock().unwrap();
+        let last: Vec<String> = out
+            .records
+            .iter()
+            .rev()
+            .take(20)
+            .rev()
+            .map(|r| format!("  {r:?}"))
+            .collect();
+        panic!(
+            "{problem}\nflowtel exit status: {status}\nflowtel stderr:\n  {}\n\
+             unparsed stdout lines: {:?}\nlast {} of {} records:\n{}",
+            out.stderr.join("\n  "),
+            out.unparsed,
+            last.len(),
+            out.records.len(),
+            last.join("\n"),
+        );
+    }
+
+    /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
+    /// says how it ended.
+    fn stop(&mut self) -> String {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.to_string();
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill has no memory preconditions; the pid is our own
+            // child, not yet reaped, so it cannot name another process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + EXIT_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.to_string();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        match self.child.wait() {
+            Ok(status) => {
+                format!("{status} (killed after {EXIT_GRACE:?} without exiting on SIGTERM)")
+            }
+            Err(e) => format!("unknown ({e})"),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
