@@ -60,3 +60,26 @@ mod humantime_serde_compat {
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
+
+impl Config {
+    /// Checks what serde cannot: sizes the kernel will accept.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let invalid = |m: String| Err(crate::Error::InvalidConfig(m));
+        if self.poll_interval < Duration::from_millis(100) {
+            return invalid(format!(
+                "poll_interval {:?} is too short: use at least 100ms",
+                self.poll_interval
+            ));
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".to_owned());
+        }
+        let ring = self.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return invalid(format!(
+                "ring_buffer_bytes {ring} must be a power of two of at least 4096 (a page)"
+            ));
+        }
+        Ok(())
+    }
+}

@@ -13,38 +13,201 @@
 //! ```
 
 mod config;
+mod decode;
+mod error;
+mod kernel;
+mod process;
 mod sample;
 
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+
 pub use config::{Config, ProbeSet};
+pub use error::Error;
+pub use process::container_id_from_cgroup;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
     ProcessInfo, ReceiverHealth, Rtt, Transport,
 };
 
-/// Why the receiver could not start or poll.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("placeholder")]
-    Placeholder,
-}
+use decode::{decode, Ending};
+use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey};
+use kernel::events::ClosedEvents;
+use kernel::{preflight, programs, reap};
+use process::ProcessResolver;
 
 /// The running kernel side. Dropping it detaches every program.
-pub struct Receiver {}
+pub struct Receiver {
+    conns: BpfHashMap<MapData, ConnKey, ConnInfo>,
+    stats: PerCpuArray<MapData, u64>,
+    closed: ClosedEvents,
+    reader: tokio::task::JoinHandle<()>,
+    processes: ProcessResolver,
+    capacity: u32,
+    probe_set: ProbeSet,
+    // Last: dropping it detaches the programs after the maps are released.
+    _programs: aya::Ebpf,
+}
 
 impl Receiver {
     /// Checks privileges and kernel support, loads and attaches the programs.
     /// Must be called inside a tokio runtime: closed connections are read from
     /// the ring buffer by a background task.
-    pub fn start(_config: &Config) -> Result<Receiver, Error> {
-        todo!()
+    pub fn start(config: &Config) -> Result<Receiver, Error> {
+        config.validate()?;
+        preflight::check_capabilities()?;
+        preflight::check_btf()?;
+        preflight::raise_memlock_limit();
+        let mut loaded = programs::load_and_attach(config)?;
+        let ebpf = &mut loaded.ebpf;
+        let conns = take_map(ebpf, "conns")?;
+        let stats = take_map(ebpf, "stats")?;
+        let ring: RingBuf<MapData> = take_map(ebpf, "events")?;
+        let closed = ClosedEvents::new(ring);
+        let reader = closed.spawn_reader().map_err(Error::RingBuffer)?;
+        Ok(Receiver {
+            conns,
+            stats,
+            closed,
+            reader,
+            processes: ProcessResolver::default(),
+            capacity: config.max_connections,
+            probe_set: loaded.probe_set,
+            _programs: loaded.ebpf,
+        })
+    }
+
+    /// The probe set in use.
+    pub fn probe_set(&self) -> ProbeSet {
+        self.probe_set
     }
 
     /// Reads every tracked connection: open ones with their counters so far,
     /// and each connection closed since the last poll, once, with its final
     /// counters.
     pub fn poll(&mut self) -> Result<Poll, Error> {
-        todo!()
+        let at = SystemTime::now();
+        // Events first: a connection whose close event is read here has left
+        // the map (or is leaving it), so the map read below cannot miss it.
+        let mut samples = Vec::new();
+        let mut reported: HashSet<(ConnKey, u64)> = HashSet::new();
+        let mut released_udp_sockets: HashSet<u64> = HashSet::new();
+        for event in self.closed.take() {
+            self.take_event(
+                event,
+                &mut samples,
+                &mut reported,
+                &mut released_udp_sockets,
+            );
+        }
+
+        let entries = self.read_connection_map()?;
+        let tracked = entries.len() as u64;
+        for (key, info) in entries {
+            if reported.contains(&(key, info.first_seen_ns)) {
+                continue;
+            }
+            // A closed TCP entry is still here when the ring buffer was full
+            // or the socket was read after it closed; a UDP socket's entries
+            // stay until user space sees its release.
+            let closed = if decode::is_tcp(&info) {
+                decode::is_closed(&info)
+            } else {
+                released_udp_sockets.contains(&key.cookie)
+            };
+            let (info, ending) = if closed {
+                // Take the entry and its very last value in one step.
+                match reap::take_entry(&self.conns, &key) {
+                    Ok(Some(last)) => (last, Ending::Closed),
+                    Ok(None) => continue, // the kernel handed it over meanwhile
+                    Err(error) => return Err(Error::Reap(error)),
+                }
+            } else {
+                (info, Ending::StillOpen)
+            };
+            let process = self.processes.resolve(info.pid, &info.comm);
+            samples.push(decode(&key, &info, ending, process));
+        }
+        self.processes.end_poll();
+        Ok(Poll {
+            at: Some(at),
+            samples,
+            health: self.health(tracked)?,
+        })
     }
+
+    fn take_event(
+        &mut self,
+        event: ConnEvent,
+        samples: &mut Vec<ConnectionSample>,
+        reported: &mut HashSet<(ConnKey, u64)>,
+        released_udp_sockets: &mut HashSet<u64>,
+    ) {
+        match event.kind {
+            abi::EVENT_CLOSED => {
+                let process = self.processes.resolve(event.info.pid, &event.info.comm);
+                samples.push(decode(&event.key, &event.info, Ending::Closed, process));
+                reported.insert((event.key, event.info.first_seen_ns));
+            }
+            abi::EVENT_RELEASED => {
+                released_udp_sockets.insert(event.key.cookie);
+            }
+            other => tracing::warn!(kind = other, "unknown ring buffer event skipped"),
+        }
+    }
+
+    /// Reads the connection map. Entries deleted while it is walked can make
+    /// the kernel restart the walk, so keys are deduplicated and the walk is
+    /// bounded.
+    fn read_connection_map(&self) -> Result<HashMap<ConnKey, ConnInfo>, Error> {
+        let mut entries = HashMap::new();
+        let bound = self.capacity as usize * 2 + 16;
+        for item in self.conns.iter().take(bound) {
+            let (key, info) = item.map_err(|source| Error::Map {
+                map: "conns",
+                source,
+            })?;
+            entries.insert(key, info);
+        }
+        Ok(entries)
+    }
+
+    fn health(&self, tracked: u64) -> Result<ReceiverHealth, Error> {
+        let stat = |index: usize| -> Result<u64, Error> {
+            let values = self
+                .stats
+                .get(&(index as u32), 0)
+                .map_err(|source| Error::Map {
+                    map: "stats",
+                    source,
+                })?;
+            Ok(values.iter().sum())
+        };
+        Ok(ReceiverHealth {
+            connections_dropped: stat(abi::STAT_MAP_FULL)?,
+            close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)? + stat(abi::STAT_RELEASE_LOST)?,
+            tracked_connections: tracked,
+            map_capacity: self.capacity.into(),
+        })
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn take_map<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, Error>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .unwrap_or_else(|| panic!("map {name} is missing from flowtel.bpf.o"));
+    M::try_from(map).map_err(|source| Error::Map { map: name, source })
 }
 
 /// This host's name, as `host.name` reports it.

@@ -86,7 +86,9 @@ pub enum ConnectionState {
     /// Closed; `error` is set when it ended with a socket error. A TCP
     /// connection that was never established and closed with an error is a
     /// failed connection attempt.
-    Closed { error: Option<CloseError> },
+    Closed {
+        error: Option<CloseError>,
+    },
 }
 
 /// Identity of one tracked connection. Unique for the life of the agent: a
@@ -157,6 +159,11 @@ pub struct ConnectionSample {
     pub seen_opening: bool,
     /// True once the TCP handshake completed.
     pub established: bool,
+    /// Bytes the application read or wrote after the kernel had already
+    /// closed the TCP connection (data still queued at the close). The
+    /// connection itself was reported closed by an earlier sample with
+    /// another id: this one adds bytes, never a connection.
+    pub residue: bool,
     pub state: ConnectionState,
 }
 

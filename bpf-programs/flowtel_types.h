@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Structs shared by the eBPF programs and user space.
+ * Keep in sync with receiver/src/kernel/abi.rs: fixed-width fields, explicit
+ * padding, no bool; a test there checks sizes and offsets.
+ */
+#ifndef FLOWTEL_TYPES_H
+#define FLOWTEL_TYPES_H
+
+#include <linux/types.h>
+
+#define FT_COMM_LEN 16
+
+/* conn_info.flags */
+#define FT_FLAG_SEEN_OPEN (1 << 0)   /* the agent saw the SYN (counts as opened) */
+#define FT_FLAG_ESTABLISHED (1 << 1) /* the TCP handshake completed */
+#define FT_FLAG_CLOSED (1 << 2)      /* TCP reached CLOSE */
+#define FT_FLAG_TCP_BASELINE (1 << 3) /* tcp counters were not zero at first sight */
+#define FT_FLAG_RESIDUE (1 << 4)     /* first seen after the TCP connection closed */
+
+/* conn_info.direction */
+#define FT_DIR_UNKNOWN 0
+#define FT_DIR_OUTGOING 1
+#define FT_DIR_INCOMING 2
+
+/* conn_event.kind */
+#define FT_EVENT_CLOSED 1   /* a TCP connection closed: final counters follow */
+#define FT_EVENT_RELEASED 2 /* a UDP socket was released: key.cookie only */
+
+/* stats index (per-CPU counters) */
+#define FT_STAT_MAP_FULL 0        /* new connection not tracked: map full */
+#define FT_STAT_CLOSE_DEFERRED 1  /* ring buffer full: closed entry left in map */
+#define FT_STAT_RELEASE_LOST 2    /* ring buffer full: UDP release not reported */
+#define FT_STAT_COUNT 4
+
+/*
+ * One tracked connection. For TCP and connected UDP the peer is the
+ * socket's own (peer_family 0); an unconnected UDP socket gets one key per
+ * peer it talks to.
+ */
+struct conn_key {
+	__u64 cookie;
+	__u8 peer_addr[16];
+	__u16 peer_port; /* host byte order */
+	__u16 peer_family;
+	__u32 _pad;
+};
+
+struct conn_info {
+	__u64 first_seen_ns; /* CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 packets_sent;     /* UDP datagrams (TCP uses the snapshot below) */
+	__u64 packets_received;
+	/* TCP: the kernel's own counters (as tcp_info shows them), refreshed at
+	 * each event and at close; base_* is their value at first sight when
+	 * the agent did not see the connection open. */
+	__u32 tcp_segs_out;
+	__u32 tcp_segs_in;
+	__u32 tcp_total_retrans;
+	__u32 base_segs_out;
+	__u32 base_segs_in;
+	__u32 base_total_retrans;
+	__u32 srtt_us;   /* smoothed RTT, microseconds */
+	__u32 rttvar_us; /* RTT mean deviation, microseconds */
+	__u32 netns;
+	__u32 pid;
+	__s32 close_err; /* sk_err at close */
+	__u16 family;    /* AF_INET / AF_INET6 */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 protocol;   /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 tcp_state;
+	__u8 direction;
+	__u8 flags;
+	__u8 _pad[10];
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	char comm[FT_COMM_LEN];
+};
+
+struct conn_event {
+	__u32 kind;
+	__u32 _pad;
+	struct conn_key key;
+	struct conn_info info;
+};
+
+/* The peer of one unconnected UDP datagram, from the cgroup sock_addr hook to
+ * the send/recv tracepoint of the same syscall (keyed by thread). */
+struct udp_peer {
+	__u64 cookie;
+	__u8 addr[16];
+	__u16 port; /* host byte order */
+	__u16 family;
+	__u32 _pad;
+};
+
+#endif /* FLOWTEL_TYPES_H */

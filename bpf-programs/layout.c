@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* Prints the layout of the shared structs; receiver/build.rs runs it and a
+ * test compares it with receiver/src/kernel/abi.rs. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "flowtel_types.h"
+
+#define SIZE(type) printf("%s %zu\n", #type, sizeof(struct type))
+#define FIELD(type, field) printf("%s.%s %zu\n", #type, #field, offsetof(struct type, field))
+
+int main(void)
+{
+	SIZE(conn_key);
+	FIELD(conn_key, cookie);
+	FIELD(conn_key, peer_addr);
+	FIELD(conn_key, peer_port);
+	FIELD(conn_key, peer_family);
+	SIZE(conn_info);
+	FIELD(conn_info, first_seen_ns);
+	FIELD(conn_info, cgroup_id);
+	FIELD(conn_info, bytes_sent);
+	FIELD(conn_info, bytes_received);
+	FIELD(conn_info, packets_sent);
+	FIELD(conn_info, packets_received);
+	FIELD(conn_info, tcp_segs_out);
+	FIELD(conn_info, tcp_segs_in);
+	FIELD(conn_info, tcp_total_retrans);
+	FIELD(conn_info, base_segs_out);
+	FIELD(conn_info, base_segs_in);
+	FIELD(conn_info, base_total_retrans);
+	FIELD(conn_info, srtt_us);
+	FIELD(conn_info, rttvar_us);
+	FIELD(conn_info, netns);
+	FIELD(conn_info, pid);
+	FIELD(conn_info, close_err);
+	FIELD(conn_info, family);
+	FIELD(conn_info, local_port);
+	FIELD(conn_info, remote_port);
+	FIELD(conn_info, protocol);
+	FIELD(conn_info, tcp_state);
+	FIELD(conn_info, direction);
+	FIELD(conn_info, flags);
+	FIELD(conn_info, local_addr);
+	FIELD(conn_info, remote_addr);
+	FIELD(conn_info, comm);
+	SIZE(conn_event);
+	FIELD(conn_event, kind);
+	FIELD(conn_event, key);
+	FIELD(conn_event, info);
+	SIZE(udp_peer);
+	return 0;
+}

@@ -1,0 +1,56 @@
+//! Why the receiver could not start or poll. Each message is one line that
+//! says what failed, why, and what to do.
+
+use std::path::PathBuf;
+
+/// An error of the kernel side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("missing capabilities {missing}: flowtel loads eBPF programs and attaches them to the kernel; run it as root or grant {missing} (see README, Privileges)")]
+    MissingCapabilities { missing: String },
+
+    #[error("kernel BTF not found at /sys/kernel/btf/vmlinux: flowtel needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8+; every major distribution kernel has it)")]
+    BtfMissing,
+
+    #[error("this kernel has no `{tracepoint}` tracepoint (added in Linux 6.3): set receiver.probes to `auto` to use kprobes instead")]
+    TracepointMissing { tracepoint: &'static str },
+
+    #[error("the `kprobe` probe set is not built yet: on this kernel use `probes: tracepoint` (Linux 6.3+)")]
+    KprobesUnavailable,
+
+    #[error("no cgroup v2 mount found in /proc/self/mounts: the UDP peer and socket-release hooks attach to cgroup v2; mount it (mount -t cgroup2 none /sys/fs/cgroup/unified) or set receiver.cgroup_path")]
+    NoCgroupV2,
+
+    #[error("opening cgroup {path}: {source}: set receiver.cgroup_path to a cgroup v2 directory")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+
+    #[error("the kernel verifier rejected program {program}: {reason} (run with RUST_LOG=receiver=debug to see the verifier log)")]
+    Verifier {
+        program: &'static str,
+        reason: String,
+    },
+
+    #[error("attaching {hook}: {reason}")]
+    Attach { hook: String, reason: String },
+
+    #[error("reading the {map} map: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+
+    #[error("reading the ring buffer of closed connections: {0}")]
+    RingBuffer(#[source] std::io::Error),
+
+    #[error("removing a closed connection from the map: {0}")]
+    Reap(#[source] std::io::Error),
+
+    #[error("invalid receiver setting: {0}")]
+    InvalidConfig(String),
+}

@@ -1,0 +1,193 @@
+//! Rust mirrors of the structs in `bpf-programs/flowtel_types.h`.
+//! Keep in sync with that header; `layout_matches_c` checks sizes and offsets
+//! against what the C compiler produced at build time.
+
+/// `FT_FLAG_*`
+pub const FLAG_SEEN_OPEN: u8 = 1 << 0;
+pub const FLAG_ESTABLISHED: u8 = 1 << 1;
+pub const FLAG_CLOSED: u8 = 1 << 2;
+pub const FLAG_RESIDUE: u8 = 1 << 4;
+
+/// `FT_DIR_*`
+pub const DIR_OUTGOING: u8 = 1;
+pub const DIR_INCOMING: u8 = 2;
+
+/// `FT_EVENT_*`
+pub const EVENT_CLOSED: u32 = 1;
+pub const EVENT_RELEASED: u32 = 2;
+
+/// `FT_STAT_*`
+pub const STAT_MAP_FULL: usize = 0;
+pub const STAT_CLOSE_DEFERRED: usize = 1;
+pub const STAT_RELEASE_LOST: usize = 2;
+
+pub const AF_INET: u16 = libc::AF_INET as u16;
+pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub cookie: u64,
+    pub peer_addr: [u8; 16],
+    pub peer_port: u16,
+    pub peer_family: u16,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnInfo {
+    pub first_seen_ns: u64,
+    pub cgroup_id: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub tcp_segs_out: u32,
+    pub tcp_segs_in: u32,
+    pub tcp_total_retrans: u32,
+    pub base_segs_out: u32,
+    pub base_segs_in: u32,
+    pub base_total_retrans: u32,
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    pub netns: u32,
+    pub pid: u32,
+    pub close_err: i32,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub protocol: u8,
+    pub tcp_state: u8,
+    pub direction: u8,
+    pub flags: u8,
+    pub _pad: [u8; 10],
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnEvent {
+    pub kind: u32,
+    pub _pad: u32,
+    pub key: ConnKey,
+    pub info: ConnInfo,
+}
+
+// SAFETY: plain C structs of integers and byte arrays with explicit padding:
+// every bit pattern is a valid value.
+unsafe impl aya::Pod for ConnKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ConnInfo {}
+
+impl ConnEvent {
+    /// Reads an event from a ring buffer record; None when it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<ConnEvent> {
+        if bytes.len() < std::mem::size_of::<ConnEvent>() {
+            return None;
+        }
+        // SAFETY: the length is checked above, ConnEvent is valid for any bit
+        // pattern, and read_unaligned makes no alignment assumption.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+
+    const C_LAYOUT: &str = include_str!(concat!(env!("OUT_DIR"), "/c_layout.txt"));
+
+    #[test]
+    fn layout_matches_c() {
+        let c: HashMap<&str, usize> = C_LAYOUT
+            .lines()
+            .map(|line| {
+                let (name, value) = line.split_once(' ').expect("name value");
+                (name, value.parse().expect("number"))
+            })
+            .collect();
+        let rust: &[(&str, usize)] = &[
+            ("conn_key", size_of::<ConnKey>()),
+            ("conn_key.cookie", offset_of!(ConnKey, cookie)),
+            ("conn_key.peer_addr", offset_of!(ConnKey, peer_addr)),
+            ("conn_key.peer_port", offset_of!(ConnKey, peer_port)),
+            ("conn_key.peer_family", offset_of!(ConnKey, peer_family)),
+            ("conn_info", size_of::<ConnInfo>()),
+            (
+                "conn_info.first_seen_ns",
+                offset_of!(ConnInfo, first_seen_ns),
+            ),
+            ("conn_info.cgroup_id", offset_of!(ConnInfo, cgroup_id)),
+            ("conn_info.bytes_sent", offset_of!(ConnInfo, bytes_sent)),
+            (
+                "conn_info.bytes_received",
+                offset_of!(ConnInfo, bytes_received),
+            ),
+            ("conn_info.packets_sent", offset_of!(ConnInfo, packets_sent)),
+            (
+                "conn_info.packets_received",
+                offset_of!(ConnInfo, packets_received),
+            ),
+            ("conn_info.tcp_segs_out", offset_of!(ConnInfo, tcp_segs_out)),
+            ("conn_info.tcp_segs_in", offset_of!(ConnInfo, tcp_segs_in)),
+            (
+                "conn_info.tcp_total_retrans",
+                offset_of!(ConnInfo, tcp_total_retrans),
+            ),
+            (
+                "conn_info.base_segs_out",
+                offset_of!(ConnInfo, base_segs_out),
+            ),
+            ("conn_info.base_segs_in", offset_of!(ConnInfo, base_segs_in)),
+            (
+                "conn_info.base_total_retrans",
+                offset_of!(ConnInfo, base_total_retrans),
+            ),
+            ("conn_info.srtt_us", offset_of!(ConnInfo, srtt_us)),
+            ("conn_info.rttvar_us", offset_of!(ConnInfo, rttvar_us)),
+            ("conn_info.netns", offset_of!(ConnInfo, netns)),
+            ("conn_info.pid", offset_of!(ConnInfo, pid)),
+            ("conn_info.close_err", offset_of!(ConnInfo, close_err)),
+            ("conn_info.family", offset_of!(ConnInfo, family)),
+            ("conn_info.local_port", offset_of!(ConnInfo, local_port)),
+            ("conn_info.remote_port", offset_of!(ConnInfo, remote_port)),
+            ("conn_info.protocol", offset_of!(ConnInfo, protocol)),
+            ("conn_info.tcp_state", offset_of!(ConnInfo, tcp_state)),
+            ("conn_info.direction", offset_of!(ConnInfo, direction)),
+            ("conn_info.flags", offset_of!(ConnInfo, flags)),
+            ("conn_info.local_addr", offset_of!(ConnInfo, local_addr)),
+            ("conn_info.remote_addr", offset_of!(ConnInfo, remote_addr)),
+            ("conn_info.comm", offset_of!(ConnInfo, comm)),
+            ("conn_event", size_of::<ConnEvent>()),
+            ("conn_event.kind", offset_of!(ConnEvent, kind)),
+            ("conn_event.key", offset_of!(ConnEvent, key)),
+            ("conn_event.info", offset_of!(ConnEvent, info)),
+        ];
+        for (name, value) in rust {
+            assert_eq!(
+                c.get(name),
+                Some(value),
+                "{name}: C says {:?}, Rust {value}",
+                c.get(name)
+            );
+        }
+        assert_eq!(
+            c.len(),
+            rust.len() + 1,
+            "a C field has no Rust check (udp_peer is kernel-only)"
+        );
+    }
+
+    #[test]
+    fn short_ring_buffer_record_is_refused() {
+        assert!(ConnEvent::from_bytes(&[0u8; 8]).is_none());
+        let bytes = [0u8; size_of::<ConnEvent>()];
+        assert_eq!(ConnEvent::from_bytes(&bytes).map(|e| e.kind), Some(0));
+    }
+}

@@ -1,0 +1,8 @@
+//! The eBPF side: checks that the kernel and privileges allow it, loads and
+//! attaches the programs, and reads what they record.
+
+pub mod abi;
+pub mod events;
+pub mod preflight;
+pub mod programs;
+pub mod reap;
