@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::record::{self, FlowFilter, Record, Totals};
+use crate::record::{self, Flow, FlowFilter, Record, Totals};
 
 /// What the agent prints on stderr once its programs are attached.
 pub const READY_LINE: &str = "flowtel: watching";
@@ -54,15 +54,24 @@ impl Agent {
     /// Panics, with the agent's stderr, if it exits or does not become ready.
     pub fn start(binary: impl AsRef<Path>, poll_interval: Duration) -> Agent {
         let binary = binary.as_ref();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["run", "--format", "json", "--poll-interval"])
             .arg(format!("{}ms", poll_interval.as_millis()))
-            .args(["--interval", "1h"])
+            .args(["--interval", "1h"]);
+        Agent::launch(command, poll_interval)
+    }
+
+    /// Starts `command` (an agent, or a stand-in in tests) and waits for it
+    /// to be ready.
+    fn launch(mut command: Command, poll_interval: Duration) -> Agent {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
 
         let output = Arc::new(Mutex::new(Output::default()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -134,6 +143,19 @@ impl Agent {
     /// Stderr lines printed so far.
     pub fn stderr(&self) -> Vec<String> {
         self.output.lock().unwrap().stderr.clone()
+    }
+
+    /// The poll records so far that pass `filter`.
+    pub fn poll_flows(&self, filter: &FlowFilter) -> Vec<Flow> {
+        self.output
+            .lock()
+            .unwrap()
+            .records
+            .iter()
+            .filter_map(Record::as_poll)
+            .filter(|flow| filter.matches(&flow.attributes))
+            .cloned()
+            .collect()
     }
 
     /// Sums the poll records so far that pass `filter`.
@@ -213,24 +235,33 @@ impl Agent {
     /// its stderr and its last records.
     fn fail(&mut self, problem: &str) -> ! {
         let status = self.stop();
-        let out = self.output.lock().unwrap();
-        let last: Vec<String> = out
-            .records
-            .iter()
-            .rev()
-            .take(20)
-            .rev()
-            .map(|r| format!("  {r:?}"))
-            .collect();
-        panic!(
-            "{problem}\nflowtel exit status: {status}\nflowtel stderr:\n  {}\n\
+        // The message is built before panicking so that the lock is not
+        // poisoned for the reader threads.
+        let message = {
+            let out = self.output.lock().unwrap();
+            let last: Vec<String> = out
+                .records
+                .iter()
+                .rev()
+                .take(20)
+                .rev()
+                .map(|r| format!("  {r:?}"))
+                .collect();
+            let stderr = if out.stderr.is_empty() {
+                "(nothing)".to_owned()
+            } else {
+                out.stderr.join("\n  ")
+            };
+            format!(
+                "{problem}\nflowtel exit status: {status}\nflowtel stderr:\n  {stderr}\n\
              unparsed stdout lines: {:?}\nlast {} of {} records:\n{}",
-            out.stderr.join("\n  "),
-            out.unparsed,
-            last.len(),
-            out.records.len(),
-            last.join("\n"),
-        );
+                out.unparsed,
+                last.len(),
+                out.records.len(),
+                last.join("\n"),
+            )
+        };
+        panic!("{message}");
     }
 
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
@@ -264,5 +295,49 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLL: &str = r#"{"record":"poll","start":"s","end":"e","attributes":{"network.transport":"udp","source.process.pid":7,"source.port":53,"destination.port":4000},"bytes_sent":10,"bytes_received":1,"packets_sent":1,"packets_received":1,"retransmits":0,"connections_opened":0,"connections_closed":0,"connections_failed":{},"rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}"#;
+
+    /// A stand-in for flowtel: a shell script. (Not a file: writing an
+    /// executable while other test threads fork makes exec fail with ETXTBSY.)
+    fn fake_agent(script: &str) -> Agent {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(script);
+        Agent::launch(command, Duration::from_millis(200))
+    }
+
+    #[test]
+    fn collects_records_and_sums_after_one_more_poll() {
+        let mut agent = fake_agent(&format!(
+            "echo 'flowtel: watching' >&2\necho '{POLL}'\necho '{{\"record\":\"health\"}}'\n\
+             sleep 0.3\necho '{POLL}'\nexec sleep 30"
+        ));
+        let udp = FlowFilter::any().udp().pid(7).source_port(53);
+        let totals = agent.wait_for_totals(&udp, |t| t.bytes_sent >= 20);
+        assert_eq!((totals.bytes_sent, totals.records), (20, 2));
+        assert_eq!(agent.sum_by_flow(&udp).len(), 1);
+        assert_eq!(agent.poll_flows(&udp.clone().destination_port(4001)), []);
+        assert_eq!(agent.records().len(), 3);
+        assert_eq!(agent.stderr(), ["flowtel: watching"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no BTF here")]
+    fn an_agent_that_exits_early_fails_with_its_stderr() {
+        fake_agent("echo 'flowtel: error: no BTF here' >&2\nexit 1");
+    }
+
+    #[test]
+    #[should_panic(expected = "not a record")]
+    fn a_line_that_is_not_a_record_fails_the_wait() {
+        let mut agent =
+            fake_agent("echo 'flowtel: watching' >&2\necho 'src -> dst 10 B'\nexec sleep 30");
+        agent.wait_until("nothing", |_| false);
     }
 }

@@ -1,0 +1,52 @@
+//! TCP over the IPv6 loopback: bytes exact, reported as `network.type` ipv6.
+
+use std::time::Duration;
+
+use integration::agent::Agent;
+use integration::privilege;
+use integration::record::FlowFilter;
+use integration::traffic::tcp;
+
+#[test]
+fn ipv6_loopback_tcp_bytes_are_exact() {
+    privilege::require_root();
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+
+    let truth = tcp::transfer("::1".parse().unwrap(), 2 << 20, 512 << 10);
+
+    let client = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(truth.server_port);
+    let got = agent.wait_for_totals(&client, |t| {
+        t.bytes_sent >= truth.client_sent && t.bytes_received >= truth.client_received
+    });
+    assert_eq!(got.bytes_sent, truth.client_sent, "client bytes sent");
+    assert_eq!(
+        got.bytes_received, truth.client_received,
+        "client bytes received"
+    );
+
+    let server = FlowFilter::this_process()
+        .tcp()
+        .incoming()
+        .source_port(truth.server_port);
+    let got = agent.wait_for_totals(&server, |t| {
+        t.bytes_sent >= truth.server_sent && t.bytes_received >= truth.server_received
+    });
+    assert_eq!(got.bytes_sent, truth.server_sent, "server bytes sent");
+    assert_eq!(
+        got.bytes_received, truth.server_received,
+        "server bytes received"
+    );
+
+    for filter in [&client, &server] {
+        let flows = agent.poll_flows(filter);
+        assert!(!flows.is_empty());
+        for flow in flows {
+            assert_eq!(flow.attributes.network_type.as_deref(), Some("ipv6"));
+            assert_eq!(flow.attributes.source_address.as_deref(), Some("::1"));
+            assert_eq!(flow.attributes.destination_address.as_deref(), Some("::1"));
+        }
+    }
+}
