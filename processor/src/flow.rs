@@ -216,7 +216,8 @@ pub struct FlowStats {
     pub packets_received: u64,
     /// TCP segments the source retransmitted.
     pub retransmits: u64,
-    /// Connections the receiver saw open, counted at their first sample.
+    /// Connections the receiver saw open, counted at their first sample
+    /// (residue samples never count as connections).
     pub connections_opened: u64,
     /// Connections that closed, counted at their closing sample.
     pub connections_closed: u64,
@@ -239,10 +240,12 @@ impl FlowStats {
             retransmits: delta.retransmits,
             ..FlowStats::default()
         };
-        if first_sight && sample.seen_opening {
+        // A residue sample carries bytes moved after its connection was
+        // already reported closed: it is never a connection of its own.
+        if first_sight && sample.seen_opening && !sample.residue {
             stats.connections_opened = 1;
         }
-        if let ConnectionState::Closed { error } = sample.state {
+        if let (ConnectionState::Closed { error }, false) = (sample.state, sample.residue) {
             stats.connections_closed = 1;
             if let Some(failure) = sample.failed_attempt() {
                 stats.connections_failed.record(failure);
@@ -473,6 +476,17 @@ mod tests {
         let stats = FlowStats::of_sample(&sample, &Counters::default(), false);
         assert_eq!(stats.connections_failed.total(), 0);
         assert_eq!(stats.connections_closed, 1);
+    }
+
+    #[test]
+    fn residue_adds_bytes_but_never_a_connection() {
+        let mut sample = closed(1, counters(70, 30), Some(CloseError::Reset));
+        sample.residue = true;
+        let stats = FlowStats::of_sample(&sample, &sample.counters, true);
+        assert_eq!((stats.bytes_sent, stats.bytes_received), (70, 30));
+        assert_eq!(stats.connections_opened, 0);
+        assert_eq!(stats.connections_closed, 0);
+        assert_eq!(stats.connections_failed.total(), 0);
     }
 
     #[test]
