@@ -1,1 +1,47 @@
-//! flowtel exporter (placeholder).
+//! flowtel's exporters: where the processor's reports go.
+//!
+//! An [`Exporter`] is pushed every [`PollReport`] (the flows active since the
+//! previous poll) and every closed [`WindowReport`]. The console exporters
+//! write them to a terminal or a pipe, as a table of the busiest flows
+//! ([`console::Table`]) or as JSON lines ([`console::JsonLines`]).
+//!
+//! ```
+//! use exporter::{console, Exporter};
+//!
+//! let mut out = console::exporter(console::Format::Json, Vec::new());
+//! # let report = processor::PollReport {
+//! #     start: std::time::SystemTime::UNIX_EPOCH,
+//! #     end: std::time::SystemTime::UNIX_EPOCH,
+//! #     flows: vec![], health: Default::default(), counter_resets: 0 };
+//! out.export_poll(&report)?; // report from processor.ingest(...)
+//! # Ok::<(), exporter::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod console;
+mod error;
+
+pub use error::Error;
+
+use processor::{PollReport, WindowReport};
+
+/// A destination for flow reports. Push model: the driver calls it once per
+/// poll and once per closed window, in time order.
+pub trait Exporter {
+    /// Exports the flows active in one poll period and the receiver's health.
+    fn export_poll(&mut self, report: &PollReport) -> Result<(), Error>;
+
+    /// Exports one closed window.
+    fn export_window(&mut self, report: &WindowReport) -> Result<(), Error>;
+}
+
+impl<E: Exporter + ?Sized> Exporter for Box<E> {
+    fn export_poll(&mut self, report: &PollReport) -> Result<(), Error> {
+        (**self).export_poll(report)
+    }
+
+    fn export_window(&mut self, report: &WindowReport) -> Result<(), Error> {
+        (**self).export_window(report)
+    }
+}

@@ -1,0 +1,419 @@
+//! JSON lines: one object per flow per poll and per window, and one health
+//! object per poll. Integration tests and scripts parse this shape; keep it
+//! stable.
+//!
+//! ```text
+//! {"record":"poll","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:00:10.000Z",
+//!  "attributes":{"network.transport":"tcp","network.type":"ipv4","network.namespace":4026531840,
+//!   "flow.direction":"outgoing","source.address":"127.0.0.1","source.process.pid":123,
+//!   "source.process.name":"curl","destination.address":"127.0.0.1","destination.port":80},
+//!  "bytes_sent":0,"bytes_received":0,"packets_sent":0,"packets_received":0,"retransmits":0,
+//!  "connections_opened":0,"connections_closed":0,"connections_failed":{"refused":1},
+//!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
+//! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
+//!  "close_events_deferred":0,"tracked_connections":3,"map_capacity":65536}
+//! ```
+//! (each object on one line). A collapsed port or a missing container id is
+//! left out of `attributes`; `connections_failed` lists only nonzero
+//! reasons; RTTs are whole microseconds, `null` without an estimate;
+//! `bandwidth_bps` is bytes both ways × 8 over the record's period.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use processor::{ConnectionFailures, Flow, PollReport, WindowReport};
+use receiver::ReceiverHealth;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use super::units::timestamp;
+use crate::{Error, Exporter};
+
+/// Writes reports as JSON lines to `W`, flushing after each report.
+#[derive(Debug)]
+pub struct JsonLines<W> {
+    out: W,
+    /// One report's lines, written at once.
+    buffer: Vec<u8>,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// Writes to `out`.
+    pub fn new(out: W) -> JsonLines<W> {
+        JsonLines {
+            out,
+            buffer: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The writer back, for tests.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn flows(
+        &mut self,
+        record: &'static str,
+        start: SystemTime,
+        end: SystemTime,
+        flows: &[Flow],
+    ) -> Result<(), Error> {
+        let period = end.duration_since(start).unwrap_or_default();
+        let (start, end) = (timestamp(start), timestamp(end));
+        for flow in by_bytes(flows) {
+            let line = FlowRecord::new(record, &start, &end, period, flow);
+            self.line(&line)?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, record: &impl Serialize) -> Result<(), Error> {
+        serde_json::to_writer(&mut self.buffer, record).map_err(Error::Json)?;
+        self.buffer.push(b'\n');
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<(), Error> {
+        let result = self
+            .out
+            .write_all(&self.buffer)
+            .and_then(|()| self.out.flush());
+        self.buffer.clear();
+        result.map_err(Error::Console)
+    }
+}
+
+impl<W: Write> Exporter for JsonLines<W> {
+    fn export_poll(&mut self, report: &PollReport) -> Result<(), Error> {
+        self.flows("poll", report.start, report.end, &report.flows)?;
+        self.line(&HealthRecord::new(report.end, &report.health))?;
+        self.write_out()
+    }
+
+    fn export_window(&mut self, report: &WindowReport) -> Result<(), Error> {
+        self.flows("window", report.start, report.end, &report.flows)?;
+        self.write_out()
+    }
+}
+
+/// Busiest first, so that a reader that stops early sees what matters.
+fn by_bytes(flows: &[Flow]) -> Vec<&Flow> {
+    let mut sorted: Vec<&Flow> = flows.iter().collect();
+    sorted.sort_by_key(|flow| std::cmp::Reverse(flow.stats.bytes()));
+    sorted
+}
+
+#[derive(Serialize)]
+struct FlowRecord<'a> {
+    record: &'static str,
+    start: &'a str,
+    end: &'a str,
+    attributes: Attributes<'a>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    packets_sent: u64,
+    packets_received: u64,
+    retransmits: u64,
+    connections_opened: u64,
+    connections_closed: u64,
+    connections_failed: Failures<'a>,
+    rtt_us: Option<u64>,
+    rtt_variance_us: Option<u64>,
+    bandwidth_bps: f64,
+}
+
+impl<'a> FlowRecord<'a> {
+    fn new(
+        record: &'static str,
+        start: &'a str,
+        end: &'a str,
+        period: Duration,
+        flow: &'a Flow,
+    ) -> FlowRecord<'a> {
+        let (key, stats) = (&flow.key, &flow.stats);
+        FlowRecord {
+            record,
+            start,
+            end,
+            attributes: Attributes {
+                transport: key.transport.as_str(),
+                network_type: key.network_type.as_str(),
+                netns: key.netns,
+                direction: key.direction.as_str(),
+                source_address: key.source_address,
+                source_port: key.source_port,
+                source_pid: key.source_pid(),
+                source_process_name: key.source_process_name(),
+                source_container_id: key.source_container_id(),
+                destination_address: key.destination_address,
+                destination_port: key.destination_port,
+            },
+            bytes_sent: stats.bytes_sent,
+            bytes_received: stats.bytes_received,
+            packets_sent: stats.packets_sent,
+            packets_received: stats.packets_received,
+            retransmits: stats.retransmits,
+            connections_opened: stats.connections_opened,
+            connections_closed: stats.connections_closed,
+            connections_failed: Failures(&stats.connections_failed),
+            rtt_us: stats.rtt.mean().map(micros),
+            rtt_variance_us: stats.rtt.mean_variance().map(micros),
+            bandwidth_bps: stats.bandwidth_bps(period),
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[derive(Serialize)]
+struct Attributes<'a> {
+    #[serde(rename = "network.transport")]
+    transport: &'static str,
+    #[serde(rename = "network.type")]
+    network_type: &'static str,
+    #[serde(rename = "network.namespace")]
+    netns: u32,
+    #[serde(rename = "flow.direction")]
+    direction: &'static str,
+    #[serde(rename = "source.address")]
+    source_address: IpAddr,
+    #[serde(rename = "source.port", skip_serializing_if = "Option::is_none")]
+    source_port: Option<u16>,
+    #[serde(rename = "source.process.pid")]
+    source_pid: u32,
+    #[serde(rename = "source.process.name")]
+    source_process_name: &'a str,
+    #[serde(
+        rename = "source.container.id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    source_container_id: Option<&'a str>,
+    #[serde(rename = "destination.address")]
+    destination_address: IpAddr,
+    #[serde(rename = "destination.port", skip_serializing_if = "Option::is_none")]
+    destination_port: Option<u16>,
+}
+
+/// `{"refused":1,"reset":2}`: only the reasons that happened.
+struct Failures<'a>(&'a ConnectionFailures);
+
+impl Serialize for Failures<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (reason, count) in self.0.nonzero() {
+            map.serialize_entry(reason, &count)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct HealthRecord {
+    record: &'static str,
+    end: String,
+    connections_dropped: u64,
+    close_events_deferred: u64,
+    tracked_connections: u64,
+    map_capacity: u64,
+}
+
+impl HealthRecord {
+    fn new(end: SystemTime, health: &ReceiverHealth) -> HealthRecord {
+        HealthRecord {
+            record: "health",
+            end: timestamp(end),
+            connections_dropped: health.connections_dropped,
+            close_events_deferred: health.close_events_deferred,
+            tracked_connections: health.tracked_connections,
+            map_capacity: health.map_capacity,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
+
+    use processor::{FlowKey, FlowStats, NetworkType, RttSummary};
+    use receiver::{Direction, ProcessInfo, Rtt, Transport};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    // 2024-01-01T12:00:00Z
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_704_110_400 + secs)
+    }
+
+    fn curl_to_port_80() -> FlowKey {
+        FlowKey {
+            transport: Transport::Tcp,
+            network_type: NetworkType::Ipv4,
+            netns: 4026531840,
+            direction: Direction::Outgoing,
+            source_address: "127.0.0.1".parse().unwrap(),
+            source_port: None,
+            source_process: Arc::new(ProcessInfo {
+                pid: 123,
+                name: "curl".into(),
+                container_id: None,
+            }),
+            destination_address: "127.0.0.1".parse().unwrap(),
+            destination_port: Some(80),
+        }
+    }
+
+    fn lines(out: Vec<u8>) -> Vec<Value> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn poll_writes_one_object_per_flow_then_health() {
+        let stats = FlowStats {
+            bytes_sent: 1000,
+            bytes_received: 250,
+            packets_sent: 3,
+            packets_received: 2,
+            connections_opened: 1,
+            ..FlowStats::default()
+        };
+        let report = PollReport {
+            start: at(0),
+            end: at(10),
+            flows: vec![Flow {
+                key: curl_to_port_80(),
+                stats,
+            }],
+            health: ReceiverHealth {
+                connections_dropped: 2,
+                close_events_deferred: 1,
+                tracked_connections: 7,
+                map_capacity: 65536,
+            },
+            counter_resets: 0,
+        };
+        let mut json = JsonLines::new(Vec::new());
+        json.export_poll(&report).unwrap();
+        let out = json.into_inner();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            r#"{"record":"poll","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:00:10.000Z","attributes":{"network.transport":"tcp","network.type":"ipv4","network.namespace":4026531840,"flow.direction":"outgoing","source.address":"127.0.0.1","source.process.pid":123,"source.process.name":"curl","destination.address":"127.0.0.1","destination.port":80},"bytes_sent":1000,"bytes_received":250,"packets_sent":3,"packets_received":2,"retransmits":0,"connections_opened":1,"connections_closed":0,"connections_failed":{},"rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":1000.0}"#
+        );
+        let records = lines(out);
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[1],
+            json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
+                   "close_events_deferred":1,"tracked_connections":7,"map_capacity":65536})
+        );
+    }
+
+    #[test]
+    fn window_records_carry_every_attribute_failures_and_rtt() {
+        let mut key = curl_to_port_80();
+        key.transport = Transport::Udp;
+        key.network_type = NetworkType::Ipv6;
+        key.direction = Direction::Unknown;
+        key.source_address = "::1".parse().unwrap();
+        key.source_port = Some(5353);
+        key.destination_address = "::1".parse().unwrap();
+        key.destination_port = Some(53);
+        key.source_process = Arc::new(ProcessInfo {
+            pid: 9,
+            name: "resolver".into(),
+            container_id: Some("abc".into()),
+        });
+        let mut rtt = RttSummary::default();
+        rtt.record(Rtt {
+            smoothed: Duration::from_micros(150),
+            variance: Duration::from_micros(40),
+        });
+        rtt.record(Rtt {
+            smoothed: Duration::from_micros(250),
+            variance: Duration::from_micros(60),
+        });
+        let mut stats = FlowStats {
+            bytes_sent: 300,
+            rtt,
+            ..FlowStats::default()
+        };
+        stats.connections_failed.refused = 2;
+        stats.connections_failed.reset = 1;
+        let report = WindowReport {
+            start: at(0),
+            end: at(300),
+            flows: vec![Flow { key, stats }],
+        };
+        let mut json = JsonLines::new(Vec::new());
+        json.export_window(&report).unwrap();
+        let records = lines(json.into_inner());
+        assert_eq!(records.len(), 1, "no health record for a window");
+        assert_eq!(
+            records[0],
+            json!({"record":"window","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
+                "attributes":{"network.transport":"udp","network.type":"ipv6","network.namespace":4026531840u32,
+                    "flow.direction":"unknown","source.address":"::1","source.port":5353,
+                    "source.process.pid":9,"source.process.name":"resolver","source.container.id":"abc",
+                    "destination.address":"::1","destination.port":53},
+                "bytes_sent":300,"bytes_received":0,"packets_sent":0,"packets_received":0,"retransmits":0,
+                "connections_opened":0,"connections_closed":0,"connections_failed":{"refused":2,"reset":1},
+                "rtt_us":200,"rtt_variance_us":50,"bandwidth_bps":8.0})
+        );
+    }
+
+    #[test]
+    fn flows_are_written_busiest_first() {
+        let flow = |port, bytes| Flow {
+            key: FlowKey {
+                destination_port: Some(port),
+                ..curl_to_port_80()
+            },
+            stats: FlowStats {
+                bytes_received: bytes,
+                ..FlowStats::default()
+            },
+        };
+        let report = WindowReport {
+            start: at(0),
+            end: at(300),
+            flows: vec![flow(1, 10), flow(2, 1000), flow(3, 100)],
+        };
+        let mut json = JsonLines::new(Vec::new());
+        json.export_window(&report).unwrap();
+        let ports: Vec<_> = lines(json.into_inner())
+            .iter()
+            .map(|r| r["attributes"]["destination.port"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ports, [2, 3, 1]);
+    }
+
+    #[test]
+    fn empty_period_has_zero_bandwidth() {
+        let report = PollReport {
+            start: at(10),
+            end: at(10),
+            flows: vec![Flow {
+                key: curl_to_port_80(),
+                stats: FlowStats {
+                    bytes_sent: 5,
+                    ..FlowStats::default()
+                },
+            }],
+            health: ReceiverHealth::default(),
+            counter_resets: 0,
+        };
+        let mut json = JsonLines::new(Vec::new());
+        json.export_poll(&report).unwrap();
+        let records = lines(json.into_inner());
+        assert_eq!(records[0]["bandwidth_bps"], json!(0.0));
+    }
+}
