@@ -1,1 +1,99 @@
-fn main() {}
+//! `flowtel`: the binary that wires the receiver, the processor and the
+//! exporters. See DESIGN.md.
+
+mod agent;
+mod cli;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flowtel: error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            let settings = args.settings()?;
+            // The receiver's ring buffer reader and the poll loop: two
+            // workers at most, one on a single-core machine.
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("flowtel")
+                .enable_all()
+                .build()
+                .context("could not start the async runtime")?;
+            runtime.block_on(agent::run(settings))
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters, `info` by default.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// The error and its causes on one line, joined with ": ". A cause whose
+/// text its parent already ends with (errors that print their source) is
+/// not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        let text = text.trim();
+        if text.is_empty() || line.ends_with(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_joins_causes_without_repeats() {
+        let io = std::io::Error::other("permission denied");
+        let repeats = anyhow::Error::new(io).context("loading the eBPF object: permission denied");
+        let error = repeats.context("could not start the receiver");
+        assert_eq!(
+            one_line(&error),
+            "could not start the receiver: loading the eBPF object: permission denied"
+        );
+    }
+
+    #[test]
+    fn error_line_is_one_line() {
+        let error = anyhow::anyhow!("verifier said:\nR1 invalid mem access\n").context("attaching");
+        assert_eq!(
+            one_line(&error),
+            "attaching: verifier said: R1 invalid mem access"
+        );
+    }
+}

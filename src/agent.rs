@@ -1,0 +1,119 @@
+//! The agent's loop: kernel maps -> receiver -> processor -> exporter, with
+//! a poll every poll interval and exactly at every window boundary, and a
+//! clean stop on SIGINT/SIGTERM.
+
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use exporter::Exporter;
+use processor::Processor;
+use receiver::Receiver;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::cli::Settings;
+
+/// Runs the agent until SIGINT or SIGTERM. Must run inside a tokio runtime.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Listen before saying we are watching, so that a signal sent right
+    // after the readiness line is not fatal.
+    let mut stop = StopSignals::listen().context("could not listen for SIGINT and SIGTERM")?;
+    let mut receiver =
+        Receiver::start(&settings.receiver).context("could not start the receiver")?;
+    let started = SystemTime::now();
+    let mut processor = Processor::new(settings.processor.clone(), started)?;
+    let mut exporter = exporter::console::exporter(settings.format, std::io::stdout());
+    let poll_interval = settings.receiver.poll_interval;
+    tracing::info!(
+        "flowtel: watching TCP and UDP flows; polling every {}, {} windows ({} probes)",
+        humantime::format_duration(poll_interval),
+        humantime::format_duration(processor.interval()),
+        format!("{:?}", receiver.probe_set()).to_lowercase(),
+    );
+
+    let mut next_poll = started + poll_interval;
+    loop {
+        // Poll at each window boundary too, so that every delta belongs to
+        // exactly one window.
+        let due = next_poll.min(processor.window_end());
+        let stopping = tokio::select! {
+            () = sleep_until(due) => None,
+            name = stop.recv() => Some(name),
+        };
+        if let Some(name) = stopping {
+            tracing::info!("flowtel: {name}: last poll, then the partial window");
+        }
+        let now = poll(&mut receiver, &mut processor, &mut exporter)?;
+        next_poll = now + poll_interval;
+        if stopping.is_some() {
+            let partial = processor.flush(now);
+            exporter
+                .export_window(&partial)
+                .context("could not export the last window")?;
+            tracing::info!("flowtel: stopped");
+            return Ok(());
+        }
+    }
+}
+
+/// One poll through the pipeline; returns the poll's time.
+fn poll(
+    receiver: &mut Receiver,
+    processor: &mut Processor,
+    exporter: &mut impl Exporter,
+) -> anyhow::Result<SystemTime> {
+    let poll = receiver
+        .poll()
+        .context("could not read the connection counters")?;
+    let now = poll.at.unwrap_or_else(SystemTime::now);
+    let report = processor.ingest(&poll, now);
+    if report.counter_resets > 0 {
+        tracing::warn!(
+            samples = report.counter_resets,
+            "connection counters went backwards; counted as restarted from zero"
+        );
+    }
+    exporter
+        .export_poll(&report)
+        .context("could not export the flows")?;
+    if let Some(window) = processor.close_window(now) {
+        exporter
+            .export_window(&window)
+            .context("could not export the window")?;
+    }
+    Ok(now)
+}
+
+/// Sleeps until the wall clock reads `t`. Timers run on the monotonic
+/// clock, so this checks the wall clock again on waking: windows are
+/// aligned to wall-clock time.
+async fn sleep_until(t: SystemTime) {
+    while let Ok(left) = t.duration_since(SystemTime::now()) {
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// SIGINT and SIGTERM.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for either; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}

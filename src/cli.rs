@@ -1,0 +1,164 @@
+//! The command line, in two layers: [`Cli`] is what clap parses, and
+//! [`RunArgs::settings`] resolves it into the validated [`Settings`] the
+//! agent runs with.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Network performance monitoring: every TCP and UDP conversation on this
+/// host, watched with eBPF, folded into flows and aligned time windows.
+#[derive(Debug, Parser)]
+#[command(name = "flowtel", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: print the busiest flows every poll and each window's
+    /// totals when it closes. Stops on SIGINT or SIGTERM after a last poll
+    /// and the partial window.
+    Run(RunArgs),
+}
+
+/// `flowtel run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How often the kernel's counters are read, e.g. 500ms, 10s.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Length of the windows flows are summed over, aligned to wall-clock
+    /// multiples of it (5m windows start at :00, :05 ...); at least 1s.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+
+    /// How the flows are printed on stdout: a table for people, or JSON lines
+    /// for programs.
+    #[arg(long, value_enum, default_value_t = ConsoleFormat::Table)]
+    pub format: ConsoleFormat,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleFormat {
+    /// The busiest flows every poll, window totals at each window's close.
+    Table,
+    /// One JSON object per flow per poll and per window, and one health
+    /// object per poll.
+    Json,
+}
+
+/// What `flowtel run` runs with, every part validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The kernel side.
+    pub receiver: receiver::Config,
+    /// Deltas and windows.
+    pub processor: processor::Config,
+    /// The console output.
+    pub format: exporter::console::Format,
+}
+
+impl RunArgs {
+    /// Resolves the arguments into settings, validating each stage's part
+    /// before anything is loaded into the kernel.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let receiver = receiver::Config {
+            poll_interval: self.poll_interval,
+            ..receiver::Config::default()
+        };
+        receiver.validate().context("invalid --poll-interval")?;
+        let processor = processor::Config {
+            interval: self.interval,
+        };
+        processor.validate().context("invalid --interval")?;
+        let format = match self.format {
+            ConsoleFormat::Table => exporter::console::Format::Table,
+            ConsoleFormat::Json => exporter::console::Format::Json,
+        };
+        Ok(Settings {
+            receiver,
+            processor,
+            format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["flowtel", "run"].iter().chain(args))?;
+        let Command::Run(run) = cli.command;
+        Ok(run)
+    }
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_to_ten_second_polls_five_minute_windows_and_a_table() {
+        let settings = run_args(&[]).unwrap().settings().unwrap();
+        assert_eq!(settings.receiver.poll_interval, Duration::from_secs(10));
+        assert_eq!(settings.processor.interval, Duration::from_secs(300));
+        assert_eq!(settings.format, exporter::console::Format::Table);
+    }
+
+    #[test]
+    fn run_takes_human_durations_and_json() {
+        let args = [
+            "--poll-interval",
+            "500ms",
+            "--interval",
+            "1s",
+            "--format",
+            "json",
+        ];
+        let settings = run_args(&args).unwrap().settings().unwrap();
+        assert_eq!(settings.receiver.poll_interval, Duration::from_millis(500));
+        assert_eq!(settings.processor.interval, Duration::from_secs(1));
+        assert_eq!(settings.format, exporter::console::Format::Json);
+    }
+
+    #[test]
+    fn unparsable_values_are_usage_errors() {
+        assert!(run_args(&["--interval", "five minutes"]).is_err());
+        assert!(run_args(&["--format", "yaml"]).is_err());
+        assert!(run_args(&["--config", "flowtel.yaml"]).is_err());
+    }
+
+    #[test]
+    fn a_window_under_one_second_is_refused_with_the_reason() {
+        let error = run_args(&["--interval", "500ms"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "invalid --interval: the window interval 500ms is shorter than the minimum of 1s"
+        );
+    }
+
+    #[test]
+    fn a_poll_interval_the_receiver_refuses_is_refused_early() {
+        let error = run_args(&["--poll-interval", "1ms"])
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").starts_with("invalid --poll-interval: "),
+            "{error:#}"
+        );
+    }
+}
