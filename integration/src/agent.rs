@@ -239,13 +239,22 @@ impl Agent {
         // poisoned for the reader threads.
         let message = {
             let out = self.output.lock().unwrap();
-            let last: Vec<String> = out
+            // The flows of this (the test's) process are what explains a
+            // failure; health records arrive every poll and would crowd them out.
+            let ours: Vec<&Record> = out
                 .records
                 .iter()
+                .filter(|r| {
+                    r.flow()
+                        .is_some_and(|f| f.attributes.pid == Some(std::process::id()))
+                })
+                .collect();
+            let last: Vec<String> = ours
+                .iter()
                 .rev()
-                .take(20)
+                .take(40)
                 .rev()
-                .map(|r| format!("  {r:?}"))
+                .map(|r| format!("  {}", r.summary()))
                 .collect();
             let stderr = if out.stderr.is_empty() {
                 "(nothing)".to_owned()

@@ -48,6 +48,49 @@ impl Record {
         }
     }
 
+    /// The flow of a poll or window record.
+    pub fn flow(&self) -> Option<&Flow> {
+        match self {
+            Record::Poll(flow) | Record::Window(flow) => Some(flow),
+            _ => None,
+        }
+    }
+
+    /// One line for a person reading a test failure: the kind, the
+    /// attributes and the non-zero counters.
+    pub fn summary(&self) -> String {
+        let (kind, flow) = match self {
+            Record::Poll(flow) => ("poll", flow),
+            Record::Window(flow) => ("window", flow),
+            Record::Health(value) | Record::Other(value) => return value.to_string(),
+        };
+        let attributes = serde_json::to_string(&flow.attributes).unwrap_or_default();
+        let counters: Vec<String> = [
+            ("bytes_sent", flow.bytes_sent),
+            ("bytes_received", flow.bytes_received),
+            ("packets_sent", flow.packets_sent),
+            ("packets_received", flow.packets_received),
+            ("retransmits", flow.retransmits),
+            ("opened", flow.connections_opened),
+            ("closed", flow.connections_closed),
+        ]
+        .iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(name, n)| format!("{name}={n}"))
+        .chain(
+            flow.connections_failed
+                .iter()
+                .map(|(reason, n)| format!("failed.{reason}={n}")),
+        )
+        .collect();
+        format!(
+            "{kind} {}..{} {attributes} {}",
+            flow.start,
+            flow.end,
+            counters.join(" ")
+        )
+    }
+
     /// The flow of a poll record.
     pub fn as_poll(&self) -> Option<&Flow> {
         match self {
@@ -97,37 +140,46 @@ pub struct Flow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attributes {
     /// `tcp` or `udp`.
-    #[serde(rename = "network.transport")]
+    #[serde(rename = "network.transport", skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
     /// `ipv4` or `ipv6`.
-    #[serde(rename = "network.type")]
+    #[serde(rename = "network.type", skip_serializing_if = "Option::is_none")]
     pub network_type: Option<String>,
     /// Inode of the network namespace the connection lives in.
-    #[serde(rename = "network.namespace")]
+    #[serde(rename = "network.namespace", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<u64>,
     /// `outgoing`, `incoming` or `unknown`.
-    #[serde(rename = "flow.direction")]
+    #[serde(rename = "flow.direction", skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
     /// Local address.
-    #[serde(rename = "source.address")]
+    #[serde(rename = "source.address", skip_serializing_if = "Option::is_none")]
     pub source_address: Option<String>,
     /// Local port.
-    #[serde(rename = "source.port")]
+    #[serde(rename = "source.port", skip_serializing_if = "Option::is_none")]
     pub source_port: Option<u16>,
     /// Owning process id.
-    #[serde(rename = "source.process.pid")]
+    #[serde(rename = "source.process.pid", skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// Owning process name.
-    #[serde(rename = "source.process.name")]
+    #[serde(
+        rename = "source.process.name",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub process_name: Option<String>,
     /// Container of the owning process.
-    #[serde(rename = "source.container.id")]
+    #[serde(
+        rename = "source.container.id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     /// Remote address.
-    #[serde(rename = "destination.address")]
+    #[serde(
+        rename = "destination.address",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_address: Option<String>,
     /// Remote port.
-    #[serde(rename = "destination.port")]
+    #[serde(rename = "destination.port", skip_serializing_if = "Option::is_none")]
     pub destination_port: Option<u16>,
     /// Any other attribute.
     #[serde(flatten)]
@@ -362,6 +414,15 @@ mod tests {
         assert_eq!(flow.attributes.other["host.name"], "h");
         assert_eq!(flow.connections_failed["refused"], 1);
         assert_eq!(flow.rtt_us, None);
+    }
+
+    #[test]
+    fn summarises_a_flow_on_one_line() {
+        let summary = Record::parse(OUTGOING).unwrap().summary();
+        assert!(summary.starts_with("poll 2026-01-01T00:00:00Z..2026-01-01T00:00:01Z {"));
+        assert!(summary.ends_with(
+            "bytes_sent=10 bytes_received=20 packets_sent=1 packets_received=2 opened=1 failed.refused=1"
+        ));
     }
 
     #[test]
