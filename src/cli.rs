@@ -33,6 +33,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
+    /// Capacity of the kernel's connection map. Connections beyond it are
+    /// not tracked; they are counted and reported as dropped.
+    #[arg(long, value_name = "N", default_value_t = receiver::Config::default().max_connections)]
+    pub max_connections: u32,
+
     /// Length of the windows flows are summed over, aligned to wall-clock
     /// multiples of it (5m windows start at :00, :05 ...); at least 1s.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -71,9 +76,12 @@ impl RunArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let receiver = receiver::Config {
             poll_interval: self.poll_interval,
+            max_connections: self.max_connections,
             ..receiver::Config::default()
         };
-        receiver.validate().context("invalid --poll-interval")?;
+        receiver
+            .validate()
+            .context("invalid --poll-interval or --max-connections")?;
         let processor = processor::Config {
             interval: self.interval,
         };
@@ -157,7 +165,7 @@ mod tests {
             .settings()
             .unwrap_err();
         assert!(
-            format!("{error:#}").starts_with("invalid --poll-interval: "),
+            format!("{error:#}").starts_with("invalid --poll-interval or --max-connections: "),
             "{error:#}"
         );
     }
