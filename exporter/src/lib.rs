@@ -19,9 +19,11 @@
 
 #![deny(missing_docs)]
 
+mod config;
 pub mod console;
 mod error;
 
+pub use config::{Config, ConsoleConfig};
 pub use error::Error;
 
 use processor::{PollReport, WindowReport};

@@ -4,13 +4,13 @@ use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{JsonLines, Table};
 use crate::Exporter;
 
 /// The console output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A table of the busiest flows every poll and the totals of every
