@@ -17,6 +17,7 @@ mod decode;
 mod error;
 mod kernel;
 mod process;
+mod recent_closes;
 mod sample;
 
 use std::collections::{HashMap, HashSet};
@@ -37,6 +38,7 @@ use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey};
 use kernel::events::ClosedEvents;
 use kernel::{preflight, programs, reap};
 use process::ProcessResolver;
+use recent_closes::RecentCloses;
 
 /// The running kernel side. Dropping it detaches every program.
 pub struct Receiver {
@@ -45,6 +47,7 @@ pub struct Receiver {
     closed: ClosedEvents,
     reader: tokio::task::JoinHandle<()>,
     processes: ProcessResolver,
+    recent_closes: RecentCloses,
     capacity: u32,
     probe_set: ProbeSet,
     // Last: dropping it detaches the programs after the maps are released.
@@ -73,6 +76,7 @@ impl Receiver {
             closed,
             reader,
             processes: ProcessResolver::default(),
+            recent_closes: RecentCloses::new(config.max_connections as usize),
             capacity: config.max_connections,
             probe_set: loaded.probe_set,
             _programs: loaded.ebpf,
@@ -131,6 +135,12 @@ impl Receiver {
             samples.push(decode(&key, &info, ending, process));
         }
         self.processes.end_poll();
+        // Close events come first in `samples`, so a residue read in the
+        // same poll as its connection's close finds the direction.
+        for sample in &mut samples {
+            self.recent_closes.complete(sample, at);
+        }
+        self.recent_closes.expire(at);
         Ok(Poll {
             at: Some(at),
             samples,
