@@ -133,7 +133,9 @@ static __always_inline struct conn_info *track(struct sock *sk, const struct con
 	}
 	err = bpf_map_update_elem(&conns, key, &info, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST: another CPU won the race */) {
-		stat_inc(FT_STAT_MAP_FULL);
+		/* A connection's opening happens once, so it counts connections;
+		 * anything else repeats per event of an untracked socket. */
+		stat_inc(sight == SEEN_OPENING ? FT_STAT_MAP_FULL : FT_STAT_UNTRACKED);
 		return 0;
 	}
 	return bpf_map_lookup_elem(&conns, key);

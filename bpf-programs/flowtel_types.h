@@ -28,9 +28,10 @@
 #define FT_EVENT_RELEASED 2 /* a UDP socket was released: key.cookie only */
 
 /* stats index (per-CPU counters) */
-#define FT_STAT_MAP_FULL 0        /* new connection not tracked: map full */
+#define FT_STAT_MAP_FULL 0        /* new TCP connection not tracked: map full */
 #define FT_STAT_CLOSE_DEFERRED 1  /* ring buffer full: closed entry left in map */
 #define FT_STAT_RELEASE_LOST 2    /* ring buffer full: UDP release not reported */
+#define FT_STAT_UNTRACKED 3       /* other event on a socket not in the full map */
 #define FT_STAT_COUNT 4
 
 /*

@@ -9,7 +9,7 @@
 #include "flowtel_types.h"
 
 /* Every tracked connection. Preallocated: a full map refuses new entries,
- * which FT_STAT_MAP_FULL counts. */
+ * which FT_STAT_MAP_FULL and FT_STAT_UNTRACKED count. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);

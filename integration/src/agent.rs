@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::record::{self, Flow, FlowFilter, Record, Totals};
+use crate::traffic::tcp::Transfer;
 
 /// What the agent prints on stderr once its programs are attached.
 pub const READY_LINE: &str = "flowtel: watching";
@@ -53,13 +54,35 @@ impl Agent {
     ///
     /// Panics, with the agent's stderr, if it exits or does not become ready.
     pub fn start(binary: impl AsRef<Path>, poll_interval: Duration) -> Agent {
+        Agent::start_with(binary, poll_interval, &[])
+    }
+
+    /// Like [`Agent::start`], with more arguments for `flowtel run`.
+    pub fn start_with(binary: impl AsRef<Path>, poll_interval: Duration, args: &[&str]) -> Agent {
         let binary = binary.as_ref();
         let mut command = Command::new(binary);
         command
             .args(["run", "--format", "json", "--poll-interval"])
             .arg(format!("{}ms", poll_interval.as_millis()))
-            .args(["--interval", "1h"]);
+            .args(["--interval", "1h"])
+            .args(args);
         Agent::launch(command, poll_interval)
+    }
+
+    /// The health records printed so far, oldest first.
+    pub fn health(&self) -> Vec<record::Health> {
+        self.output
+            .lock()
+            .unwrap()
+            .records
+            .iter()
+            .filter_map(Record::as_health)
+            .collect()
+    }
+
+    /// Whether the agent process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Starts `command` (an agent, or a stand-in in tests) and waits for it
@@ -176,6 +199,33 @@ impl Agent {
     /// if the agent exits, or if it prints a line that is not a valid record.
     pub fn wait_until(&mut self, what: &str, mut done: impl FnMut(&[Record]) -> bool) {
         self.wait(what, |records| (done(records), String::new()));
+    }
+
+    /// Waits for both ends of a TCP [`Transfer`] made by this process and
+    /// asserts each end's bytes equal what its socket moved. Returns the
+    /// client's filter (outgoing to the server port) and the server's
+    /// (incoming at the server port), for further checks.
+    pub fn assert_transfer_counted(&mut self, truth: &Transfer) -> [FlowFilter; 2] {
+        let client = FlowFilter::this_process()
+            .tcp()
+            .outgoing()
+            .destination_port(truth.server_port);
+        let server = FlowFilter::this_process()
+            .tcp()
+            .incoming()
+            .source_port(truth.server_port);
+        let ends = [
+            ("client", &client, truth.client_sent, truth.client_received),
+            ("server", &server, truth.server_sent, truth.server_received),
+        ];
+        for (end, filter, sent, received) in ends {
+            let got = self.wait_for_totals(filter, |t| {
+                t.bytes_sent >= sent && t.bytes_received >= received
+            });
+            assert_eq!(got.bytes_sent, sent, "{end} bytes sent");
+            assert_eq!(got.bytes_received, received, "{end} bytes received");
+        }
+        [client, server]
     }
 
     /// Waits until the sum of the poll records passing `filter` satisfies

@@ -13,6 +13,20 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The agent's report on itself, printed once per poll. Counters are
+/// totals since the agent started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Health {
+    /// Connections the kernel side could not track: the map was full.
+    pub connections_dropped: u64,
+    /// Events on sockets left out of the full map (their bytes are lost).
+    pub untracked_events: u64,
+    /// Connections in the map at the poll.
+    pub tracked_connections: u64,
+    /// The map's capacity.
+    pub map_capacity: u64,
+}
+
 /// One line of the agent's JSON output.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -45,6 +59,14 @@ impl Record {
             "window" => flow(value).map(Record::Window),
             "health" => Ok(Record::Health(value)),
             _ => Ok(Record::Other(value)),
+        }
+    }
+
+    /// The health figures of a health record.
+    pub fn as_health(&self) -> Option<Health> {
+        match self {
+            Record::Health(value) => serde_json::from_value(value.clone()).ok(),
+            _ => None,
         }
     }
 

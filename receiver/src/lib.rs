@@ -197,6 +197,7 @@ impl Receiver {
         };
         Ok(ReceiverHealth {
             connections_dropped: stat(abi::STAT_MAP_FULL)?,
+            untracked_events: stat(abi::STAT_UNTRACKED)?,
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)? + stat(abi::STAT_RELEASE_LOST)?,
             tracked_connections: tracked,
             map_capacity: self.capacity.into(),

@@ -195,8 +195,12 @@ pub struct Poll {
 /// Losses and load of the kernel side, cumulative since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReceiverHealth {
-    /// New connections not tracked because the connection map was full.
+    /// New TCP connections not tracked because the connection map was full.
     pub connections_dropped: u64,
+    /// Events (sends, receives, state changes) on sockets left out of the
+    /// full connection map: UDP sockets and connections older than the agent
+    /// show up here, once per event, since they have no opening to count.
+    pub untracked_events: u64,
     /// Close events that found the ring buffer full (kept in the map instead:
     /// nothing lost, only delayed to the next poll).
     pub close_events_deferred: u64,

@@ -11,7 +11,7 @@
 //!  "connections_opened":0,"connections_closed":0,"connections_failed":{"refused":1},
 //!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
-//!  "close_events_deferred":0,"tracked_connections":3,"map_capacity":65536}
+//!  "untracked_events":0,"close_events_deferred":0,"tracked_connections":3,"map_capacity":65536}
 //! ```
 //! (each object on one line). A collapsed port or a missing container id is
 //! left out of `attributes`; `connections_failed` lists only nonzero
@@ -215,6 +215,7 @@ struct HealthRecord {
     record: &'static str,
     end: String,
     connections_dropped: u64,
+    untracked_events: u64,
     close_events_deferred: u64,
     tracked_connections: u64,
     map_capacity: u64,
@@ -226,6 +227,7 @@ impl HealthRecord {
             record: "health",
             end: timestamp(end),
             connections_dropped: health.connections_dropped,
+            untracked_events: health.untracked_events,
             close_events_deferred: health.close_events_deferred,
             tracked_connections: health.tracked_connections,
             map_capacity: health.map_capacity,
@@ -294,6 +296,7 @@ mod tests {
             }],
             health: ReceiverHealth {
                 connections_dropped: 2,
+                untracked_events: 5,
                 close_events_deferred: 1,
                 tracked_connections: 7,
                 map_capacity: 65536,
@@ -313,7 +316,7 @@ mod tests {
         assert_eq!(
             records[1],
             json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
-                   "close_events_deferred":1,"tracked_connections":7,"map_capacity":65536})
+                   "untracked_events":5,"close_events_deferred":1,"tracked_connections":7,"map_capacity":65536})
         );
     }
 

@@ -17,9 +17,8 @@ const TOP: usize = 20;
 #[derive(Debug)]
 pub struct Table<W> {
     out: W,
-    /// The receiver's dropped-connection count at the last poll, to say when
-    /// it grows.
-    dropped_seen: u64,
+    /// The receiver's loss counters at the last poll, to say when they grow.
+    losses_seen: (u64, u64),
 }
 
 impl<W: Write> Table<W> {
@@ -27,7 +26,7 @@ impl<W: Write> Table<W> {
     pub fn new(out: W) -> Table<W> {
         Table {
             out,
-            dropped_seen: 0,
+            losses_seen: (0, 0),
         }
     }
 
@@ -66,18 +65,21 @@ impl<W: Write> Exporter for Table<W> {
             render(&mut text, &report.flows, period, Columns::Poll);
         }
         let health = &report.health;
-        if health.connections_dropped > self.dropped_seen {
+        let losses = (health.connections_dropped, health.untracked_events);
+        if losses.0 > self.losses_seen.0 || losses.1 > self.losses_seen.1 {
             let _ = writeln!(
                 text,
-                "!! receiver: {} new connections not tracked, the connection map is full \
-                 ({}/{} entries); {} since start",
-                health.connections_dropped - self.dropped_seen,
+                "!! receiver: the connection map is full ({}/{} entries): {} new connections \
+                 and {} events on other sockets not counted; {} and {} since start",
                 health.tracked_connections,
                 health.map_capacity,
-                health.connections_dropped,
+                losses.0 - self.losses_seen.0,
+                losses.1 - self.losses_seen.1,
+                losses.0,
+                losses.1,
             );
         }
-        self.dropped_seen = health.connections_dropped;
+        self.losses_seen = losses;
         self.write_out(&text)
     }
 
@@ -350,24 +352,27 @@ mod tests {
 
     #[test]
     fn dropped_connections_are_reported_when_they_grow() {
-        let full = |dropped| ReceiverHealth {
+        let full = |dropped, untracked| ReceiverHealth {
             connections_dropped: dropped,
+            untracked_events: untracked,
             close_events_deferred: 0,
             tracked_connections: 64,
             map_capacity: 64,
         };
         let text = export_polls(&[
-            poll(vec![], full(0)),
-            poll(vec![], full(3)),
-            poll(vec![], full(3)),
-            poll(vec![], full(5)),
+            poll(vec![], full(0, 0)),
+            poll(vec![], full(3, 0)),
+            poll(vec![], full(3, 0)),
+            poll(vec![], full(5, 0)),
+            poll(vec![], full(5, 4)),
         ]);
         let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("!!")).collect();
         assert_eq!(
             warnings,
             [
-                "!! receiver: 3 new connections not tracked, the connection map is full (64/64 entries); 3 since start",
-                "!! receiver: 2 new connections not tracked, the connection map is full (64/64 entries); 5 since start",
+                "!! receiver: the connection map is full (64/64 entries): 3 new connections and 0 events on other sockets not counted; 3 and 0 since start",
+                "!! receiver: the connection map is full (64/64 entries): 2 new connections and 0 events on other sockets not counted; 5 and 0 since start",
+                "!! receiver: the connection map is full (64/64 entries): 0 new connections and 4 events on other sockets not counted; 5 and 4 since start",
             ]
         );
     }

@@ -20,6 +20,7 @@ pub const EVENT_RELEASED: u32 = 2;
 pub const STAT_MAP_FULL: usize = 0;
 pub const STAT_CLOSE_DEFERRED: usize = 1;
 pub const STAT_RELEASE_LOST: usize = 2;
+pub const STAT_UNTRACKED: usize = 3;
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;

@@ -1,0 +1,62 @@
+//! A connection map too small for the host's connections: the connections
+//! that do not fit are counted as dropped and reported, the agent keeps
+//! running, and once room frees up new connections are counted exactly.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use integration::agent::Agent;
+use integration::privilege;
+use integration::traffic::tcp;
+
+/// The map's capacity, and how many connections are held open at once
+/// (each has two sockets on loopback, so four times the capacity).
+const CAPACITY: usize = 64;
+const HELD_OPEN: usize = 2 * CAPACITY;
+
+#[test]
+fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
+    privilege::require_root();
+    let capacity = CAPACITY.to_string();
+    let mut agent = Agent::start_with(
+        env!("CARGO_BIN_EXE_flowtel"),
+        Duration::from_secs(1),
+        &["--max-connections", &capacity],
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let server: SocketAddr = listener.local_addr().expect("bound");
+    let mut held = Vec::with_capacity(2 * HELD_OPEN);
+    for _ in 0..HELD_OPEN {
+        held.push(TcpStream::connect(server).expect("connect to the listener"));
+        held.push(listener.accept().expect("accept").0);
+    }
+
+    let mut drops = 0;
+    for _ in 0..50 {
+        drops = agent.health().last().map_or(0, |h| h.connections_dropped);
+        if drops > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every socket has one opening (SYN_SENT or SYN_RECV); at most CAPACITY
+    // of them fit. Other processes' connections may add to the count.
+    let expected_at_least = (2 * HELD_OPEN - CAPACITY) as u64;
+    assert!(
+        drops >= expected_at_least,
+        "{} sockets opened with room for {CAPACITY}: expected at least \
+         {expected_at_least} dropped, the agent reported {drops}",
+        2 * HELD_OPEN
+    );
+    let last = *agent.health().last().expect("health records");
+    assert_eq!(last.map_capacity, CAPACITY as u64, "{last:?}");
+    assert!(last.tracked_connections <= CAPACITY as u64, "{last:?}");
+
+    // Closing them frees the map; new connections are tracked again, exactly.
+    drop(held);
+    std::thread::sleep(agent.poll_interval() * 2);
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 64 << 10);
+    agent.assert_transfer_counted(&truth);
+    assert!(agent.is_running(), "the agent exited: {:?}", agent.stderr());
+}
