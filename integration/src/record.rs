@@ -152,7 +152,7 @@ pub struct Flow {
     pub rtt_us: Option<f64>,
     /// Round-trip time variance (jitter), microseconds; TCP only.
     pub rtt_variance_us: Option<f64>,
-    /// Bytes per second over the period, both directions.
+    /// Bits per second over the period, both directions (bytes × 8 / seconds).
     pub bandwidth_bps: f64,
 }
 
