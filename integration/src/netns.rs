@@ -221,7 +221,9 @@ mod tests {
     fn a_transfer_across_a_lossy_veth_pair_retransmits_and_arrives_whole() {
         crate::privilege::require_root();
         let pair = VethPair::create();
-        pair.receiver.drop_incoming_tcp(3);
+        // Enough packets that a 5 % drop cannot miss them all: 16 MiB is
+        // at least 256 segments even at 64 KiB offload sizes.
+        pair.receiver.drop_incoming_tcp(5);
         let host = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_ne!(pair.sender.inode(), host);
         assert_ne!(pair.sender.inode(), pair.receiver.inode());
@@ -230,10 +232,10 @@ mod tests {
             Some(&pair.sender),
             Some(&pair.receiver),
             pair.receiver_addr.into(),
-            4 << 20,
+            16 << 20,
             0,
         );
-        assert_eq!((t.client_sent, t.server_received), (4 << 20, 4 << 20));
+        assert_eq!((t.client_sent, t.server_received), (16 << 20, 16 << 20));
         assert_eq!(t.client_received, 0);
         eprintln!("{t:?}");
         assert!(t.client_total_retrans > 0, "{t:?}");

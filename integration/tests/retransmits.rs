@@ -1,5 +1,5 @@
 //! Two network namespaces joined by a veth pair, with an nftables rule in the
-//! receiver's dropping about 3 % of the TCP packets that arrive: the
+//! receiver's dropping about 5 % of the TCP packets that arrive: the
 //! retransmits flowtel reports for the sender equal the kernel's own count for
 //! that socket (`tcpi_total_retrans`), and the bytes are still exact.
 
@@ -11,13 +11,13 @@ use integration::privilege;
 use integration::record::FlowFilter;
 use integration::traffic::tcp;
 
-const BYTES: usize = 4 << 20;
+const BYTES: usize = 16 << 20;
 
 #[test]
 fn retransmits_equal_the_kernels_count_and_bytes_stay_exact() {
     privilege::require_root();
     let pair = VethPair::create();
-    pair.receiver.drop_incoming_tcp(3);
+    pair.receiver.drop_incoming_tcp(5);
     let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
 
     let truth = tcp::transfer_between(
