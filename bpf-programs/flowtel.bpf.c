@@ -13,12 +13,14 @@
  *   cgroup/sock_release                             UDP socket gone
  */
 
+#include "kernel_types.h"
+
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
-#include "kernel_types.h"
 #include "flowtel_types.h"
 #include "maps.h"
 
@@ -37,54 +39,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Returns the protocol when sk is TCP or UDP over IPv4/IPv6, else 0. */
-static __always_inline __u8 tracked_protocol(const struct sock *sk)
-{
-	__u16 family = sk->__sk_common.skc_family;
-	__u16 protocol;
-
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	protocol = sk->sk_protocol;
-	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
-		return 0;
-	return protocol;
-}
-
-static __always_inline void read_tuple(const struct sock *sk, struct conn_info *info)
-{
-	info->family = sk->__sk_common.skc_family;
-	info->local_port = sk->__sk_common.skc_num;
-	info->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
-	if (info->family == AF_INET) {
-		*(__be32 *)info->local_addr = sk->__sk_common.skc_rcv_saddr;
-		*(__be32 *)info->remote_addr = sk->__sk_common.skc_daddr;
-	} else {
-		__builtin_memcpy(info->local_addr,
-				 sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
-		__builtin_memcpy(info->remote_addr,
-				 sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
-	}
-}
-
-/* Copies the kernel's own TCP counters, the ones tcp_info reports. */
-static __always_inline void read_tcp_counters(struct sock *sk, struct conn_info *info)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
-	if (!tp)
-		return;
-	/* At CLOSE the kernel has already released the bound port (skc_num is
-	 * 0 by the time the tracepoint runs); inet_sport keeps it. */
-	if (!info->local_port)
-		info->local_port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
-	info->tcp_segs_out = tp->segs_out;
-	info->tcp_segs_in = tp->segs_in;
-	info->tcp_total_retrans = tp->total_retrans;
-	info->srtt_us = tp->srtt_us >> 3;
-	info->rttvar_us = tp->mdev_us >> 2;
-	info->tcp_state = sk->__sk_common.skc_state;
-}
-
 static __always_inline void read_process(struct conn_info *info)
 {
 	info->pid = bpf_get_current_pid_tgid() >> 32;
@@ -96,61 +50,6 @@ enum first_sight {
 	SEEN_MID_LIFE,   /* traffic on a connection older than the agent */
 	SEEN_OPENING,    /* the connection's first state change */
 };
-
-/*
- * Starts tracking a connection. `in_process` says whether the current task
- * owns the socket (a syscall) or not (softirq).
- */
-static __always_inline struct conn_info *track(struct sock *sk, const struct conn_key *key,
-					       __u8 protocol, enum first_sight sight,
-					       int in_process)
-{
-	struct conn_info info = {};
-	long err;
-
-	info.first_seen_ns = bpf_ktime_get_ns();
-	info.protocol = protocol;
-	info.netns = sk->__sk_common.skc_net.net->ns.inum;
-	read_tuple(sk, &info);
-	if (in_process)
-		read_process(&info);
-	if (protocol == IPPROTO_TCP) {
-		read_tcp_counters(sk, &info);
-		if (sight == SEEN_MID_LIFE) {
-			info.base_segs_out = info.tcp_segs_out;
-			info.base_segs_in = info.tcp_segs_in;
-			info.base_total_retrans = info.tcp_total_retrans;
-			info.flags |= FT_FLAG_TCP_BASELINE;
-			/* Data read after the connection closed (it was still
-			 * queued): its close was already handed over, so this
-			 * entry only carries bytes, and user space reaps it at
-			 * the next poll. */
-			if (info.tcp_state == TCP_CLOSE)
-				info.flags |= FT_FLAG_CLOSED | FT_FLAG_RESIDUE;
-		} else {
-			info.flags |= FT_FLAG_SEEN_OPEN;
-		}
-	}
-	err = bpf_map_update_elem(&conns, key, &info, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST: another CPU won the race */) {
-		/* A connection's opening happens once, so it counts connections;
-		 * anything else repeats per event of an untracked socket. */
-		stat_inc(sight == SEEN_OPENING ? FT_STAT_MAP_FULL : FT_STAT_UNTRACKED);
-		return 0;
-	}
-	return bpf_map_lookup_elem(&conns, key);
-}
-
-static __always_inline struct conn_info *find_or_track(struct sock *sk, const struct conn_key *key,
-						       __u8 protocol, enum first_sight sight,
-						       int in_process)
-{
-	struct conn_info *info = bpf_map_lookup_elem(&conns, key);
-
-	if (info)
-		return info;
-	return track(sk, key, protocol, sight, in_process);
-}
 
 /* For UDP, takes the peer the cgroup hook stashed for this syscall, if any. */
 static __always_inline void take_udp_peer(struct conn_key *key)
@@ -168,24 +67,8 @@ static __always_inline void take_udp_peer(struct conn_key *key)
 	bpf_map_delete_elem(&udp_peers, &thread);
 }
 
-static __always_inline int count_io(struct sock *sk, int bytes, int sending)
+static __always_inline void add_io(struct conn_info *info, __u8 protocol, int bytes, int sending)
 {
-	struct conn_key key = {};
-	struct conn_info *info;
-	__u8 protocol;
-
-	if (bytes <= 0)
-		return 0;
-	protocol = tracked_protocol(sk);
-	if (!protocol)
-		return 0;
-	key.cookie = bpf_get_socket_cookie(sk);
-	if (protocol == IPPROTO_UDP)
-		take_udp_peer(&key);
-
-	info = find_or_track(sk, &key, protocol, SEEN_MID_LIFE, 1);
-	if (!info)
-		return 0;
 	if (sending) {
 		__sync_fetch_and_add(&info->bytes_sent, bytes);
 		if (protocol == IPPROTO_UDP)
@@ -195,18 +78,45 @@ static __always_inline int count_io(struct sock *sk, int bytes, int sending)
 		if (protocol == IPPROTO_UDP)
 			__sync_fetch_and_add(&info->packets_received, 1);
 	}
-	if (protocol == IPPROTO_TCP)
-		read_tcp_counters(sk, info);
-	/* An accepted connection is created in softirq; its owner shows up here. */
-	if (!info->pid)
-		read_process(info);
-	return 0;
 }
+
+/* --- The per-event work, in two variants (see sock_access.h). ---------- */
+
+#define FT_VARIANT(name) name##_btf
+#define FT_READ(ptr, field) ((ptr)->field)
+#define FT_READ_INTO(dst, ptr, field) __builtin_memcpy((dst), &(ptr)->field, sizeof(*(dst)))
+#define FT_NETNS(sk) ((sk)->__sk_common.skc_net.net->ns.inum)
+#define FT_COOKIE(sk) bpf_get_socket_cookie(sk)
+#define FT_TCP_SOCK(sk) bpf_skc_to_tcp_sock(sk)
+#include "sock_access.h"
+#undef FT_VARIANT
+#undef FT_READ
+#undef FT_READ_INTO
+#undef FT_NETNS
+#undef FT_COOKIE
+#undef FT_TCP_SOCK
+
+#define FT_VARIANT(name) name##_kp
+#define FT_READ(ptr, field) BPF_CORE_READ((ptr), field)
+#define FT_READ_INTO(dst, ptr, field) BPF_CORE_READ_INTO((dst), (ptr), field)
+#define FT_NETNS(sk) BPF_CORE_READ((sk), __sk_common.skc_net.net, ns.inum)
+#define FT_KP_COOKIE(sk) ((__u64)BPF_CORE_READ((sk), __sk_common.skc_cookie.counter))
+#define FT_COOKIE(sk) FT_KP_COOKIE(sk)
+/* The caller checked sk_protocol: a TCP socket is a tcp_sock. */
+#define FT_TCP_SOCK(sk) ((struct tcp_sock *)(sk))
+#include "sock_access.h"
+#undef FT_VARIANT
+#undef FT_READ
+#undef FT_READ_INTO
+#undef FT_NETNS
+#undef FT_COOKIE
+#undef FT_TCP_SOCK
+
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(flowtel_send, struct sock *sk, int ret, int flags)
 {
-	return count_io(sk, ret, 1);
+	return count_io_btf(sk, ret, 1);
 }
 
 SEC("tp_btf/sock_recv_length")
@@ -215,7 +125,7 @@ int BPF_PROG(flowtel_recv, struct sock *sk, int ret, int flags)
 	/* A peek leaves the bytes queued: they count when really read. */
 	if (flags & MSG_PEEK)
 		return 0;
-	return count_io(sk, ret, 0);
+	return count_io_btf(sk, ret, 0);
 }
 
 /* Hands a closed connection to user space and forgets it. If the ring buffer
@@ -243,38 +153,40 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 	struct conn_key key = {};
 	struct conn_info *info;
 
-	if (tracked_protocol(sk) != IPPROTO_TCP)
+	if (tracked_protocol_btf(sk) != IPPROTO_TCP)
 		return 0;
 	key.cookie = bpf_get_socket_cookie(sk);
 
 	switch (newstate) {
 	case TCP_SYN_SENT: /* connect(): process context */
-		info = find_or_track(sk, &key, IPPROTO_TCP, SEEN_OPENING, 1);
+		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 1);
 		if (info)
 			info->direction = FT_DIR_OUTGOING;
 		return 0;
 	case TCP_SYN_RECV: /* a child of a listener, in softirq */
-		info = find_or_track(sk, &key, IPPROTO_TCP, SEEN_OPENING, 0);
+		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 0);
 		if (info)
 			info->direction = FT_DIR_INCOMING;
 		return 0;
 	case TCP_ESTABLISHED:
-		info = find_or_track(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0);
+		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0);
 		if (!info)
 			return 0;
 		info->flags |= FT_FLAG_ESTABLISHED;
 		/* Ports and addresses are final only now (connect binds the
 		 * source port after SYN_SENT; a child gets its tuple after
 		 * SYN_RECV). */
-		read_tuple(sk, info);
-		read_tcp_counters(sk, info);
+		read_tuple_btf(sk, info);
+		read_tcp_counters_btf(sk, info);
+		/* Nothing was read before the handshake ended. */
+		read_seq_btf(sk, info);
 		return 0;
 	case TCP_CLOSE:
 		info = bpf_map_lookup_elem(&conns, &key);
 		if (!info)
 			return 0; /* a listener, or a socket that never moved data */
-		read_tuple(sk, info);
-		read_tcp_counters(sk, info);
+		read_tuple_btf(sk, info);
+		read_tcp_counters_btf(sk, info);
 		info->tcp_state = TCP_CLOSE;
 		info->close_err = sk->sk_err;
 		info->flags |= FT_FLAG_CLOSED;
@@ -293,7 +205,7 @@ int BPF_PROG(flowtel_retransmit, struct sock *sk)
 	key.cookie = bpf_get_socket_cookie(sk);
 	info = bpf_map_lookup_elem(&conns, &key);
 	if (info)
-		read_tcp_counters(sk, info);
+		read_tcp_counters_btf(sk, info);
 	return 0;
 }
 
@@ -364,5 +276,138 @@ int flowtel_sock_release(struct bpf_sock *ctx)
 	event->kind = FT_EVENT_RELEASED;
 	event->key.cookie = bpf_get_socket_cookie(ctx);
 	bpf_ringbuf_submit(event, 0);
+	return 1;
+}
+
+/* --- kprobe set: send and receive on kernels before 6.3. ---------------
+ *
+ * Those kernels lack sock:sock_send_length and sock:sock_recv_length; the
+ * state, retransmit and cgroup programs above work there unchanged. */
+
+/* The socket of a send in flight, by thread, from entry to return. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} sends_in_flight SEC(".maps");
+
+static __always_inline int enter_send(struct sock *sk)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	__u64 socket = (__u64)sk;
+
+	bpf_map_update_elem(&sends_in_flight, &thread, &socket, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int return_send(int sent)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	__u64 *socket = bpf_map_lookup_elem(&sends_in_flight, &thread);
+	struct sock *sk;
+
+	if (!socket)
+		return 0;
+	sk = (struct sock *)*socket;
+	bpf_map_delete_elem(&sends_in_flight, &thread);
+	return count_io_kp(sk, sent, 1);
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(flowtel_kp_tcp_sendmsg, struct sock *sk)
+{
+	return enter_send(sk);
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(flowtel_kp_tcp_sendmsg_ret, int sent)
+{
+	return return_send(sent);
+}
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(flowtel_kp_udp_sendmsg, struct sock *sk)
+{
+	return enter_send(sk);
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(flowtel_kp_udp_sendmsg_ret, int sent)
+{
+	return return_send(sent);
+}
+
+/* For a v4-mapped peer udpv6_sendmsg calls udp_sendmsg, whose return takes
+ * the thread's entry first: the outer return finds none, so nothing counts
+ * twice. */
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(flowtel_kp_udpv6_sendmsg, struct sock *sk)
+{
+	return enter_send(sk);
+}
+
+SEC("kretprobe/udpv6_sendmsg")
+int BPF_KRETPROBE(flowtel_kp_udpv6_sendmsg_ret, int sent)
+{
+	return return_send(sent);
+}
+
+/*
+ * TCP receive: tcp_cleanup_rbuf runs at the end of every recvmsg, after the
+ * copy. Its `copied` argument is not the bytes read (it is called again,
+ * cumulatively, while a read waits, and for MSG_PEEK), so the bytes are the
+ * advance of copied_seq since the last receive. A kretprobe on tcp_recvmsg
+ * would hold a kretprobe instance for as long as a reader blocks.
+ */
+SEC("kprobe/tcp_cleanup_rbuf")
+int BPF_KPROBE(flowtel_kp_tcp_cleanup_rbuf, struct sock *sk, int copied)
+{
+	struct conn_key key = {};
+	struct conn_info *info;
+	__u32 seq, bytes;
+
+	if (copied <= 0 || tracked_protocol_kp(sk) != IPPROTO_TCP)
+		return 0;
+	key.cookie = FT_KP_COOKIE(sk);
+	if (!key.cookie) {
+		stat_inc(FT_STAT_UNTRACKED);
+		return 0;
+	}
+	seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+	info = bpf_map_lookup_elem(&conns, &key);
+	if (info) {
+		bytes = seq - info->seq_read; /* wraps like the sequence space */
+		info->seq_read = seq;
+	} else {
+		/* First sight (older than the agent, or read after close): this
+		 * read is `copied` bytes, unless it waited in between. */
+		info = track_kp(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 1);
+		if (!info)
+			return 0;
+		bytes = copied;
+	}
+	if (bytes)
+		add_io(info, IPPROTO_TCP, bytes, 0);
+	read_tcp_counters_kp(sk, info);
+	if (!info->pid)
+		read_process(info);
+	return 0;
+}
+
+/* UDP receive: skb_consume_udp gets the bytes returned to the reader, or a
+ * negative length for MSG_PEEK. It runs after the recvmsg cgroup hook has
+ * stashed an unconnected socket's peer. */
+SEC("kprobe/skb_consume_udp")
+int BPF_KPROBE(flowtel_kp_skb_consume_udp, struct sock *sk, void *skb, int len)
+{
+	return count_io_kp(sk, len, 0);
+}
+
+/* Gives every new socket its cookie, which kprobes can read but not make. */
+SEC("cgroup/sock_create")
+int flowtel_sock_create(struct bpf_sock *ctx)
+{
+	bpf_get_socket_cookie(ctx);
 	return 1;
 }

@@ -75,7 +75,11 @@ struct conn_info {
 	__u8 tcp_state;
 	__u8 direction;
 	__u8 flags;
-	__u8 _pad[10];
+	__u8 _pad[2];
+	/* kprobe set only: the socket's copied_seq at the last receive, whose
+	 * advance is the bytes the application read. */
+	__u32 seq_read;
+	__u8 _pad2[4];
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[FT_COMM_LEN];

@@ -8,6 +8,11 @@
 #ifndef FLOWTEL_KERNEL_TYPES_H
 #define FLOWTEL_KERNEL_TYPES_H
 
+/* These are the kernel's own types (as vmlinux.h would give them): tells
+ * bpf_tracing.h to use the kernel's pt_regs names (di, not rdi). Include
+ * this before the libbpf headers. */
+#define __VMLINUX_H__
+
 #include <linux/types.h>
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -31,6 +36,10 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+typedef struct {
+	__s64 counter;
+} atomic64_t;
+
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
@@ -41,6 +50,7 @@ struct sock_common {
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie;
 };
 
 struct sock {
@@ -64,6 +74,13 @@ struct tcp_sock {
 	__u32 segs_in;
 	__u32 segs_out;
 	__u32 total_retrans;
+	__u32 copied_seq;
+};
+
+/* x86-64 registers at a kprobe, as BPF_KPROBE reads arguments from them. */
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
 };
 
 #pragma clang attribute pop

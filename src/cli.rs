@@ -24,6 +24,39 @@ pub enum Command {
     /// totals when it closes. Stops on SIGINT or SIGTERM after a last poll
     /// and the partial window.
     Run(RunArgs),
+    /// Check this host: kernel version, BTF, each hook, privileges, the
+    /// probe set `run` would use, and whether its programs pass the kernel
+    /// verifier. Exits 0 when `run` would work, 1 otherwise.
+    Check(CheckArgs),
+}
+
+/// `flowtel check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The probe set to check.
+    #[arg(long, value_enum, default_value_t = Probes::Auto)]
+    pub probes: Probes,
+}
+
+/// `--probes`: which kernel hooks count sends and receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Probes {
+    /// Tracepoints where the kernel has them (6.3+), kprobes otherwise.
+    Auto,
+    /// The send/recv tracepoints of Linux 6.3+.
+    Tracepoint,
+    /// kprobes on the kernel's TCP and UDP functions, for older kernels.
+    Kprobe,
+}
+
+impl From<Probes> for receiver::ProbeSet {
+    fn from(probes: Probes) -> receiver::ProbeSet {
+        match probes {
+            Probes::Auto => receiver::ProbeSet::Auto,
+            Probes::Tracepoint => receiver::ProbeSet::Tracepoint,
+            Probes::Kprobe => receiver::ProbeSet::Kprobe,
+        }
+    }
 }
 
 /// `flowtel run`.
@@ -32,6 +65,10 @@ pub struct RunArgs {
     /// How often the kernel's counters are read, e.g. 500ms, 10s.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+
+    /// Which kernel hooks count sends and receives.
+    #[arg(long, value_enum, default_value_t = Probes::Auto)]
+    pub probes: Probes,
 
     /// Capacity of the kernel's connection map. Connections beyond it are
     /// not tracked; they are counted and reported as dropped.
@@ -77,6 +114,7 @@ impl RunArgs {
         let receiver = receiver::Config {
             poll_interval: self.poll_interval,
             max_connections: self.max_connections,
+            probes: self.probes.into(),
             ..receiver::Config::default()
         };
         receiver
@@ -106,8 +144,10 @@ mod tests {
 
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["flowtel", "run"].iter().chain(args))?;
-        let Command::Run(run) = cli.command;
-        Ok(run)
+        match cli.command {
+            Command::Run(run) => Ok(run),
+            other => panic!("not run: {other:?}"),
+        }
     }
 
     #[test]

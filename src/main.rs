@@ -2,6 +2,7 @@
 //! exporters. See DESIGN.md.
 
 mod agent;
+mod check;
 mod cli;
 
 use std::io::IsTerminal as _;
@@ -27,6 +28,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check(args) => {
+            let config = receiver::Config {
+                probes: args.probes.into(),
+                ..receiver::Config::default()
+            };
+            let report = check::check(&config);
+            print!("{}", report.text);
+            match report.problem {
+                None => Ok(()),
+                Some(problem) => Err(anyhow::anyhow!("{problem}")),
+            }
+        }
         Command::Run(args) => {
             let settings = args.settings()?;
             // The receiver's ring buffer reader and the poll loop: two

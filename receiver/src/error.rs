@@ -15,7 +15,7 @@ pub enum Error {
     #[error("this kernel has no `{tracepoint}` tracepoint (added in Linux 6.3): set receiver.probes to `auto` to use kprobes instead")]
     TracepointMissing { tracepoint: &'static str },
 
-    #[error("the `kprobe` probe set is not built yet: on this kernel use `probes: tracepoint` (Linux 6.3+)")]
+    #[error("this kernel cannot attach kprobes (built without CONFIG_KPROBES), and the kprobe probe set needs them: use `probes: tracepoint` (Linux 6.3+) or `auto`")]
     KprobesUnavailable,
 
     #[error("no cgroup v2 mount found in /proc/self/mounts: the UDP peer and socket-release hooks attach to cgroup v2; mount it (mount -t cgroup2 none /sys/fs/cgroup/unified) or set receiver.cgroup_path")]

@@ -19,6 +19,7 @@ mod kernel;
 mod process;
 mod recent_closes;
 mod sample;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
@@ -32,6 +33,7 @@ pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
     ProcessInfo, ReceiverHealth, Rtt, Transport,
 };
+pub use support::{support, verify_programs, HookSupport, Support};
 
 use decode::{decode, Ending};
 use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey};
@@ -63,7 +65,7 @@ impl Receiver {
         preflight::check_capabilities()?;
         preflight::check_btf()?;
         preflight::raise_memlock_limit();
-        let mut loaded = programs::load_and_attach(config)?;
+        let mut loaded = programs::load_and_attach(config, programs::Stage::Attach)?;
         let ebpf = &mut loaded.ebpf;
         let conns = take_map(ebpf, "conns")?;
         let stats = take_map(ebpf, "stats")?;

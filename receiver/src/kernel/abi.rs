@@ -62,6 +62,7 @@ pub struct ConnInfo {
     pub tcp_state: u8,
     pub direction: u8,
     pub flags: u8,
+    /// Padding, and kernel-side state of the kprobe set (`seq_read`).
     pub _pad: [u8; 10],
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],

@@ -14,9 +14,7 @@ const CAP_BPF: u32 = 39;
 /// memory), CAP_NET_ADMIN (cgroup socket hooks). CAP_SYS_ADMIN stands in for
 /// the first two, as the kernel allows.
 pub fn check_capabilities() -> Result<(), Error> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = effective_capabilities(&status).unwrap_or(0);
-    let missing = missing_capabilities(effective);
+    let missing = missing_effective_capabilities();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -24,6 +22,12 @@ pub fn check_capabilities() -> Result<(), Error> {
             missing: missing.join(", "),
         })
     }
+}
+
+/// The capabilities this process lacks, by name.
+pub fn missing_effective_capabilities() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    missing_capabilities(effective_capabilities(&status).unwrap_or(0))
 }
 
 fn effective_capabilities(proc_status: &str) -> Option<u64> {

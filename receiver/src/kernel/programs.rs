@@ -3,10 +3,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
-};
+use aya::programs::{CgroupAttachMode, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
+use aya_obj::btf::BtfKind;
 
 use crate::kernel::preflight;
 use crate::{Config, Error, ProbeSet};
@@ -25,12 +24,13 @@ enum Hook {
     Tracepoint(&'static str),
     /// A cgroup-v2 socket hook, attached to the cgroup root.
     Cgroup(&'static str),
+    /// A kprobe or kretprobe (the program's section says which) on a kernel
+    /// function.
+    Kprobe(&'static str),
 }
 
-/// The tracepoint probe set (Linux 6.3+), program name and hook.
-const TRACEPOINT_PROBES: &[(&str, Hook)] = &[
-    ("flowtel_send", Hook::Tracepoint("sock_send_length")),
-    ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
+/// Programs both probe sets use: these hooks exist since Linux 5.9.
+const COMMON_PROGRAMS: &[(&str, Hook)] = &[
     ("flowtel_state", Hook::Tracepoint("inet_sock_set_state")),
     ("flowtel_retransmit", Hook::Tracepoint("tcp_retransmit_skb")),
     ("flowtel_udp_sendmsg4", Hook::Cgroup("sendmsg4")),
@@ -40,6 +40,91 @@ const TRACEPOINT_PROBES: &[(&str, Hook)] = &[
     ("flowtel_sock_release", Hook::Cgroup("sock_release")),
 ];
 
+/// Sends and receives from the tracepoints of Linux 6.3+.
+const TRACEPOINT_IO: &[(&str, Hook)] = &[
+    ("flowtel_send", Hook::Tracepoint("sock_send_length")),
+    ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
+];
+
+/// Sends and receives from kprobes, for older kernels.
+const KPROBE_IO: &[(&str, Hook)] = &[
+    ("flowtel_kp_tcp_sendmsg", Hook::Kprobe("tcp_sendmsg")),
+    ("flowtel_kp_tcp_sendmsg_ret", Hook::Kprobe("tcp_sendmsg")),
+    ("flowtel_kp_udp_sendmsg", Hook::Kprobe("udp_sendmsg")),
+    ("flowtel_kp_udp_sendmsg_ret", Hook::Kprobe("udp_sendmsg")),
+    ("flowtel_kp_udpv6_sendmsg", Hook::Kprobe("udpv6_sendmsg")),
+    (
+        "flowtel_kp_udpv6_sendmsg_ret",
+        Hook::Kprobe("udpv6_sendmsg"),
+    ),
+    (
+        "flowtel_kp_tcp_cleanup_rbuf",
+        Hook::Kprobe("tcp_cleanup_rbuf"),
+    ),
+    (
+        "flowtel_kp_skb_consume_udp",
+        Hook::Kprobe("skb_consume_udp"),
+    ),
+    // kprobes read socket cookies; this makes one for every new socket.
+    ("flowtel_sock_create", Hook::Cgroup("sock_create")),
+];
+
+/// The tracepoint whose presence makes `auto` choose the tracepoint set.
+pub const SEND_TRACEPOINT: &str = "sock_send_length";
+
+/// The kernel functions the kprobe set attaches to.
+pub fn kprobe_functions() -> impl Iterator<Item = &'static str> {
+    let mut names: Vec<&'static str> = KPROBE_IO
+        .iter()
+        .filter_map(|(_, hook)| match hook {
+            Hook::Kprobe(function) => Some(*function),
+            _ => None,
+        })
+        .collect();
+    names.dedup();
+    names.into_iter()
+}
+
+/// The tracepoints a probe set attaches to.
+pub fn tracepoints(set: ProbeSet) -> impl Iterator<Item = &'static str> {
+    programs_of(set).filter_map(|(_, hook)| match hook {
+        Hook::Tracepoint(tracepoint) => Some(*tracepoint),
+        _ => None,
+    })
+}
+
+fn programs_of(set: ProbeSet) -> impl Iterator<Item = &'static (&'static str, Hook)> {
+    let io = match set {
+        ProbeSet::Kprobe => KPROBE_IO,
+        ProbeSet::Tracepoint | ProbeSet::Auto => TRACEPOINT_IO,
+    };
+    io.iter().chain(COMMON_PROGRAMS)
+}
+
+/// Whether this kernel has a BTF tracepoint, from its `btf_trace_NAME` type.
+pub fn has_tracepoint(btf: &Btf, tracepoint: &str) -> bool {
+    btf.id_by_type_name_kind(&format!("btf_trace_{tracepoint}"), BtfKind::Typedef)
+        .is_ok()
+}
+
+/// Whether this kernel can attach kprobes at all (CONFIG_KPROBES): the
+/// kprobe perf event source, or the legacy tracefs interface.
+pub fn kprobes_supported() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        || Path::new("/sys/kernel/tracing/kprobe_events").exists()
+        || Path::new("/sys/kernel/debug/tracing/kprobe_events").exists()
+}
+
+/// The probe set `probes` means on this kernel: `auto` is the tracepoint
+/// set where the send tracepoint exists, kprobes otherwise.
+pub fn resolve(probes: ProbeSet, btf: &Btf) -> ProbeSet {
+    match probes {
+        ProbeSet::Auto if has_tracepoint(btf, SEND_TRACEPOINT) => ProbeSet::Tracepoint,
+        ProbeSet::Auto => ProbeSet::Kprobe,
+        chosen => chosen,
+    }
+}
+
 /// The loaded programs; dropping it detaches them all.
 pub struct LoadedPrograms {
     pub ebpf: Ebpf,
@@ -47,12 +132,23 @@ pub struct LoadedPrograms {
     pub probe_set: ProbeSet,
 }
 
-/// Loads the object with the configured map sizes and attaches every program.
-pub fn load_and_attach(config: &Config) -> Result<LoadedPrograms, Error> {
-    if config.probes == ProbeSet::Kprobe {
+/// Whether programs are attached after loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Load (pass the verifier) only: what `flowtel check` proves.
+    Load,
+    /// Load and attach: the running agent.
+    Attach,
+}
+
+/// Loads the object with the configured map sizes and loads, then attaches,
+/// every program of the probe set the config resolves to.
+pub fn load_and_attach(config: &Config, stage: Stage) -> Result<LoadedPrograms, Error> {
+    let btf = Btf::from_sys_fs().map_err(|_| Error::BtfMissing)?;
+    let probe_set = resolve(config.probes, &btf);
+    if probe_set == ProbeSet::Kprobe && stage == Stage::Attach && !kprobes_supported() {
         return Err(Error::KprobesUnavailable);
     }
-    let btf = Btf::from_sys_fs().map_err(|_| Error::BtfMissing)?;
     let cgroup_path = preflight::cgroup_v2_root(config.cgroup_path.as_deref())?;
     let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
         path: cgroup_path.clone(),
@@ -66,55 +162,67 @@ pub fn load_and_attach(config: &Config) -> Result<LoadedPrograms, Error> {
         .load(OBJECT)
         .map_err(Error::Load)?;
 
-    for &(name, hook) in TRACEPOINT_PROBES {
+    for &(name, hook) in programs_of(probe_set) {
         let program = ebpf
             .program_mut(name)
             .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
-        attach(program, name, hook, &btf, &cgroup, &cgroup_path)?;
-        tracing::debug!(program = name, ?hook, "attached");
+        load(program, name, hook, &btf)?;
+        if stage == Stage::Attach {
+            attach(program, hook, &cgroup, &cgroup_path)?;
+            tracing::debug!(program = name, ?hook, "attached");
+        }
     }
-    Ok(LoadedPrograms {
-        ebpf,
-        probe_set: ProbeSet::Tracepoint,
-    })
+    Ok(LoadedPrograms { ebpf, probe_set })
 }
 
-fn attach(
-    program: &mut Program,
-    name: &'static str,
-    hook: Hook,
-    btf: &Btf,
-    cgroup: &File,
-    cgroup_path: &Path,
-) -> Result<(), Error> {
-    match hook {
-        Hook::Tracepoint(tracepoint) => {
-            let program: &mut BtfTracePoint = program.try_into().map_err(wrong_type(name))?;
+fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Result<(), Error> {
+    let loaded = match (hook, program) {
+        (Hook::Tracepoint(tracepoint), Program::BtfTracePoint(program)) => {
             program.load(tracepoint, btf).map_err(|e| match e {
                 ProgramError::Btf(_) => Error::TracepointMissing { tracepoint },
                 other => load_error(name, other),
             })?;
-            program
-                .attach()
-                .map_err(attach_error(format!("tracepoint {tracepoint}")))?;
+            return Ok(());
         }
-        Hook::Cgroup(kind) => {
-            let target = format!("cgroup/{kind} at {}", cgroup_path.display());
-            if let Ok(program) = <&mut CgroupSockAddr>::try_from(&mut *program) {
-                program.load().map_err(|e| load_error(name, e))?;
-                program
-                    .attach(cgroup, CGROUP_ATTACH_MODE)
-                    .map_err(attach_error(target))?;
-            } else {
-                let program: &mut CgroupSock = program.try_into().map_err(wrong_type(name))?;
-                program.load().map_err(|e| load_error(name, e))?;
-                program
-                    .attach(cgroup, CGROUP_ATTACH_MODE)
-                    .map_err(attach_error(target))?;
-            }
+        (Hook::Cgroup(_), Program::CgroupSockAddr(program)) => program.load(),
+        (Hook::Cgroup(_), Program::CgroupSock(program)) => program.load(),
+        (Hook::Kprobe(_), Program::KProbe(program)) => program.load(),
+        (hook, _) => {
+            return Err(Error::Verifier {
+                program: name,
+                reason: format!("its section does not fit the hook {hook:?}"),
+            })
         }
+    };
+    loaded.map_err(|e| load_error(name, e))
+}
+
+fn attach(
+    program: &mut Program,
+    hook: Hook,
+    cgroup: &File,
+    cgroup_path: &Path,
+) -> Result<(), Error> {
+    let cgroup_target = |kind| format!("cgroup/{kind} at {}", cgroup_path.display());
+    match (hook, program) {
+        (Hook::Tracepoint(tracepoint), Program::BtfTracePoint(program)) => program
+            .attach()
+            .map(drop)
+            .map_err(attach_error(format!("tracepoint {tracepoint}"))),
+        (Hook::Cgroup(kind), Program::CgroupSockAddr(program)) => program
+            .attach(cgroup, CGROUP_ATTACH_MODE)
+            .map(drop)
+            .map_err(attach_error(cgroup_target(kind))),
+        (Hook::Cgroup(kind), Program::CgroupSock(program)) => program
+            .attach(cgroup, CGROUP_ATTACH_MODE)
+            .map(drop)
+            .map_err(attach_error(cgroup_target(kind))),
+        (Hook::Kprobe(function), Program::KProbe(program)) => program
+            .attach(function, 0)
+            .map(drop)
+            .map_err(attach_error(format!("kprobe on {function}"))),
+        (hook, _) => unreachable!("load() checked that {hook:?} fits its program"),
     }
-    Ok(())
 }
 
 fn load_error(program: &'static str, error: ProgramError) -> Error {
@@ -139,13 +247,6 @@ fn load_error(program: &'static str, error: ProgramError) -> Error {
 fn attach_error(hook: String) -> impl FnOnce(ProgramError) -> Error {
     move |error| Error::Attach {
         hook,
-        reason: one_line(&error),
-    }
-}
-
-fn wrong_type(name: &'static str) -> impl FnOnce(ProgramError) -> Error {
-    move |error| Error::Verifier {
-        program: name,
         reason: one_line(&error),
     }
 }

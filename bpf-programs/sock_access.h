@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * The per-event work on a socket: find its connection, start tracking it,
+ * add to its counters. Included twice by flowtel.bpf.c, because the two
+ * probe sets reach the socket differently:
+ *
+ *   BTF programs (tp_btf) hold a typed pointer: fields are plain loads and
+ *   bpf_get_socket_cookie() works. FT_VARIANT(f) is f_btf.
+ *   kprobes hold a bare address: fields are read with CO-RE probe reads and
+ *   the cookie from sk_cookie (made at socket creation by the cgroup
+ *   sock_create hook, or by the state tracepoint). FT_VARIANT(f) is f_kp.
+ *
+ * The including file defines:
+ *   FT_VARIANT(name)              the function's name in this variant
+ *   FT_READ(ptr, field)           one field's value
+ *   FT_READ_INTO(dst, ptr, field) copy a field into *dst (sizeof *dst bytes)
+ *   FT_NETNS(sk)                  the socket's network namespace inode
+ *   FT_COOKIE(sk)                 the socket cookie (0: none yet)
+ *   FT_TCP_SOCK(sk)               the tcp_sock of a TCP socket, or NULL
+ */
+
+/* Returns the protocol when sk is TCP or UDP over IPv4/IPv6, else 0. */
+static __always_inline __u8 FT_VARIANT(tracked_protocol)(const struct sock *sk)
+{
+	__u16 family = FT_READ(sk, __sk_common.skc_family);
+	__u16 protocol;
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	protocol = FT_READ(sk, sk_protocol);
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
+		return 0;
+	return protocol;
+}
+
+static __always_inline void FT_VARIANT(read_tuple)(const struct sock *sk, struct conn_info *info)
+{
+	info->family = FT_READ(sk, __sk_common.skc_family);
+	info->local_port = FT_READ(sk, __sk_common.skc_num);
+	info->remote_port = bpf_ntohs(FT_READ(sk, __sk_common.skc_dport));
+	if (info->family == AF_INET) {
+		*(__be32 *)info->local_addr = FT_READ(sk, __sk_common.skc_rcv_saddr);
+		*(__be32 *)info->remote_addr = FT_READ(sk, __sk_common.skc_daddr);
+	} else {
+		FT_READ_INTO(&info->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+		FT_READ_INTO(&info->remote_addr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* Copies the kernel's own TCP counters, the ones tcp_info reports. */
+static __always_inline void FT_VARIANT(read_tcp_counters)(struct sock *sk, struct conn_info *info)
+{
+	struct tcp_sock *tp = FT_TCP_SOCK(sk);
+
+	if (!tp)
+		return;
+	/* At CLOSE the kernel has already released the bound port (skc_num is
+	 * 0 by the time the tracepoint runs); inet_sport keeps it. */
+	if (!info->local_port)
+		info->local_port = bpf_ntohs(FT_READ(tp, inet_conn.icsk_inet.inet_sport));
+	info->tcp_segs_out = FT_READ(tp, segs_out);
+	info->tcp_segs_in = FT_READ(tp, segs_in);
+	info->tcp_total_retrans = FT_READ(tp, total_retrans);
+	info->srtt_us = FT_READ(tp, srtt_us) >> 3;
+	info->rttvar_us = FT_READ(tp, mdev_us) >> 2;
+	info->tcp_state = FT_READ(sk, __sk_common.skc_state);
+}
+
+/* The TCP receive position (kprobe set: received bytes are its advance). */
+static __always_inline void FT_VARIANT(read_seq)(struct sock *sk, struct conn_info *info)
+{
+	struct tcp_sock *tp = FT_TCP_SOCK(sk);
+
+	if (tp)
+		info->seq_read = FT_READ(tp, copied_seq);
+}
+
+/*
+ * Starts tracking a connection. `in_process` says whether the current task
+ * owns the socket (a syscall) or not (softirq).
+ */
+static __always_inline struct conn_info *FT_VARIANT(track)(struct sock *sk,
+							   const struct conn_key *key,
+							   __u8 protocol, enum first_sight sight,
+							   int in_process)
+{
+	struct conn_info info = {};
+	long err;
+
+	info.first_seen_ns = bpf_ktime_get_ns();
+	info.protocol = protocol;
+	info.netns = FT_NETNS(sk);
+	FT_VARIANT(read_tuple)(sk, &info);
+	if (in_process)
+		read_process(&info);
+	if (protocol == IPPROTO_TCP) {
+		FT_VARIANT(read_tcp_counters)(sk, &info);
+		FT_VARIANT(read_seq)(sk, &info);
+		if (sight == SEEN_MID_LIFE) {
+			info.base_segs_out = info.tcp_segs_out;
+			info.base_segs_in = info.tcp_segs_in;
+			info.base_total_retrans = info.tcp_total_retrans;
+			info.flags |= FT_FLAG_TCP_BASELINE;
+			/* Data read after the connection closed (it was still
+			 * queued): its close was already handed over, so this
+			 * entry only carries bytes, and user space reaps it at
+			 * the next poll. */
+			if (info.tcp_state == TCP_CLOSE)
+				info.flags |= FT_FLAG_CLOSED | FT_FLAG_RESIDUE;
+		} else {
+			info.flags |= FT_FLAG_SEEN_OPEN;
+		}
+	}
+	err = bpf_map_update_elem(&conns, key, &info, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST: another CPU won the race */) {
+		/* A connection's opening happens once, so it counts connections;
+		 * anything else repeats per event of an untracked socket. */
+		stat_inc(sight == SEEN_OPENING ? FT_STAT_MAP_FULL : FT_STAT_UNTRACKED);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&conns, key);
+}
+
+static __always_inline struct conn_info *FT_VARIANT(find_or_track)(struct sock *sk,
+								   const struct conn_key *key,
+								   __u8 protocol,
+								   enum first_sight sight,
+								   int in_process)
+{
+	struct conn_info *info = bpf_map_lookup_elem(&conns, key);
+
+	if (info)
+		return info;
+	return FT_VARIANT(track)(sk, key, protocol, sight, in_process);
+}
+
+/* The connection of a send or receive on sk, tracked from now if new. */
+static __always_inline struct conn_info *FT_VARIANT(io_conn)(struct sock *sk, __u8 *protocol)
+{
+	struct conn_key key = {};
+
+	*protocol = FT_VARIANT(tracked_protocol)(sk);
+	if (!*protocol)
+		return 0;
+	key.cookie = FT_COOKIE(sk);
+	if (!key.cookie) {
+		/* kprobe set: a socket older than the agent that nothing has
+		 * given a cookie yet. */
+		stat_inc(FT_STAT_UNTRACKED);
+		return 0;
+	}
+	if (*protocol == IPPROTO_UDP)
+		take_udp_peer(&key);
+	return FT_VARIANT(find_or_track)(sk, &key, *protocol, SEEN_MID_LIFE, 1);
+}
+
+/* Adds one send or receive of `bytes` to its connection. */
+static __always_inline int FT_VARIANT(count_io)(struct sock *sk, int bytes, int sending)
+{
+	struct conn_info *info;
+	__u8 protocol;
+
+	if (bytes <= 0)
+		return 0;
+	info = FT_VARIANT(io_conn)(sk, &protocol);
+	if (!info)
+		return 0;
+	add_io(info, protocol, bytes, sending);
+	if (protocol == IPPROTO_TCP)
+		FT_VARIANT(read_tcp_counters)(sk, info);
+	/* An accepted connection is created in softirq; its owner shows up here. */
+	if (!info->pid)
+		read_process(info);
+	return 0;
+}

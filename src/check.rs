@@ -1,0 +1,146 @@
+//! `flowtel check`: what this kernel supports, which probe set `run` would
+//! use, which privileges are missing, and whether the programs pass the
+//! kernel's verifier (they are loaded, never attached).
+
+use std::fmt::Write as _;
+
+use receiver::{HookSupport, ProbeSet, Support};
+
+/// The report and whether `flowtel run` would work.
+pub struct Report {
+    /// Lines for people, one fact each.
+    pub text: String,
+    /// Why `run` would fail, if it would.
+    pub problem: Option<String>,
+}
+
+/// Checks the kernel and this process for `config`.
+pub fn check(config: &receiver::Config) -> Report {
+    let support = receiver::support(config);
+    let mut text = String::new();
+    let mut problems = Vec::new();
+    let line = |text: &mut String, what: &str, value: &str| {
+        let _ = writeln!(text, "{what:<13} {value}");
+    };
+
+    line(&mut text, "kernel", &support.kernel_release);
+    line(
+        &mut text,
+        "BTF",
+        if support.btf {
+            "yes (/sys/kernel/btf/vmlinux)"
+        } else {
+            "missing"
+        },
+    );
+    if !support.btf {
+        problems.push("the kernel has no BTF (CONFIG_DEBUG_INFO_BTF)".to_owned());
+    }
+    if support.missing_capabilities.is_empty() {
+        line(&mut text, "privileges", "ok");
+    } else {
+        let missing = support.missing_capabilities.join(", ");
+        line(&mut text, "privileges", &format!("missing {missing}"));
+        problems.push(format!("missing capabilities {missing}"));
+    }
+    match &support.cgroup_v2 {
+        Ok(path) => line(&mut text, "cgroup v2", &path.display().to_string()),
+        Err(error) => {
+            line(&mut text, "cgroup v2", "not mounted");
+            problems.push(error.to_string());
+        }
+    }
+    line(&mut text, "tracepoints", &hooks(&support.tracepoints));
+    let kprobes = if support.kprobes_supported {
+        hooks(&support.kprobe_functions)
+    } else {
+        "not supported by this kernel (CONFIG_KPROBES)".to_owned()
+    };
+    line(&mut text, "kprobes", &kprobes);
+
+    let requested = probes_name(config.probes);
+    let resolved = support.probe_set.map(probes_name).unwrap_or("none");
+    line(
+        &mut text,
+        "probe set",
+        &format!("{resolved} (probes: {requested})"),
+    );
+    if let Some(problem) = probe_set_problem(&support) {
+        problems.push(problem);
+    }
+
+    if support.missing_capabilities.is_empty() && support.btf {
+        match receiver::verify_programs(config) {
+            Ok(set) => line(
+                &mut text,
+                "programs",
+                &format!("the {} set passes the kernel verifier", probes_name(set)),
+            ),
+            Err(error) => {
+                line(&mut text, "programs", &format!("refused: {error}"));
+                problems.push(error.to_string());
+            }
+        }
+    } else {
+        line(
+            &mut text,
+            "programs",
+            "not loaded (needs BTF and the privileges above)",
+        );
+    }
+
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    let verdict = match &problem {
+        None => "flowtel run would work".to_owned(),
+        Some(problem) => format!("flowtel run would fail: {problem}"),
+    };
+    line(&mut text, "result", &verdict);
+    Report { text, problem }
+}
+
+/// Why the resolved probe set cannot attach here, if it cannot.
+fn probe_set_problem(support: &Support) -> Option<String> {
+    match support.probe_set? {
+        ProbeSet::Tracepoint => {
+            let missing: Vec<&str> = support
+                .tracepoints
+                .iter()
+                .filter(|hook| !hook.present)
+                .map(|hook| hook.name)
+                .collect();
+            (!missing.is_empty()).then(|| format!("tracepoints missing: {}", missing.join(", ")))
+        }
+        ProbeSet::Kprobe if !support.kprobes_supported => Some(
+            "the kprobe set is needed but this kernel cannot attach kprobes (CONFIG_KPROBES)"
+                .to_owned(),
+        ),
+        ProbeSet::Kprobe => {
+            let missing: Vec<&str> = support
+                .kprobe_functions
+                .iter()
+                .filter(|hook| !hook.present)
+                .map(|hook| hook.name)
+                .collect();
+            (!missing.is_empty())
+                .then(|| format!("kernel functions missing: {}", missing.join(", ")))
+        }
+        ProbeSet::Auto => None,
+    }
+}
+
+fn hooks(hooks: &[HookSupport]) -> String {
+    hooks
+        .iter()
+        .map(|hook| format!("{} {}", hook.name, if hook.present { "yes" } else { "no" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The configuration name of a probe set.
+pub fn probes_name(set: ProbeSet) -> &'static str {
+    match set {
+        ProbeSet::Auto => "auto",
+        ProbeSet::Tracepoint => "tracepoint",
+        ProbeSet::Kprobe => "kprobe",
+    }
+}
