@@ -314,44 +314,25 @@ static __always_inline int return_send(int sent)
 	return count_io_kp(sk, sent, 1);
 }
 
-SEC("kprobe/tcp_sendmsg")
-int BPF_KPROBE(flowtel_kp_tcp_sendmsg, struct sock *sk)
-{
-	return enter_send(sk);
-}
+/* A send function's kprobe and kretprobe: flowtel_kp_FN and flowtel_kp_FN_ret. */
+#define SEND_PROBES(fn)                                         \
+	SEC("kprobe/" #fn)                                      \
+	int BPF_KPROBE(flowtel_kp_##fn, struct sock *sk)        \
+	{                                                       \
+		return enter_send(sk);                          \
+	}                                                       \
+	SEC("kretprobe/" #fn)                                   \
+	int BPF_KRETPROBE(flowtel_kp_##fn##_ret, int sent)      \
+	{                                                       \
+		return return_send(sent);                       \
+	}
 
-SEC("kretprobe/tcp_sendmsg")
-int BPF_KRETPROBE(flowtel_kp_tcp_sendmsg_ret, int sent)
-{
-	return return_send(sent);
-}
-
-SEC("kprobe/udp_sendmsg")
-int BPF_KPROBE(flowtel_kp_udp_sendmsg, struct sock *sk)
-{
-	return enter_send(sk);
-}
-
-SEC("kretprobe/udp_sendmsg")
-int BPF_KRETPROBE(flowtel_kp_udp_sendmsg_ret, int sent)
-{
-	return return_send(sent);
-}
-
+SEND_PROBES(tcp_sendmsg)
+SEND_PROBES(udp_sendmsg)
 /* For a v4-mapped peer udpv6_sendmsg calls udp_sendmsg, whose return takes
  * the thread's entry first: the outer return finds none, so nothing counts
  * twice. */
-SEC("kprobe/udpv6_sendmsg")
-int BPF_KPROBE(flowtel_kp_udpv6_sendmsg, struct sock *sk)
-{
-	return enter_send(sk);
-}
-
-SEC("kretprobe/udpv6_sendmsg")
-int BPF_KRETPROBE(flowtel_kp_udpv6_sendmsg_ret, int sent)
-{
-	return return_send(sent);
-}
+SEND_PROBES(udpv6_sendmsg)
 
 /*
  * TCP receive: tcp_cleanup_rbuf runs at the end of every recvmsg, after the

@@ -114,18 +114,19 @@ fn probe_set_problem(support: &Support) -> Option<String> {
             "the kprobe set is needed but this kernel cannot attach kprobes (CONFIG_KPROBES)"
                 .to_owned(),
         ),
-        ProbeSet::Kprobe => {
-            let missing: Vec<&str> = support
-                .kprobe_functions
-                .iter()
-                .filter(|hook| !hook.present)
-                .map(|hook| hook.name)
-                .collect();
-            (!missing.is_empty())
-                .then(|| format!("kernel functions missing: {}", missing.join(", ")))
-        }
+        ProbeSet::Kprobe => missing("kernel functions", &support.kprobe_functions),
         ProbeSet::Auto => None,
     }
+}
+
+/// Names the hooks the kernel lacks, if any.
+fn missing(what: &str, hooks: &[HookSupport]) -> Option<String> {
+    let absent: Vec<&str> = hooks
+        .iter()
+        .filter(|hook| !hook.present)
+        .map(|hook| hook.name)
+        .collect();
+    (!absent.is_empty()).then(|| format!("{what} missing: {}", absent.join(", ")))
 }
 
 fn hooks(hooks: &[HookSupport]) -> String {
