@@ -360,6 +360,11 @@ int BPF_KPROBE(flowtel_kp_tcp_cleanup_rbuf, struct sock *sk, int copied)
 	if (info) {
 		bytes = seq - info->seq_read; /* wraps like the sequence space */
 		info->seq_read = seq;
+		/* Reading the peer's FIN advances copied_seq by one more than
+		 * the bytes read. (A MSG_WAITALL read that waited and then met
+		 * the FIN is the one case this misses: one byte too many.) */
+		if (bytes == (__u32)copied + 1)
+			bytes = copied;
 	} else {
 		/* First sight (older than the agent, or read after close): this
 		 * read is `copied` bytes, unless it waited in between. */

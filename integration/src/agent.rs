@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::record::{self, Flow, FlowFilter, Record, Totals};
 use crate::traffic::tcp::Transfer;
+use crate::traffic::udp::Exchange;
 
 /// What the agent prints on stderr once its programs are attached.
 pub const READY_LINE: &str = "flowtel: watching";
@@ -122,11 +123,13 @@ impl Agent {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[flowtel] {line}");
-                if line.contains(READY_LINE) {
+                let ready = line.contains(READY_LINE);
+                // Kept before start() returns, so the caller sees the line.
+                sink.lock().unwrap().stderr.push(line);
+                if ready {
                     // The receiver is gone only if start() already gave up.
                     let _ = ready_tx.send(());
                 }
-                sink.lock().unwrap().stderr.push(line);
             }
             // Dropping ready_tx here tells start() that stderr closed.
         });
@@ -214,18 +217,89 @@ impl Agent {
             .tcp()
             .incoming()
             .source_port(truth.server_port);
-        let ends = [
-            ("client", &client, truth.client_sent, truth.client_received),
-            ("server", &server, truth.server_sent, truth.server_received),
-        ];
-        for (end, filter, sent, received) in ends {
+        self.assert_ends_counted(&[
+            (&client, truth.client_sent, truth.client_received),
+            (&server, truth.server_sent, truth.server_received),
+        ]);
+        [client, server]
+    }
+
+    /// Waits for each `(filter, sent, received)` and asserts the sum of the
+    /// flows passing `filter` moved exactly `sent` and `received` bytes.
+    pub fn assert_ends_counted(&mut self, ends: &[(&FlowFilter, u64, u64)]) {
+        for &(filter, sent, received) in ends {
             let got = self.wait_for_totals(filter, |t| {
                 t.bytes_sent >= sent && t.bytes_received >= received
             });
-            assert_eq!(got.bytes_sent, sent, "{end} bytes sent");
-            assert_eq!(got.bytes_received, received, "{end} bytes received");
+            assert_eq!(
+                (got.bytes_sent, got.bytes_received),
+                (sent, received),
+                "bytes (sent, received) of {filter:?}"
+            );
         }
-        [client, server]
+    }
+
+    /// Waits for a UDP [`Exchange`] made by this process and asserts, per
+    /// client, that the server's flow to that client and the client's own
+    /// flow carry exactly the bytes and datagrams their sockets moved.
+    pub fn assert_udp_exchange_counted(&mut self, truth: &Exchange) {
+        let server = FlowFilter::this_process()
+            .udp()
+            .source_port(truth.server_port);
+        let received: u64 = truth.clients.iter().map(|c| c.server_received).sum();
+        let sent: u64 = truth.clients.iter().map(|c| c.server_sent).sum();
+        self.wait_for_totals(&server, |t| {
+            t.bytes_received >= received && t.bytes_sent >= sent
+        });
+
+        let flows = self.sum_by_flow(&server);
+        assert_eq!(
+            flows.len(),
+            truth.clients.len(),
+            "the server's flows: {:#?}",
+            flows.keys().collect::<Vec<_>>()
+        );
+        for client in &truth.clients {
+            let peer = server.clone().destination_port(client.port);
+            let got = self.sum(&peer);
+            assert_eq!(
+                got.bytes_received, client.server_received,
+                "from client {}",
+                client.port
+            );
+            assert_eq!(
+                got.bytes_sent, client.server_sent,
+                "to client {}",
+                client.port
+            );
+            assert_eq!(
+                got.packets_received, client.datagrams,
+                "datagrams from client {}",
+                client.port
+            );
+            assert_eq!(
+                got.packets_sent, client.datagrams,
+                "datagrams to client {}",
+                client.port
+            );
+
+            // The client's own (connected) socket, seen from its end.
+            let own = FlowFilter::this_process()
+                .udp()
+                .source_port(client.port)
+                .destination_port(truth.server_port);
+            let got = self.sum(&own);
+            assert_eq!(
+                got.bytes_sent, client.client_sent,
+                "client {} sent",
+                client.port
+            );
+            assert_eq!(
+                got.bytes_received, client.client_received,
+                "client {} received",
+                client.port
+            );
+        }
     }
 
     /// Waits until the sum of the poll records passing `filter` satisfies

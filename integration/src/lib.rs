@@ -31,3 +31,4 @@ pub mod netns;
 pub mod privilege;
 pub mod record;
 pub mod traffic;
+pub mod vm;
