@@ -163,19 +163,22 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 		if (info)
 			info->direction = FT_DIR_OUTGOING;
 		return 0;
-	case TCP_SYN_RECV: /* a child of a listener, in softirq */
-		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 0);
-		if (info)
-			info->direction = FT_DIR_INCOMING;
-		return 0;
 	case TCP_ESTABLISHED:
-		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0);
+		/* An accepted connection starts here, not at SYN_RECV: the child
+		 * gets its tuple, and on some kernels (6.1) its own cookie, only
+		 * after that state change. */
+		if (oldstate == TCP_SYN_RECV) {
+			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 0);
+			if (info)
+				info->direction = FT_DIR_INCOMING;
+		} else {
+			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0);
+		}
 		if (!info)
 			return 0;
 		info->flags |= FT_FLAG_ESTABLISHED;
 		/* Ports and addresses are final only now (connect binds the
-		 * source port after SYN_SENT; a child gets its tuple after
-		 * SYN_RECV). */
+		 * source port after SYN_SENT). */
 		read_tuple_btf(sk, info);
 		read_tcp_counters_btf(sk, info);
 		/* Nothing was read before the handshake ended. */
