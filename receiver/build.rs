@@ -10,15 +10,8 @@ const PROGRAMS: &str = "../bpf-programs";
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for file in [
-        "flowtel.bpf.c",
-        "flowtel_types.h",
-        "kernel_types.h",
-        "maps.h",
-        "layout.c",
-    ] {
-        println!("cargo:rerun-if-changed={PROGRAMS}/{file}");
-    }
+    // The whole directory: any program, header or the layout check.
+    println!("cargo:rerun-if-changed={PROGRAMS}");
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
