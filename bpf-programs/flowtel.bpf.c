@@ -86,7 +86,9 @@ static __always_inline void add_io(struct conn_info *info, __u8 protocol, int by
 #define FT_READ(ptr, field) ((ptr)->field)
 #define FT_READ_INTO(dst, ptr, field) __builtin_memcpy((dst), &(ptr)->field, sizeof(*(dst)))
 #define FT_NETNS(sk) ((sk)->__sk_common.skc_net.net->ns.inum)
-#define FT_COOKIE(sk) bpf_get_socket_cookie(sk)
+/* The cookie is made once per socket; after that it is a plain load, which
+ * costs far less than the helper call. */
+#define FT_COOKIE(sk) ((__u64)(sk)->__sk_common.skc_cookie.counter ?: bpf_get_socket_cookie(sk))
 #define FT_TCP_SOCK(sk) bpf_skc_to_tcp_sock(sk)
 #include "sock_access.h"
 #undef FT_VARIANT
