@@ -80,6 +80,20 @@ static __always_inline void add_io(struct conn_info *info, __u8 protocol, int by
 	}
 }
 
+/* The TCP counters are snapshots: copying them once per jiffy (1-10 ms) is
+ * as good for a poll every few seconds as copying them on every send, and
+ * far cheaper on a busy socket. State changes, retransmits and the close
+ * always copy them, so the final counters are exact. */
+static __always_inline int tcp_refresh_due(struct conn_info *info)
+{
+	__u32 now = (__u32)bpf_jiffies64();
+
+	if (info->refreshed_jiffies == now)
+		return 0;
+	info->refreshed_jiffies = now;
+	return 1;
+}
+
 /* --- The per-event work, in two variants (see sock_access.h). ---------- */
 
 #define FT_VARIANT(name) name##_btf
@@ -380,7 +394,8 @@ int BPF_KPROBE(flowtel_kp_tcp_cleanup_rbuf, struct sock *sk, int copied)
 	}
 	if (bytes)
 		add_io(info, IPPROTO_TCP, bytes, 0);
-	read_tcp_counters_kp(sk, info);
+	if (tcp_refresh_due(info))
+		read_tcp_counters_kp(sk, info);
 	if (!info->pid)
 		read_process(info);
 	return 0;

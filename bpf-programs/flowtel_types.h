@@ -79,7 +79,8 @@ struct conn_info {
 	/* kprobe set only: the socket's copied_seq at the last receive, whose
 	 * advance is the bytes the application read. */
 	__u32 seq_read;
-	__u8 _pad2[4];
+	/* jiffies at the last copy of the TCP counters (low 32 bits). */
+	__u32 refreshed_jiffies;
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[FT_COMM_LEN];

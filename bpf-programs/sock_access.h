@@ -166,7 +166,7 @@ static __always_inline int FT_VARIANT(count_io)(struct sock *sk, int bytes, int 
 	if (!info)
 		return 0;
 	add_io(info, protocol, bytes, sending);
-	if (protocol == IPPROTO_TCP)
+	if (protocol == IPPROTO_TCP && tcp_refresh_due(info))
 		FT_VARIANT(read_tcp_counters)(sk, info);
 	/* An accepted connection is created in softirq; its owner shows up here. */
 	if (!info->pid)
