@@ -144,6 +144,17 @@ int BPF_PROG(flowtel_recv, struct sock *sk, int ret, int flags)
 	return count_io_btf(sk, ret, 0);
 }
 
+/* Wakes the reader only when the ring is half full: user space drains it
+ * at every poll anyway, and a wakeup per closed connection would cost the
+ * agent a context switch each (thousands a second under churn). */
+static __always_inline __u64 ring_wakeup(void)
+{
+	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+
+	return queued > size / 2 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 /* Hands a closed connection to user space and forgets it. If the ring buffer
  * is full the entry stays, flagged closed, and user space reaps it at the
  * next poll: delayed, never lost. */
@@ -159,7 +170,7 @@ static __always_inline void hand_over_closed(const struct conn_key *key, struct 
 	event->_pad = 0;
 	event->key = *key;
 	event->info = *info;
-	bpf_ringbuf_submit(event, 0);
+	bpf_ringbuf_submit(event, ring_wakeup());
 	bpf_map_delete_elem(&conns, key);
 }
 
@@ -294,7 +305,7 @@ int flowtel_sock_release(struct bpf_sock *ctx)
 	__builtin_memset(event, 0, sizeof(*event));
 	event->kind = FT_EVENT_RELEASED;
 	event->key.cookie = bpf_get_socket_cookie(ctx);
-	bpf_ringbuf_submit(event, 0);
+	bpf_ringbuf_submit(event, ring_wakeup());
 	return 1;
 }
 

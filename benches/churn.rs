@@ -1,0 +1,268 @@
+//! The agent's own cost under connection churn: 10,000 connections held
+//! open plus 2,000 new short connections per second for 60 s, all on
+//! loopback, with `flowtel run` watching. Reports the agent's CPU (user +
+//! system, percent of one core, from /proc/PID/stat), its peak RSS (VmHWM)
+//! and its poll time; then the same with 100,000 connections held open
+//! (connection map raised to fit).
+//!
+//! `cargo bench --bench churn` as root (see BENCHMARKS.md). Environment:
+//! `FLOWTEL_CHURN_SECONDS` (default 60), `FLOWTEL_CHURN_HELD` (default
+//! 10000), `FLOWTEL_CHURN_RATE` (default 2000), `FLOWTEL_CHURN_BIG` (default
+//! 100000; 0 skips the second run).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Connections one worker process holds: both ends are its sockets, and
+/// its open-file limit may be as low as 20,000.
+const PER_WORKER: u64 = 8_000;
+
+/// Raises the soft open-file limit to the hard one.
+fn raise_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// A worker process: holds `count` connections to its own listener until
+/// its stdin closes.
+fn worker(count: u64) {
+    raise_nofile();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let server = listener.local_addr().expect("bound");
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || serve(listener, stop));
+    let connections = hold(server, count);
+    println!("held");
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    drop(connections);
+}
+
+/// Starts workers holding `total` connections between them and returns
+/// once all hold theirs; dropping the children's stdin releases them.
+fn hold_in_workers(total: u64) -> Vec<Child> {
+    let mut workers = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let count = left.min(PER_WORKER);
+        left -= count;
+        let child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .env("FLOWTEL_CHURN_WORKER", count.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a worker");
+        workers.push(child);
+    }
+    for child in &mut workers {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped"))
+            .read_line(&mut line)
+            .expect("worker output");
+        assert_eq!(
+            line.trim(),
+            "held",
+            "a worker failed to hold its connections"
+        );
+    }
+    workers
+}
+
+/// An echo-once server: reads a request, answers it, and keeps the socket
+/// until the peer closes.
+fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
+    listener.set_nonblocking(false).expect("blocking listener");
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Holds `count` idle connections to `server` (each has said hello once).
+fn hold(server: SocketAddr, count: u64) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server).expect("connect a held connection");
+            stream.write_all(b"hello").expect("hello");
+            let mut buf = [0u8; 5];
+            stream.read_exact(&mut buf).expect("echo");
+            stream
+        })
+        .collect()
+}
+
+/// Opens `rate` short connections per second (100 bytes each way) until
+/// `stop`; counts them.
+fn churn(server: SocketAddr, rate: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let due = started + interval * n as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if let Ok(mut stream) = TcpStream::connect(server) {
+            let mut buf = [0u8; 100];
+            if stream.write_all(&buf).is_ok() && stream.read_exact(&mut buf).is_ok() {
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        n += 1;
+    }
+}
+
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(max_connections: u64) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowtel"))
+            .args(["run", "--format", "json", "--poll-interval", "10s"])
+            .args(["--max-connections", &max_connections.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flowtel");
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
+            if line.expect("stderr").contains("flowtel: watching") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Agent { child }
+    }
+
+    /// utime + stime, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the agent's /proc/PID/stat");
+        // Fields after the command name (which may hold spaces).
+        let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the agent's /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn run(held: u64, rate: u64, seconds: u64) {
+    println!("\n## {held} connections held open, {rate} new connections/s, {seconds} s");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let server = listener.local_addr().expect("bound");
+    let stop = Arc::new(AtomicBool::new(false));
+    let serving = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || serve(listener, stop))
+    };
+    // Room for every socket, both ends, plus the churn in flight.
+    let agent = Agent::start((2 * held + 20 * rate).max(65536));
+    let opened = Instant::now();
+    let workers = hold_in_workers(held);
+    println!("opened {held} connections in {:?}", opened.elapsed());
+
+    let done = Arc::new(AtomicU64::new(0));
+    let churning = {
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        std::thread::spawn(move || churn(server, rate, stop, done))
+    };
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let start_ticks = agent.cpu_ticks();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu_seconds = (agent.cpu_ticks() - start_ticks) as f64 / ticks_per_second;
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss_now = agent.status_kib("VmRSS:");
+    let rss_peak = agent.status_kib("VmHWM:");
+    stop.store(true, Ordering::Relaxed);
+    churning.join().expect("churn thread");
+    let made = done.load(Ordering::Relaxed);
+    println!(
+        "short connections made: {made} ({:.0}/s)",
+        made as f64 / elapsed
+    );
+    println!(
+        "flowtel CPU: {:.2} % of one core (user+sys {:.2} s over {:.1} s)",
+        100.0 * cpu_seconds / elapsed,
+        cpu_seconds,
+        elapsed
+    );
+    println!(
+        "flowtel RSS: {:.1} MiB now, {:.1} MiB peak",
+        rss_now as f64 / 1024.0,
+        rss_peak as f64 / 1024.0
+    );
+    agent.stop();
+    for mut worker in workers {
+        drop(worker.stdin.take());
+        let _ = worker.wait();
+    }
+    let _ = TcpStream::connect(server); // wake the accept loop
+    let _ = serving.join();
+}
+
+fn main() {
+    if let Ok(count) = std::env::var("FLOWTEL_CHURN_WORKER") {
+        worker(count.parse().expect("a connection count"));
+        return;
+    }
+    raise_nofile();
+    let seconds = env("FLOWTEL_CHURN_SECONDS", 60);
+    let held = env("FLOWTEL_CHURN_HELD", 10_000);
+    let rate = env("FLOWTEL_CHURN_RATE", 2_000);
+    let big = env("FLOWTEL_CHURN_BIG", 100_000);
+    println!("# flowtel's own cost under churn");
+    run(held, rate, seconds);
+    if big > 0 {
+        run(big, rate, seconds.min(30));
+    }
+}
