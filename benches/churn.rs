@@ -50,7 +50,7 @@ fn worker(count: u64) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let server = listener.local_addr().expect("bound");
     let stop = Arc::new(AtomicBool::new(false));
-    std::thread::spawn(move || serve(listener, stop));
+    std::thread::spawn(move || serve(listener, true, stop));
     let connections = hold(server, count);
     println!("held");
     let _ = std::io::stdin().read(&mut [0u8; 1]);
@@ -87,23 +87,22 @@ fn hold_in_workers(total: u64) -> Vec<Child> {
     workers
 }
 
-/// An echo-once server: reads a request, answers it, and keeps the socket
-/// until the peer closes.
-fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
-    listener.set_nonblocking(false).expect("blocking listener");
+/// An echo-once server: reads one request and answers it, then keeps the
+/// socket (`keep`: held connections) or closes it. One thread for all: a
+/// thread per connection would not scale to 100,000.
+fn serve(listener: TcpListener, keep: bool, stop: Arc<AtomicBool>) {
+    let mut kept = Vec::new();
     for stream in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let Ok(mut stream) = stream else { continue };
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 128];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                    break;
-                }
+        let mut buf = [0u8; 128];
+        if let Ok(n) = stream.read(&mut buf) {
+            if n > 0 && stream.write_all(&buf[..n]).is_ok() && keep {
+                kept.push(stream);
             }
-        });
+        }
     }
 }
 
@@ -143,6 +142,8 @@ fn churn(server: SocketAddr, rate: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU
 
 struct Agent {
     child: Child,
+    /// The agent's "poll read N connections in T, processed in U" lines.
+    polls: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Agent {
@@ -150,7 +151,7 @@ impl Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowtel"))
             .args(["run", "--format", "json", "--poll-interval", "10s"])
             .args(["--max-connections", &max_connections.to_string()])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,flowtel=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -163,8 +164,16 @@ impl Agent {
                 break;
             }
         }
-        std::thread::spawn(move || for _ in lines {});
-        Agent { child }
+        let polls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&polls);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(at) = line.find("poll read") {
+                    sink.lock().unwrap().push(line[at..].to_owned());
+                }
+            }
+        });
+        Agent { child, polls }
     }
 
     /// utime + stime, in clock ticks.
@@ -202,7 +211,7 @@ fn run(held: u64, rate: u64, seconds: u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let serving = {
         let stop = Arc::clone(&stop);
-        std::thread::spawn(move || serve(listener, stop))
+        std::thread::spawn(move || serve(listener, false, stop))
     };
     // Room for every socket, both ends, plus the churn in flight.
     let agent = Agent::start((2 * held + 20 * rate).max(65536));
@@ -241,6 +250,9 @@ fn run(held: u64, rate: u64, seconds: u64) {
         rss_now as f64 / 1024.0,
         rss_peak as f64 / 1024.0
     );
+    if let Some(last) = agent.polls.lock().unwrap().last() {
+        println!("flowtel's last poll: {last}");
+    }
     agent.stop();
     for mut worker in workers {
         drop(worker.stdin.take());

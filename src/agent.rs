@@ -61,9 +61,11 @@ fn poll(
     processor: &mut Processor,
     exporter: &mut impl Exporter,
 ) -> anyhow::Result<SystemTime> {
+    let reading = std::time::Instant::now();
     let poll = receiver
         .poll()
         .context("could not read the connection counters")?;
+    let read_in = reading.elapsed();
     let now = poll.at.unwrap_or_else(SystemTime::now);
     let report = processor.ingest(&poll, now);
     if report.counter_resets > 0 {
@@ -72,6 +74,12 @@ fn poll(
             "connection counters went backwards; counted as restarted from zero"
         );
     }
+    tracing::debug!(
+        "flowtel: poll read {} connections in {:?}, processed in {:?}",
+        poll.samples.len(),
+        read_in,
+        reading.elapsed() - read_in,
+    );
     exporter
         .export_poll(&report)
         .context("could not export the flows")?;

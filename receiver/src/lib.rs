@@ -38,7 +38,7 @@ pub use support::{support, verify_programs, HookSupport, Support};
 use decode::{decode, Ending};
 use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey};
 use kernel::events::ClosedEvents;
-use kernel::{preflight, programs, reap};
+use kernel::{batch, preflight, programs, reap};
 use process::ProcessResolver;
 use recent_closes::RecentCloses;
 
@@ -170,20 +170,17 @@ impl Receiver {
         }
     }
 
-    /// Reads the connection map. Entries deleted while it is walked can make
-    /// the kernel restart the walk, so keys are deduplicated and the walk is
-    /// bounded.
+    /// Reads the connection map in batches. A key seen twice (the walk
+    /// raced with deletions) is kept once.
     fn read_connection_map(&self) -> Result<HashMap<ConnKey, ConnInfo>, Error> {
-        let mut entries = HashMap::new();
-        let bound = self.capacity as usize * 2 + 16;
-        for item in self.conns.iter().take(bound) {
-            let (key, info) = item.map_err(|source| Error::Map {
-                map: "conns",
-                source,
-            })?;
-            entries.insert(key, info);
-        }
-        Ok(entries)
+        let entries = batch::read_all(&self.conns).map_err(|source| Error::Map {
+            map: "conns",
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error: source,
+            }),
+        })?;
+        Ok(entries.into_iter().collect())
     }
 
     fn health(&self, tracked: u64) -> Result<ReceiverHealth, Error> {

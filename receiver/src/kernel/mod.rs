@@ -2,6 +2,7 @@
 //! attaches the programs, and reads what they record.
 
 pub mod abi;
+pub mod batch;
 pub mod events;
 pub mod preflight;
 pub mod programs;

@@ -59,6 +59,6 @@ pub fn take_entry(
     }
 }
 
-fn map_fd(map: &BpfHashMap<MapData, ConnKey, ConnInfo>) -> u32 {
+pub fn map_fd(map: &BpfHashMap<MapData, ConnKey, ConnInfo>) -> u32 {
     IterableMap::map(map).fd().as_fd().as_raw_fd() as u32
 }

@@ -1,0 +1,86 @@
+//! Reads the whole connection map in a few syscalls
+//! (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+) instead of two per entry (next key,
+//! then lookup), which is what aya 0.14's iterator does. At 100,000
+//! connections that is the difference between ~200,000 syscalls per poll
+//! and ~100.
+
+use std::io;
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+
+use super::abi::{ConnInfo, ConnKey};
+use super::reap::map_fd;
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Entries asked for per syscall. A hash bucket larger than this would make
+/// the kernel answer ENOSPC; the chunk then grows.
+const CHUNK: usize = 4096;
+
+/// The `bpf_attr` layout of the batch commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of the map, as of the walk (entries added or removed
+/// meanwhile may or may not appear).
+pub fn read_all(
+    map: &BpfHashMap<MapData, ConnKey, ConnInfo>,
+) -> io::Result<Vec<(ConnKey, ConnInfo)>> {
+    let fd = map_fd(map);
+    let mut entries = Vec::new();
+    let mut chunk = CHUNK;
+    // For hash maps the batch token is a bucket index.
+    let (mut token_in, mut token_out) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut keys = vec![ConnKey::default(); chunk];
+        let mut values = vec![ConnInfo::default(); chunk];
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u32 as u64
+            },
+            out_batch: &mut token_out as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values of the sizes the
+        // map was created with, and outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let error = (ret != 0).then(io::Error::last_os_error);
+        let filled = attr.count as usize;
+        entries.extend(keys.into_iter().zip(values).take(filled));
+        match error.as_ref().and_then(io::Error::raw_os_error) {
+            None => {}
+            Some(libc::ENOENT) => return Ok(entries), // walked to the end
+            Some(libc::ENOSPC) if filled == 0 => {
+                chunk *= 2;
+                continue;
+            }
+            Some(_) => return Err(error.expect("an error")),
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
