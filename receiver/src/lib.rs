@@ -21,7 +21,7 @@ mod recent_closes;
 mod sample;
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -172,15 +172,18 @@ impl Receiver {
 
     /// Reads the connection map in batches. A key seen twice (the walk
     /// raced with deletions) is kept once.
-    fn read_connection_map(&self) -> Result<HashMap<ConnKey, ConnInfo>, Error> {
-        let entries = batch::read_all(&self.conns).map_err(|source| Error::Map {
+    fn read_connection_map(&self) -> Result<Vec<(ConnKey, ConnInfo)>, Error> {
+        let mut entries = batch::read_all(&self.conns).map_err(|source| Error::Map {
             map: "conns",
             source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
                 call: "bpf_map_lookup_batch",
                 io_error: source,
             }),
         })?;
-        Ok(entries.into_iter().collect())
+        // In place, without a second copy of a map that may be large.
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        entries.dedup_by_key(|(key, _)| *key);
+        Ok(entries)
     }
 
     fn health(&self, tracked: u64) -> Result<ReceiverHealth, Error> {

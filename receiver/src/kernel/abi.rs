@@ -26,7 +26,7 @@ pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
     pub cookie: u64,
     pub peer_addr: [u8; 16],

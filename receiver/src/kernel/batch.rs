@@ -42,9 +42,11 @@ pub fn read_all(
     // For hash maps the batch token is a bucket index.
     let (mut token_in, mut token_out) = (0u32, 0u32);
     let mut first = true;
+    let mut keys = vec![ConnKey::default(); chunk];
+    let mut values = vec![ConnInfo::default(); chunk];
     loop {
-        let mut keys = vec![ConnKey::default(); chunk];
-        let mut values = vec![ConnInfo::default(); chunk];
+        keys.resize(chunk, ConnKey::default());
+        values.resize(chunk, ConnInfo::default());
         let mut attr = BatchAttr {
             in_batch: if first {
                 0
@@ -70,7 +72,7 @@ pub fn read_all(
         };
         let error = (ret != 0).then(io::Error::last_os_error);
         let filled = attr.count as usize;
-        entries.extend(keys.into_iter().zip(values).take(filled));
+        entries.extend(keys.iter().copied().zip(values.iter().copied()).take(filled));
         match error.as_ref().and_then(io::Error::raw_os_error) {
             None => {}
             Some(libc::ENOENT) => return Ok(entries), // walked to the end
