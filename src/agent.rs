@@ -19,6 +19,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut stop = StopSignals::listen().context("could not listen for SIGINT and SIGTERM")?;
     let mut receiver =
         Receiver::start(&settings.receiver).context("could not start the receiver")?;
+    crate::privileges::drop_all()?;
     let started = SystemTime::now();
     let mut processor = Processor::new(settings.processor.clone(), started)?;
     let mut exporter = exporter::console::exporter(settings.format, std::io::stdout());

@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod cli;
+mod privileges;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

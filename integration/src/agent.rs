@@ -32,6 +32,23 @@ pub const DATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the agent gets to exit after SIGTERM before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// `run` as the tests start it: JSON lines, the given poll interval, and a
+/// window long enough that only polls matter.
+fn run_args(poll_interval: Duration) -> Vec<String> {
+    [
+        "run",
+        "--format",
+        "json",
+        "--interval",
+        "1h",
+        "--poll-interval",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .chain([format!("{}ms", poll_interval.as_millis())])
+    .collect()
+}
+
 /// A running `flowtel run --format json`.
 pub struct Agent {
     child: Child,
@@ -58,15 +75,22 @@ impl Agent {
         Agent::start_with(binary, poll_interval, &[])
     }
 
+    /// Like [`Agent::start`], for a command that runs the binary in some
+    /// other way (`setpriv ... flowtel`): the `run` arguments are appended.
+    pub fn start_command(mut command: Command, poll_interval: Duration) -> Agent {
+        command.args(run_args(poll_interval));
+        Agent::launch(command, poll_interval)
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Like [`Agent::start`], with more arguments for `flowtel run`.
     pub fn start_with(binary: impl AsRef<Path>, poll_interval: Duration, args: &[&str]) -> Agent {
-        let binary = binary.as_ref();
-        let mut command = Command::new(binary);
-        command
-            .args(["run", "--format", "json", "--poll-interval"])
-            .arg(format!("{}ms", poll_interval.as_millis()))
-            .args(["--interval", "1h"])
-            .args(args);
+        let mut command = Command::new(binary.as_ref());
+        command.args(run_args(poll_interval)).args(args);
         Agent::launch(command, poll_interval)
     }
 

@@ -27,6 +27,59 @@ pub fn require_root() {
     }
 }
 
+/// A copy of a binary in a fresh world-readable directory, so that another
+/// user can run it (the checkout may sit under a private home). Removed on
+/// drop.
+pub struct SharedCopy {
+    dir: std::path::PathBuf,
+    /// The copy.
+    pub binary: std::path::PathBuf,
+}
+
+impl SharedCopy {
+    /// Copies `binary` into a new 0755 directory under the temp dir.
+    pub fn of(binary: impl AsRef<std::path::Path>) -> SharedCopy {
+        use std::os::unix::fs::PermissionsExt as _;
+        let binary = binary.as_ref();
+        let name = binary.file_name().expect("a binary has a file name");
+        // Unique per copy: tests of one binary run in parallel.
+        static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "flowtel-shared-{}-{n}-{}",
+            std::process::id(),
+            name.to_string_lossy()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let copy = dir.join(name);
+        std::fs::copy(binary, &copy).expect("copy the binary");
+        SharedCopy { dir, binary: copy }
+    }
+}
+
+impl Drop for SharedCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The capability sets of a process, from `/proc/PID/status`, as hex masks:
+/// `[("CapInh", ..), ("CapPrm", ..), ("CapEff", ..), ("CapBnd", ..), ("CapAmb", ..)]`.
+pub fn capability_sets(pid: u32) -> Vec<(String, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .filter_map(|line| {
+            let (name, hex) = line.split_once(":\t")?;
+            name.starts_with("Cap")
+                .then(|| (name.to_owned(), u64::from_str_radix(hex.trim(), 16).ok()))
+                .and_then(|(name, mask)| Some((name, mask?)))
+        })
+        .collect()
+}
+
 /// Says what is missing, if anything.
 fn check() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions and cannot fail.

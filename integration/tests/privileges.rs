@@ -1,21 +1,19 @@
 //! Without privileges the agent stops at once with one line that names the
 //! capabilities it needs, and a non-zero exit.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
+use std::time::Duration;
+
+use integration::agent::Agent;
 use integration::privilege;
+use integration::traffic::tcp;
 
 #[test]
 fn an_unprivileged_agent_names_the_missing_capabilities_and_exits_1() {
     // Root is needed to become the unprivileged user.
     privilege::require_root();
-    // A copy nobody can run: the checkout may sit under a private home.
-    let dir = std::env::temp_dir().join(format!("flowtel-privileges-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temporary directory");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let binary = dir.join("flowtel");
-    std::fs::copy(env!("CARGO_BIN_EXE_flowtel"), &binary).expect("copy the binary");
+    let copy = privilege::SharedCopy::of(env!("CARGO_BIN_EXE_flowtel"));
     let output = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -23,11 +21,10 @@ fn an_unprivileged_agent_names_the_missing_capabilities_and_exits_1() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(&binary)
+        .arg(&copy.binary)
         .args(["run", "--poll-interval", "1s"])
         .output()
         .expect("setpriv (util-linux) runs flowtel as nobody");
-    std::fs::remove_dir_all(&dir).ok();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
     assert!(output.stdout.is_empty(), "nothing on stdout");
@@ -38,4 +35,35 @@ fn an_unprivileged_agent_names_the_missing_capabilities_and_exits_1() {
     for capability in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
         assert!(line.contains(capability), "{capability} not named: {line}");
     }
+}
+
+/// With only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, as an ordinary user,
+/// the agent attaches, then drops every capability, and still counts
+/// exactly.
+#[test]
+fn an_agent_with_only_its_three_capabilities_drops_them_and_still_counts() {
+    privilege::require_root();
+    let copy = privilege::SharedCopy::of(env!("CARGO_BIN_EXE_flowtel"));
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon,+net_admin",
+            "--ambient-caps=+bpf,+perfmon,+net_admin",
+        ])
+        .arg(&copy.binary);
+    let mut agent = Agent::start_command(command, Duration::from_secs(1));
+
+    for (set, mask) in privilege::capability_sets(agent.pid()) {
+        if set != "CapBnd" {
+            assert_eq!(
+                mask, 0,
+                "{set} of the running agent is {mask:#x}, not empty"
+            );
+        }
+    }
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 64 << 10);
+    agent.assert_transfer_counted(&truth);
 }

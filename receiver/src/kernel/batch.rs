@@ -72,7 +72,12 @@ pub fn read_all(
         };
         let error = (ret != 0).then(io::Error::last_os_error);
         let filled = attr.count as usize;
-        entries.extend(keys.iter().copied().zip(values.iter().copied()).take(filled));
+        entries.extend(
+            keys.iter()
+                .copied()
+                .zip(values.iter().copied())
+                .take(filled),
+        );
         match error.as_ref().and_then(io::Error::raw_os_error) {
             None => {}
             Some(libc::ENOENT) => return Ok(entries), // walked to the end
