@@ -76,6 +76,8 @@ fn fold(c: &mut Criterion) {
     for connections in [10_000u64, 1_000_000] {
         let mut poll = poll_of(connections);
         let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // Defaults for everything else, whatever the config grows.
+        #[allow(clippy::needless_update)]
         let config = Config {
             interval: Duration::from_secs(3600),
             ..Config::default()
