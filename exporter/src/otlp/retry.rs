@@ -43,9 +43,13 @@ pub fn http_status(status: u16, retry_after: Option<Duration>) -> Option<Attempt
 
 /// Classifies a gRPC status code, as the specification lists them.
 /// RESOURCE_EXHAUSTED is retried only when the server sent RetryInfo.
-pub fn grpc_code(code: tonic::Code, retry_after: Option<Duration>) -> Attempt {
+pub fn grpc_code(code: tonic::Code, message: &str, retry_after: Option<Duration>) -> Attempt {
     use tonic::Code;
-    let reason = format!("gRPC status {code:?}");
+    let reason = if message.is_empty() {
+        format!("gRPC status {code:?}")
+    } else {
+        format!("gRPC status {code:?}: {message}")
+    };
     match code {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -128,27 +132,27 @@ mod tests {
     #[test]
     fn grpc_resource_exhausted_is_retried_only_with_retry_info() {
         assert!(matches!(
-            grpc_code(tonic::Code::Unavailable, None),
+            grpc_code(tonic::Code::Unavailable, "", None),
             Attempt::Retryable { .. }
         ));
         assert!(matches!(
-            grpc_code(tonic::Code::ResourceExhausted, None),
+            grpc_code(tonic::Code::ResourceExhausted, "", None),
             Attempt::Permanent { .. }
         ));
         let delay = Some(Duration::from_secs(2));
         assert_eq!(
-            grpc_code(tonic::Code::ResourceExhausted, delay),
+            grpc_code(tonic::Code::ResourceExhausted, "slow down", delay),
             Attempt::Retryable {
-                reason: "gRPC status ResourceExhausted".into(),
+                reason: "gRPC status ResourceExhausted: slow down".into(),
                 retry_after: delay
             }
         );
         assert!(matches!(
-            grpc_code(tonic::Code::Unauthenticated, None),
+            grpc_code(tonic::Code::Unauthenticated, "", None),
             Attempt::Permanent { .. }
         ));
         assert!(matches!(
-            grpc_code(tonic::Code::InvalidArgument, None),
+            grpc_code(tonic::Code::InvalidArgument, "", None),
             Attempt::Permanent { .. }
         ));
     }

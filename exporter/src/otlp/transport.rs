@@ -125,7 +125,11 @@ impl GrpcTransport {
         }
         match self.client.export(call).await {
             Ok(response) => accepted(response.into_inner()),
-            Err(status) => retry::grpc_code(status.code(), retry_info::delay(status.details())),
+            Err(status) => retry::grpc_code(
+                status.code(),
+                status.message(),
+                retry_info::delay(status.details()),
+            ),
         }
     }
 }
