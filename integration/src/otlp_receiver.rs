@@ -106,9 +106,22 @@ enum Answer {
     Unauthorized,
 }
 
+/// TLS for the gRPC receiver: its certificate and key (PEM), and the CA
+/// that client certificates must chain to, when it asks for one.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+    /// Require a client certificate signed by this CA.
+    pub client_ca_pem: Option<String>,
+}
+
 /// A running receiver; stops when dropped.
 pub struct OtlpReceiver {
     protocol: Protocol,
+    tls: bool,
     address: SocketAddr,
     state: Arc<Mutex<State>>,
     _runtime: tokio::runtime::Runtime,
@@ -117,6 +130,20 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts a receiver on `127.0.0.1` on a free port.
     pub fn start(protocol: Protocol, behaviour: Behaviour) -> OtlpReceiver {
+        OtlpReceiver::start_with_tls(protocol, behaviour, None)
+    }
+
+    /// Starts a receiver that speaks TLS when `tls` is given (gRPC only:
+    /// the HTTP receiver is plain text).
+    pub fn start_with_tls(
+        protocol: Protocol,
+        behaviour: Behaviour,
+        tls: Option<ServerTls>,
+    ) -> OtlpReceiver {
+        assert!(
+            tls.is_none() || protocol == Protocol::Grpc,
+            "the test receiver speaks TLS over gRPC only"
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -137,11 +164,17 @@ impl OtlpReceiver {
                 let service = MetricsServiceServer::new(GrpcService(shared))
                     .accept_compressed(CompressionEncoding::Gzip);
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                runtime.spawn(
-                    tonic::transport::Server::builder()
-                        .add_service(service)
-                        .serve_with_incoming(incoming),
-                );
+                let mut server = tonic::transport::Server::builder();
+                if let Some(tls) = &tls {
+                    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+                    let mut config = ServerTlsConfig::new()
+                        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+                    if let Some(ca) = &tls.client_ca_pem {
+                        config = config.client_ca_root(Certificate::from_pem(ca));
+                    }
+                    server = server.tls_config(config).expect("the receiver's TLS setup");
+                }
+                runtime.spawn(server.add_service(service).serve_with_incoming(incoming));
             }
             Protocol::Http => {
                 let app = axum::Router::new()
@@ -152,6 +185,7 @@ impl OtlpReceiver {
         }
         OtlpReceiver {
             protocol,
+            tls: tls.is_some(),
             address,
             state,
             _runtime: runtime,
@@ -160,10 +194,25 @@ impl OtlpReceiver {
 
     /// The URL to give flowtel as `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        match self.protocol {
-            Protocol::Grpc => format!("http://{}", self.address),
-            Protocol::Http => format!("http://{}/v1/metrics", self.address),
+        match (self.protocol, self.tls) {
+            (Protocol::Grpc, false) => format!("http://{}", self.address),
+            (Protocol::Grpc, true) => format!("https://{}", self.address),
+            (Protocol::Http, _) => format!("http://{}/v1/metrics", self.address),
         }
+    }
+
+    /// `binary run --format json` polling every 200ms with 1s windows,
+    /// exporting to this receiver through the standard variables
+    /// (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`);
+    /// start it with [`Agent::launch`](crate::agent::Agent::launch).
+    pub fn agent_command(&self, binary: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["run", "--format", "json", "--poll-interval", "200ms"])
+            .args(["--interval", "1s"])
+            .env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", self.endpoint())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", self.protocol.as_str());
+        command
     }
 
     /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`.

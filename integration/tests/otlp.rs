@@ -5,7 +5,6 @@
 //! one times out without stalling the agent's polls.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use integration::agent::Agent;
@@ -18,26 +17,10 @@ const POLL: Duration = Duration::from_millis(200);
 const WINDOW_NS: u64 = 1_000_000_000;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `flowtel run --format json` with 1s windows, exporting to `receiver`
-/// through the standard variables, plus `env`.
-fn agent(receiver: &OtlpReceiver, protocol: Protocol, env: &[(&str, &str)]) -> Agent {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
-    command
-        .args([
-            "run",
-            "--format",
-            "json",
-            "--poll-interval",
-            "200ms",
-            "--interval",
-            "1s",
-        ])
-        .env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", receiver.endpoint())
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.as_str())
-        .env("RUST_LOG", "info");
-    for (k, v) in env {
-        command.env(k, v);
-    }
+/// flowtel exporting to `receiver`, with `env` besides.
+fn agent(receiver: &OtlpReceiver, env: &[(&str, &str)]) -> Agent {
+    let mut command = receiver.agent_command(env!("CARGO_BIN_EXE_flowtel"));
+    command.env("RUST_LOG", "info").envs(env.iter().copied());
     Agent::launch(command, POLL)
 }
 
@@ -67,7 +50,6 @@ fn exact_windows(protocol: Protocol, gzip: bool) {
     let compression = if gzip { "gzip" } else { "none" };
     let mut agent = agent(
         &receiver,
-        protocol,
         &[
             ("OTEL_EXPORTER_OTLP_COMPRESSION", compression),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-flowtel-test=hello%20otlp"),
@@ -247,7 +229,7 @@ fn a_window_refused_with_503_is_retried_and_arrives_once_with_its_timestamps() {
         ..Behaviour::default()
     };
     let receiver = OtlpReceiver::start(Protocol::Http, behaviour);
-    let mut agent = agent(&receiver, Protocol::Http, &[]);
+    let mut agent = agent(&receiver, &[]);
     let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 1 << 10);
     let expected = (truth.client_sent + truth.server_sent) as i64;
     receiver.wait_for("this process's bytes, accepted", WAIT, |arrivals| {
@@ -309,7 +291,6 @@ fn a_401_is_logged_once_without_the_key_and_never_retried() {
     let receiver = OtlpReceiver::start(Protocol::Http, behaviour);
     let mut agent = agent(
         &receiver,
-        Protocol::Http,
         &[(
             "OTEL_EXPORTER_OTLP_HEADERS",
             "authorization=Bearer%20s3cr3t-key",
@@ -355,11 +336,7 @@ fn a_slow_receiver_times_out_and_never_stalls_the_polls() {
         ..Behaviour::default()
     };
     let receiver = OtlpReceiver::start(Protocol::Grpc, behaviour);
-    let mut agent = agent(
-        &receiver,
-        Protocol::Grpc,
-        &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500")],
-    );
+    let mut agent = agent(&receiver, &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500")]);
     tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
     let polls_before = agent.records().len();
     receiver.wait_for("a request", WAIT, |a| !a.is_empty());

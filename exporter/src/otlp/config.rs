@@ -99,6 +99,8 @@ pub enum Temporality {
 }
 
 /// TLS settings; the system's and the webpki roots are trusted by default.
+/// Files not given here come from `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// `..._CLIENT_CERTIFICATE` and `..._CLIENT_KEY`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {

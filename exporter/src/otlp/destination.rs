@@ -67,7 +67,16 @@ impl Destination {
                 .unwrap_or(Compression::None),
             timeout: config.timeout.or(env.timeout).unwrap_or(DEFAULT_TIMEOUT),
             temporality: config.temporality,
-            tls: config.tls.clone(),
+            tls: TlsConfig {
+                ca_file: config.tls.ca_file.clone().or_else(|| env.ca_file.clone()),
+                cert_file: config
+                    .tls
+                    .cert_file
+                    .clone()
+                    .or_else(|| env.cert_file.clone()),
+                key_file: config.tls.key_file.clone().or_else(|| env.key_file.clone()),
+                insecure_skip_verify: config.tls.insecure_skip_verify,
+            },
             queue_size: config.queue_size.get(),
         };
         destination.check()?;

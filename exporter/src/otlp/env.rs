@@ -1,9 +1,11 @@
 //! The standard OpenTelemetry exporter variables, as the specification
 //! defines them: `OTEL_EXPORTER_OTLP_{,METRICS_}{ENDPOINT,HEADERS,PROTOCOL,
-//! COMPRESSION,TIMEOUT}` and `OTEL_RESOURCE_ATTRIBUTES`. The signal-specific
+//! COMPRESSION,TIMEOUT,CERTIFICATE,CLIENT_CERTIFICATE,CLIENT_KEY}` and
+//! `OTEL_RESOURCE_ATTRIBUTES`. The signal-specific
 //! variable wins over the generic one; the configuration file wins over both.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::config::{Compression, Protocol};
@@ -26,6 +28,12 @@ pub struct OtlpEnv {
     pub timeout: Option<Duration>,
     /// `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: BTreeMap<String, String>,
+    /// `..._CERTIFICATE`: a PEM file of CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// `..._CLIENT_CERTIFICATE`: the PEM client certificate (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// `..._CLIENT_KEY`: the client certificate's PEM private key.
+    pub key_file: Option<PathBuf>,
 }
 
 impl OtlpEnv {
@@ -91,6 +99,9 @@ impl OtlpEnv {
             compression,
             timeout,
             resource_attributes,
+            ca_file: pick("CERTIFICATE").map(|(_, v)| PathBuf::from(v)),
+            cert_file: pick("CLIENT_CERTIFICATE").map(|(_, v)| PathBuf::from(v)),
+            key_file: pick("CLIENT_KEY").map(|(_, v)| PathBuf::from(v)),
         })
     }
 
@@ -193,8 +204,12 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2"),
             ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=3"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/etc/key.pem"),
         ])
         .unwrap();
+        assert_eq!(got.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(got.key_file, Some(PathBuf::from("/etc/key.pem")));
         assert_eq!(got.protocol, Some(Protocol::HttpProtobuf));
         assert_eq!(got.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(got.compression, Some(Compression::Gzip));
