@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message as _;
 use tonic::codec::CompressionEncoding;
@@ -49,6 +49,8 @@ pub struct Behaviour {
     pub unauthorized: bool,
     /// Wait this long before answering each request.
     pub delay: Duration,
+    /// Accept, but answer with a partial success rejecting this many points.
+    pub rejected_points: i64,
 }
 
 /// One request as it arrived.
@@ -259,6 +261,15 @@ impl OtlpReceiver {
     }
 }
 
+/// The success answer: a partial success when the behaviour says so.
+fn success(behaviour: &Behaviour) -> ExportMetricsServiceResponse {
+    let partial_success = (behaviour.rejected_points > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: behaviour.rejected_points,
+        error_message: "test receiver: points rejected".to_owned(),
+    });
+    ExportMetricsServiceResponse { partial_success }
+}
+
 struct GrpcService(Arc<Mutex<State>>);
 
 #[tonic::async_trait]
@@ -277,16 +288,16 @@ impl MetricsService for GrpcService {
         let gzip = headers
             .iter()
             .any(|(k, v)| k == "grpc-encoding" && v == "gzip");
-        let (answer, delay) = {
+        let (answer, behaviour) = {
             let mut state = self.0.lock().unwrap();
             (
                 state.arrive(gzip, headers, request.into_inner()),
-                state.behaviour.delay,
+                state.behaviour,
             )
         };
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(behaviour.delay).await;
         match answer {
-            Answer::Ok => Ok(tonic::Response::new(ExportMetricsServiceResponse::default())),
+            Answer::Ok => Ok(tonic::Response::new(success(&behaviour))),
             Answer::Unavailable => Err(tonic::Status::unavailable("test receiver: unavailable")),
             Answer::Unauthorized => Err(tonic::Status::unauthenticated("test receiver: bad key")),
         }
@@ -323,16 +334,13 @@ async fn http_export(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    let (answer, delay) = {
+    let (answer, behaviour) = {
         let mut state = state.lock().unwrap();
-        (state.arrive(gzip, headers, request), state.behaviour.delay)
+        (state.arrive(gzip, headers, request), state.behaviour)
     };
-    tokio::time::sleep(delay).await;
+    tokio::time::sleep(behaviour.delay).await;
     match answer {
-        Answer::Ok => (
-            StatusCode::OK,
-            ExportMetricsServiceResponse::default().encode_to_vec(),
-        ),
+        Answer::Ok => (StatusCode::OK, success(&behaviour).encode_to_vec()),
         Answer::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Vec::new()),
         Answer::Unauthorized => (StatusCode::UNAUTHORIZED, Vec::new()),
     }

@@ -364,3 +364,36 @@ fn a_slow_receiver_times_out_and_never_stalls_the_polls() {
     assert!(polls_during >= polls_before);
     agent.stop();
 }
+
+#[test]
+fn a_partial_success_is_logged_with_the_rejected_count_and_not_resent() {
+    privilege::require_root();
+    let behaviour = Behaviour {
+        rejected_points: 3,
+        ..Behaviour::default()
+    };
+    let receiver = OtlpReceiver::start(Protocol::Grpc, behaviour);
+    let mut agent = agent(&receiver, &[]);
+    tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
+    let first = receiver.wait_for("a request", WAIT, |a| !a.is_empty());
+    let deadline = std::time::Instant::now() + WAIT;
+    while !agent
+        .stderr()
+        .iter()
+        .any(|l| l.contains("3 data points rejected"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial success logged: {:#?}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.stop();
+    // A partial success is final: the same request never comes again.
+    let arrivals = receiver.arrivals();
+    assert!(arrivals
+        .iter()
+        .skip(1)
+        .all(|a| a.request != first[0].request));
+}
