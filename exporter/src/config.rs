@@ -138,6 +138,16 @@ mod tests {
         assert_eq!(otlp.protocol, Protocol::Grpc);
         assert_eq!(otlp.compression, Compression::Gzip);
         assert_eq!(otlp.temporality, Temporality::Cumulative);
+        let env = OtlpEnv {
+            temporality: Some(Temporality::Delta),
+            ..OtlpEnv::default()
+        };
+        let plan = config.plan(&env).unwrap();
+        assert_eq!(
+            plan.destinations[0].temporality,
+            Temporality::Cumulative,
+            "the file wins"
+        );
         assert_eq!(otlp.timeout, std::time::Duration::from_secs(2));
         assert_eq!(
             plan.destinations[1].url,

@@ -397,3 +397,77 @@ fn a_partial_success_is_logged_with_the_rejected_count_and_not_resent() {
         .skip(1)
         .all(|a| a.request != first[0].request));
 }
+
+#[test]
+fn cumulative_sums_grow_from_one_start_time_to_the_exact_total() {
+    privilege::require_root();
+    use std::io::{Read, Write};
+    let receiver = OtlpReceiver::start(Protocol::Http, Behaviour::default());
+    let mut agent = agent(
+        &receiver,
+        &[(
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            "cumulative",
+        )],
+    );
+    // One connection sending in bursts over several windows: one series.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        conn.read_to_end(&mut sink).unwrap();
+        sink.len()
+    });
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let burst = vec![7u8; 32 << 10];
+    for _ in 0..12 {
+        client.write_all(&burst).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(client);
+    let total = server.join().unwrap() as i64;
+    assert_eq!(total, 12 * (32 << 10));
+
+    let port = port.to_string();
+    let series = |points: Vec<Point>| -> Vec<Point> {
+        let mut points: Vec<Point> = points
+            .into_iter()
+            .filter(|p| p.metric == "network.flow.bytes" && mine(p))
+            .filter(|p| p.attribute("network.io.direction") == Some("transmit"))
+            .filter(|p| p.attribute("destination.port") == Some(&port))
+            .collect();
+        points.sort_by_key(|p| p.time_ns);
+        points
+    };
+    receiver.wait_for("the running total", WAIT, |arrivals| {
+        let requests: Vec<_> = arrivals.iter().map(|a| a.request.clone()).collect();
+        series(otlp_metrics::points(&requests))
+            .last()
+            .is_some_and(|p| p.int() >= total)
+    });
+    agent.stop();
+    let points = series(otlp_metrics::points(&receiver.accepted()));
+    assert!(points.len() >= 2, "the series spans windows: {points:#?}");
+    for pair in points.windows(2) {
+        assert!(
+            pair[1].int() >= pair[0].int(),
+            "cumulative sums never go down"
+        );
+        assert_eq!(
+            pair[1].start_ns, pair[0].start_ns,
+            "one start time per series"
+        );
+        assert!(pair[1].time_ns > pair[0].time_ns);
+    }
+    assert!(points.iter().all(|p| p.kind
+        == Kind::Sum {
+            temporality: 2,
+            monotonic: true
+        }));
+    assert_eq!(
+        points.last().unwrap().int(),
+        total,
+        "the running total is exact"
+    );
+}

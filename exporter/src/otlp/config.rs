@@ -44,9 +44,11 @@ pub struct OtlpConfig {
         with = "optional_duration"
     )]
     pub timeout: Option<Duration>,
-    /// `delta` (default: each window's own counts) or `cumulative` (a
-    /// running total per series since it was first seen, for Prometheus).
-    pub temporality: Temporality,
+    /// `delta` (each window's own counts) or `cumulative` (a running total
+    /// per series since it was first seen, for Prometheus). Default:
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`, else `delta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporality: Option<Temporality>,
     /// TLS for `https://` endpoints.
     #[serde(skip_serializing_if = "TlsConfig::is_default")]
     pub tls: TlsConfig,

@@ -66,7 +66,7 @@ impl Destination {
                 .or(env.compression)
                 .unwrap_or(Compression::None),
             timeout: config.timeout.or(env.timeout).unwrap_or(DEFAULT_TIMEOUT),
-            temporality: config.temporality,
+            temporality: config.temporality.or(env.temporality).unwrap_or_default(),
             tls: TlsConfig {
                 ca_file: config.tls.ca_file.clone().or_else(|| env.ca_file.clone()),
                 cert_file: config

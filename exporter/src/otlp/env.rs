@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::config::{Compression, Protocol};
+use super::config::{Compression, Protocol, Temporality};
 use crate::{ConfigError, Secret};
 
 /// What the environment says about the OTLP exporter.
@@ -26,6 +26,10 @@ pub struct OtlpEnv {
     pub compression: Option<Compression>,
     /// `..._TIMEOUT`, in milliseconds.
     pub timeout: Option<Duration>,
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`: `delta`,
+    /// `cumulative`, or `lowmemory` (delta for counters, which all of
+    /// flowtel's Sums are), in any case.
+    pub temporality: Option<Temporality>,
     /// `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: BTreeMap<String, String>,
     /// `..._CERTIFICATE`: a PEM file of CA certificates to trust.
@@ -77,6 +81,15 @@ impl OtlpEnv {
             pick("COMPRESSION"),
             &[("gzip", Compression::Gzip), ("none", Compression::None)],
         )?;
+        let preference = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+        let temporality = choice(
+            get(preference).map(|v| (preference.to_owned(), v.to_ascii_lowercase())),
+            &[
+                ("delta", Temporality::Delta),
+                ("cumulative", Temporality::Cumulative),
+                ("lowmemory", Temporality::Delta),
+            ],
+        )?;
         let timeout = match pick("TIMEOUT") {
             None => None,
             Some((name, v)) => Some(Duration::from_millis(v.trim().parse().map_err(|_| {
@@ -98,6 +111,7 @@ impl OtlpEnv {
             protocol,
             compression,
             timeout,
+            temporality,
             resource_attributes,
             ca_file: pick("CERTIFICATE").map(|(_, v)| PathBuf::from(v)),
             cert_file: pick("CLIENT_CERTIFICATE").map(|(_, v)| PathBuf::from(v)),
@@ -206,8 +220,13 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=3"),
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
             ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/etc/key.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "Cumulative",
+            ),
         ])
         .unwrap();
+        assert_eq!(got.temporality, Some(Temporality::Cumulative));
         assert_eq!(got.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(got.key_file, Some(PathBuf::from("/etc/key.pem")));
         assert_eq!(got.protocol, Some(Protocol::HttpProtobuf));
