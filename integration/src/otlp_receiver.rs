@@ -58,6 +58,8 @@ pub struct Behaviour {
 pub struct Arrival {
     /// When it arrived, after the receiver started.
     pub at: Duration,
+    /// When it arrived, on the wall clock (to compare with window times).
+    pub received: std::time::SystemTime,
     /// Whether the body was gzip-compressed.
     pub gzip: bool,
     /// Request headers (gRPC metadata), lower-case names.
@@ -92,6 +94,7 @@ impl State {
         };
         self.arrivals.push(Arrival {
             at: self.started.elapsed(),
+            received: std::time::SystemTime::now(),
             gzip,
             headers,
             request,

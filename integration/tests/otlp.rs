@@ -222,16 +222,27 @@ fn http_gzip_windows_arrive_exact_and_well_formed() {
 }
 
 #[test]
-fn a_window_refused_with_503_is_retried_and_arrives_once_with_its_timestamps() {
+fn windows_queued_through_an_outage_arrive_once_in_order_with_their_timestamps() {
     privilege::require_root();
+    // 503 three times: with backoff of about 1s, 2s and 4s the outage
+    // lasts about 7 one-second windows.
     let behaviour = Behaviour {
-        unavailable_first: 2,
+        unavailable_first: 3,
         ..Behaviour::default()
     };
     let receiver = OtlpReceiver::start(Protocol::Http, behaviour);
     let mut agent = agent(&receiver, &[]);
     let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 1 << 10);
     let expected = (truth.client_sent + truth.server_sent) as i64;
+    // Traffic in every window of the outage, so that each has a request.
+    while !receiver.arrivals().iter().any(|a| a.accepted) {
+        assert!(
+            receiver.arrivals().len() <= 3,
+            "accepted nothing after three 503s"
+        );
+        tcp::transfer("127.0.0.1".parse().unwrap(), 4 << 10, 1 << 10);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     receiver.wait_for("this process's bytes, accepted", WAIT, |arrivals| {
         let accepted: Vec<_> = arrivals
             .iter()
@@ -248,11 +259,30 @@ fn a_window_refused_with_503_is_retried_and_arrives_once_with_its_timestamps() {
     agent.stop();
     let arrivals = receiver.arrivals();
     // The refused request came again, unchanged: same window, same points.
-    assert!(!arrivals[0].accepted && !arrivals[1].accepted);
-    assert_eq!(arrivals[0].request, arrivals[1].request);
-    assert_eq!(
-        arrivals[2].request, arrivals[0].request,
+    assert!(arrivals[..3].iter().all(|a| !a.accepted));
+    assert!(arrivals[..4]
+        .iter()
+        .all(|a| a.request == arrivals[0].request));
+    assert!(
+        arrivals[3].accepted,
         "the retry carries the original window"
+    );
+    // Windows that closed during the outage were sent after it with their
+    // own timestamps.
+    let recovered = arrivals[3]
+        .received
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let queued = arrivals[4..]
+        .iter()
+        .filter(|a| {
+            let p = &otlp_metrics::points(std::slice::from_ref(&a.request))[0];
+            Duration::from_nanos(p.time_ns) < recovered
+        })
+        .count();
+    assert!(
+        queued >= 2,
+        "only {queued} windows waited through the outage"
     );
     let accepted = receiver.accepted();
     assert_eq!(

@@ -165,3 +165,48 @@ async fn send_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::otlp::{Compression, Destination, Protocol, Temporality, TlsConfig};
+
+    /// A real HTTP client aimed at a loopback port nobody listens on: every
+    /// attempt fails to connect, which is retryable.
+    fn unreachable() -> (Transport, String) {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let destination = Destination {
+            url: format!("http://127.0.0.1:{port}/v1/metrics"),
+            protocol: Protocol::HttpProtobuf,
+            headers: BTreeMap::new(),
+            compression: Compression::None,
+            timeout: Duration::from_secs(1),
+            temporality: Temporality::Delta,
+            tls: TlsConfig::default(),
+            queue_size: 1,
+        };
+        (Transport::new(&destination).unwrap(), destination.url)
+    }
+
+    fn window() -> WindowRequests {
+        WindowRequests(vec![ExportMetricsServiceRequest::default()])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_window_that_finds_the_queue_full_is_dropped_and_counted() {
+        let (transport, url) = unreachable();
+        let mut delivery = Delivery::start(transport, url, 1);
+        delivery.enqueue(window()); // taken by the task, retrying
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        delivery.enqueue(window()); // waits in the queue
+        delivery.enqueue(window()); // finds it full
+        assert_eq!(delivery.losses().queue_full.load(Ordering::Relaxed), 1);
+        delivery.close(Duration::from_millis(100)).await;
+        assert_eq!(delivery.losses().at_shutdown.load(Ordering::Relaxed), 1);
+    }
+}
