@@ -51,6 +51,9 @@ pub struct Behaviour {
     pub delay: Duration,
     /// Accept, but answer with a partial success rejecting this many points.
     pub rejected_points: i64,
+    /// Answer the first request with gRPC RESOURCE_EXHAUSTED and a
+    /// `google.rpc.RetryInfo` asking for this delay (HTTP: a bare 429).
+    pub exhausted_retry_delay: Option<Duration>,
 }
 
 /// One request as it arrived.
@@ -87,6 +90,8 @@ impl State {
     ) -> Answer {
         let answer = if self.behaviour.unauthorized {
             Answer::Unauthorized
+        } else if self.arrivals.is_empty() && self.behaviour.exhausted_retry_delay.is_some() {
+            Answer::Exhausted
         } else if self.arrivals.len() < self.behaviour.unavailable_first as usize {
             Answer::Unavailable
         } else {
@@ -109,6 +114,7 @@ enum Answer {
     Ok,
     Unavailable,
     Unauthorized,
+    Exhausted,
 }
 
 /// TLS for the gRPC receiver: its certificate and key (PEM), and the CA
@@ -303,6 +309,14 @@ impl MetricsService for GrpcService {
             Answer::Ok => Ok(tonic::Response::new(success(&behaviour))),
             Answer::Unavailable => Err(tonic::Status::unavailable("test receiver: unavailable")),
             Answer::Unauthorized => Err(tonic::Status::unauthenticated("test receiver: bad key")),
+            Answer::Exhausted => {
+                use tonic_types::{ErrorDetails, StatusExt as _};
+                Err(tonic::Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    "test receiver: slow down",
+                    ErrorDetails::with_retry_info(behaviour.exhausted_retry_delay),
+                ))
+            }
         }
     }
 }
@@ -346,5 +360,6 @@ async fn http_export(
         Answer::Ok => (StatusCode::OK, success(&behaviour).encode_to_vec()),
         Answer::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Vec::new()),
         Answer::Unauthorized => (StatusCode::UNAUTHORIZED, Vec::new()),
+        Answer::Exhausted => (StatusCode::TOO_MANY_REQUESTS, Vec::new()),
     }
 }

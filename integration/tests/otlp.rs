@@ -501,3 +501,30 @@ fn cumulative_sums_grow_from_one_start_time_to_the_exact_total() {
         "the running total is exact"
     );
 }
+
+#[test]
+fn grpc_resource_exhausted_is_retried_after_the_servers_retry_info_delay() {
+    privilege::require_root();
+    let asked = Duration::from_millis(300);
+    let behaviour = Behaviour {
+        exhausted_retry_delay: Some(asked),
+        ..Behaviour::default()
+    };
+    let receiver = OtlpReceiver::start(Protocol::Grpc, behaviour);
+    let mut agent = agent(&receiver, &[]);
+    tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
+    let arrivals = receiver.wait_for("the retry", WAIT, |a| a.len() >= 2);
+    agent.stop();
+    assert!(!arrivals[0].accepted && arrivals[1].accepted);
+    assert_eq!(arrivals[1].request, arrivals[0].request);
+    // Backoff alone would wait at least 800ms (1s less 20% jitter).
+    let waited = arrivals[1].at - arrivals[0].at;
+    assert!(
+        waited >= asked && waited < Duration::from_millis(800),
+        "retried after {waited:?}, asked for {asked:?}"
+    );
+    assert!(agent
+        .stderr()
+        .iter()
+        .any(|l| l.contains("ResourceExhausted") && l.contains("retry 1 in 300ms")));
+}
