@@ -77,6 +77,8 @@ fn exact_windows(protocol: Protocol, gzip: bool) {
     let arrivals = receiver.arrivals();
     let requests = receiver.accepted();
     assert_eq!(requests.len(), arrivals.len(), "every request accepted");
+    // The console exporter ran beside OTLP (--format json).
+    assert!(!agent.records().is_empty(), "no console records");
     let points = otlp_metrics::points(&requests);
     assert_eq!(
         bytes(&points, port, "transmit"),
