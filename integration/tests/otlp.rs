@@ -179,7 +179,7 @@ fn exact_windows(protocol: Protocol, gzip: bool) {
         .all(|p| p.attribute("network.transport") == Some("tcp")
             && p.attribute("source.process.name").is_some()));
 
-    // One of this process's windows, decoded, for people to read.
+    // One of this test's windows, decoded, for people to read.
     if let Some(request) = requests.iter().find(|r| {
         bytes(
             &otlp_metrics::points(std::slice::from_ref(*r)),
@@ -187,8 +187,11 @@ fn exact_windows(protocol: Protocol, gzip: bool) {
             "transmit",
         ) > 0
     }) {
+        // Only this test's two flows: the process also has other tests'.
+        let port = port.to_string();
         let excerpt = otlp_metrics::only_points(request, |a| {
             a.get("source.process.pid") == Some(&std::process::id().to_string())
+                && (a.get("destination.port") == Some(&port) || a.get("source.port") == Some(&port))
         });
         let json = serde_json::to_string_pretty(&excerpt).unwrap();
         let path = std::env::temp_dir().join(format!(
