@@ -64,9 +64,8 @@ impl Delivery {
     /// full (the backend has been down for longer than the queue holds).
     pub fn enqueue(&self, window: WindowRequests) {
         let Some(queue) = &self.queue else { return };
-        if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
-            queue.try_send(window)
-        {
+        // Closed only if the task died; the window is lost all the same.
+        if queue.try_send(window).is_err() {
             let dropped = self.losses.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 endpoint = %self.endpoint,

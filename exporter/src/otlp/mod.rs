@@ -1,7 +1,7 @@
 //! The OTLP exporter: closed windows as OpenTelemetry metrics, sent over
 //! OTLP/gRPC or OTLP/HTTP protobuf with retries and a bounded queue.
 //!
-//! - [`config`]: the `exporters.otlp` section; [`env`]: the standard
+//! - [`config`]: the `exporters.otlp` section; [`env`](mod@env): the standard
 //!   `OTEL_*` variables; [`destination`]: both resolved into one target.
 //! - [`encode`]: a window as an `ExportMetricsServiceRequest`.
 //! - [`transport`]: one request over gRPC or HTTP; [`retry`]: which
