@@ -22,7 +22,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crate::privileges::drop_all()?;
     let started = SystemTime::now();
     let mut processor = Processor::new(settings.processor.clone(), started)?;
-    let mut exporter = exporter::console::exporter(settings.format, std::io::stdout());
+    let plan = exporter::otlp::OtlpEnv::from_process()
+        .and_then(|env| settings.exporters.plan(&env))
+        .context("invalid exporter settings")?;
+    let mut exporter = exporter::Fanout::start(&plan, std::io::stdout())
+        .context("could not start the exporters")?;
     let poll_interval = settings.receiver.poll_interval;
     tracing::info!(
         "flowtel: watching TCP and UDP flows; polling every {}, {} windows ({} probes)",
@@ -50,6 +54,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             exporter
                 .export_window(&partial)
                 .context("could not export the last window")?;
+            exporter.close().context("could not finish exporting")?;
             tracing::info!("flowtel: stopped");
             return Ok(());
         }

@@ -81,9 +81,10 @@ pub struct RunArgs {
     pub interval: Duration,
 
     /// How the flows are printed on stdout: a table for people, or JSON lines
-    /// for programs.
-    #[arg(long, value_enum, default_value_t = ConsoleFormat::Table)]
-    pub format: ConsoleFormat,
+    /// for programs. Default: a table, unless windows go to an OTLP backend
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT): then nothing unless asked.
+    #[arg(long, value_enum)]
+    pub format: Option<ConsoleFormat>,
 }
 
 /// `--format`.
@@ -103,8 +104,9 @@ pub struct Settings {
     pub receiver: receiver::Config,
     /// Deltas and windows.
     pub processor: processor::Config,
-    /// The console output.
-    pub format: exporter::console::Format,
+    /// The exporters (the console as `--format` says; OTLP from the
+    /// standard `OTEL_EXPORTER_OTLP_*` variables).
+    pub exporters: exporter::Config,
 }
 
 impl RunArgs {
@@ -124,14 +126,23 @@ impl RunArgs {
             interval: self.interval,
         };
         processor.validate().context("invalid --interval")?;
-        let format = match self.format {
-            ConsoleFormat::Table => exporter::console::Format::Table,
-            ConsoleFormat::Json => exporter::console::Format::Json,
+        let console = self.format.map(|format| exporter::ConsoleConfig {
+            format: match format {
+                ConsoleFormat::Table => exporter::console::Format::Table,
+                ConsoleFormat::Json => exporter::console::Format::Json,
+            },
+        });
+        let exporters = exporter::Config {
+            console,
+            ..exporter::Config::default()
         };
+        exporters
+            .validate()
+            .context("invalid OTEL_* environment for the OTLP exporter")?;
         Ok(Settings {
             receiver,
             processor,
-            format,
+            exporters,
         })
     }
 }
@@ -160,7 +171,7 @@ mod tests {
         let settings = run_args(&[]).unwrap().settings().unwrap();
         assert_eq!(settings.receiver.poll_interval, Duration::from_secs(10));
         assert_eq!(settings.processor.interval, Duration::from_secs(300));
-        assert_eq!(settings.format, exporter::console::Format::Table);
+        assert_eq!(settings.exporters, exporter::Config::default());
     }
 
     #[test]
@@ -176,7 +187,8 @@ mod tests {
         let settings = run_args(&args).unwrap().settings().unwrap();
         assert_eq!(settings.receiver.poll_interval, Duration::from_millis(500));
         assert_eq!(settings.processor.interval, Duration::from_secs(1));
-        assert_eq!(settings.format, exporter::console::Format::Json);
+        let console = settings.exporters.console.unwrap();
+        assert_eq!(console.format, exporter::console::Format::Json);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! The `exporters` section of the configuration: which exporters run and
-//! how each is set up. Every exporter is optional; with none configured the
-//! agent prints to the console.
+//! how each is set up. Every exporter is optional; with none configured (and
+//! no `OTEL_EXPORTER_OTLP_ENDPOINT` in the environment) the agent prints a
+//! table to the console.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::console::Format;
+use crate::datadog::DatadogConfig;
+use crate::otlp::{Destination, OtlpConfig, OtlpEnv};
+use crate::ConfigError;
 
 /// Settings of the exporters.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -13,6 +19,20 @@ pub struct Config {
     /// Flows on stdout, as a table or JSON lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleConfig>,
+    /// Windows to an OTLP backend (collector, Grafana, any OTLP intake).
+    /// Also enabled, from the environment alone, when
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`
+    /// is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpConfig>,
+    /// Windows to Datadog's OTLP intake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datadog: Option<DatadogConfig>,
+    /// Extra resource attributes on every exported window, e.g.
+    /// `deployment.environment: prod`; added to (and winning over) those of
+    /// `OTEL_RESOURCE_ATTRIBUTES`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// The console exporter.
@@ -23,10 +43,134 @@ pub struct ConsoleConfig {
     pub format: Format,
 }
 
+/// The exporters to start, every setting resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The console, if it runs.
+    pub console: Option<Format>,
+    /// OTLP destinations (the `otlp` exporter, then `datadog`).
+    pub destinations: Vec<Destination>,
+    /// Resource attributes: the environment's, then the file's.
+    pub resource_attributes: BTreeMap<String, String>,
+}
+
 impl Config {
-    /// True when no exporter is configured: the agent then falls back to the
-    /// console table.
+    /// True when no exporter is configured in the file.
     pub fn is_empty(&self) -> bool {
-        self.console.is_none()
+        self.console.is_none() && self.otlp.is_none() && self.datadog.is_none()
+    }
+
+    /// Checks the section against the process environment; the error is one
+    /// line that names the key and what to do.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.plan(&OtlpEnv::from_process()?).map(|_| ())
+    }
+
+    /// Resolves which exporters run, and how, over `env`. With nothing
+    /// configured and no endpoint in the environment, the console table.
+    pub fn plan(&self, env: &OtlpEnv) -> Result<Plan, ConfigError> {
+        let mut destinations = Vec::new();
+        match &self.otlp {
+            Some(otlp) => destinations.push(Destination::resolve(otlp, env)?),
+            None if env.names_an_endpoint() => {
+                destinations.push(Destination::resolve(&OtlpConfig::default(), env)?)
+            }
+            None => {}
+        }
+        if let Some(datadog) = &self.datadog {
+            destinations.push(datadog.destination()?);
+        }
+        let console = match &self.console {
+            Some(console) => Some(console.format),
+            None if destinations.is_empty() => Some(Format::Table),
+            None => None,
+        };
+        let mut resource_attributes = env.resource_attributes.clone();
+        resource_attributes.extend(self.resource_attributes.clone());
+        Ok(Plan {
+            console,
+            destinations,
+            resource_attributes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{Compression, Protocol, Temporality};
+
+    fn parse(json: &str) -> Result<Config, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn nothing_configured_is_the_console_table() {
+        let plan = Config::default().plan(&OtlpEnv::default()).unwrap();
+        assert_eq!(plan.console, Some(Format::Table));
+        assert!(plan.destinations.is_empty());
+    }
+
+    #[test]
+    fn an_endpoint_in_the_environment_alone_enables_otlp_without_the_console() {
+        let env = OtlpEnv {
+            endpoint: Some("http://127.0.0.1:4318".into()),
+            ..OtlpEnv::default()
+        };
+        let plan = Config::default().plan(&env).unwrap();
+        assert_eq!(plan.console, None);
+        assert_eq!(plan.destinations[0].url, "http://127.0.0.1:4318/v1/metrics");
+    }
+
+    #[test]
+    fn otlp_datadog_and_console_run_together() {
+        let config = parse(
+            r#"{"console": {"format": "json"},
+                "otlp": {"endpoint": "http://c:4317", "protocol": "grpc", "compression": "gzip",
+                         "timeout": "2s", "temporality": "cumulative", "headers": {"x-token": "t0psecret"}},
+                "datadog": {"api_key": "k"},
+                "resource_attributes": {"deployment.environment": "prod"}}"#,
+        )
+        .unwrap();
+        let plan = config.plan(&OtlpEnv::default()).unwrap();
+        assert_eq!(plan.console, Some(Format::Json));
+        let otlp = &plan.destinations[0];
+        assert_eq!(otlp.protocol, Protocol::Grpc);
+        assert_eq!(otlp.compression, Compression::Gzip);
+        assert_eq!(otlp.temporality, Temporality::Cumulative);
+        let env = OtlpEnv {
+            temporality: Some(Temporality::Delta),
+            ..OtlpEnv::default()
+        };
+        let plan = config.plan(&env).unwrap();
+        assert_eq!(
+            plan.destinations[0].temporality,
+            Temporality::Cumulative,
+            "the file wins"
+        );
+        assert_eq!(otlp.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            plan.destinations[1].url,
+            "https://otlp.datadoghq.com/v1/metrics"
+        );
+        assert_eq!(plan.resource_attributes["deployment.environment"], "prod");
+
+        let printed = serde_json::to_string(&config).unwrap();
+        assert!(!printed.contains("t0psecret"), "{printed}");
+        assert!(printed.contains(r#""x-token":"<redacted>""#), "{printed}");
+        assert!(printed.contains(r#""timeout":"2s""#), "{printed}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(parse(r#"{"otlp": {"endpont": "http://c"}}"#).is_err());
+        assert!(parse(r#"{"otlp": {"protocol": "http/json"}}"#).is_err());
+        assert!(parse(r#"{"otlp": {"queue_size": 0}}"#).is_err());
+        assert!(parse(r#"{"otlp": {"tls": {"ca": "x"}}}"#).is_err());
+        let error = parse(r#"{"datadog": {"api_key": "k", "temporality": "cumulative"}}"#)
+            .unwrap()
+            .plan(&OtlpEnv::default())
+            .unwrap_err();
+        assert!(!error.to_string().contains('\n'));
     }
 }

@@ -3,7 +3,11 @@
 //! An [`Exporter`] is pushed every [`PollReport`] (the flows active since the
 //! previous poll) and every closed [`WindowReport`]. The console exporters
 //! write them to a terminal or a pipe, as a table of the busiest flows
-//! ([`console::Table`]) or as JSON lines ([`console::JsonLines`]).
+//! ([`console::Table`]) or as JSON lines ([`console::JsonLines`]). The OTLP
+//! exporter ([`otlp::OtlpExporter`]) sends each closed window as OTLP
+//! metrics to a collector or to Datadog's intake ([`datadog`]). [`Config`]
+//! is the `exporters` section; its [`Plan`] says which run, and [`Fanout`]
+//! drives them together.
 //!
 //! ```
 //! use exporter::{console, Exporter};
@@ -21,10 +25,17 @@
 
 mod config;
 pub mod console;
+pub mod datadog;
+mod duration_serde;
 mod error;
+mod fanout;
+pub mod otlp;
+mod secret;
 
-pub use config::{Config, ConsoleConfig};
-pub use error::Error;
+pub use config::{Config, ConsoleConfig, Plan};
+pub use error::{ConfigError, Error};
+pub use fanout::Fanout;
+pub use secret::{Secret, REDACTED};
 
 use processor::{PollReport, WindowReport};
 
@@ -36,6 +47,12 @@ pub trait Exporter {
 
     /// Exports one closed window.
     fn export_window(&mut self, report: &WindowReport) -> Result<(), Error>;
+
+    /// Called once when the agent stops, after the last window: sends or
+    /// writes out what is still buffered. By default, nothing to do.
+    fn close(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 impl<E: Exporter + ?Sized> Exporter for Box<E> {
@@ -45,5 +62,9 @@ impl<E: Exporter + ?Sized> Exporter for Box<E> {
 
     fn export_window(&mut self, report: &WindowReport) -> Result<(), Error> {
         (**self).export_window(report)
+    }
+
+    fn close(&mut self) -> Result<(), Error> {
+        (**self).close()
     }
 }

@@ -110,9 +110,9 @@ impl Agent {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Starts `command` (an agent, or a stand-in in tests) and waits for it
-    /// to be ready.
-    fn launch(mut command: Command, poll_interval: Duration) -> Agent {
+    /// Starts `command` (an agent with arguments and environment of the
+    /// test's choosing, or a stand-in) and waits for it to be ready.
+    pub fn launch(mut command: Command, poll_interval: Duration) -> Agent {
         let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .stdin(Stdio::null())
@@ -423,7 +423,7 @@ impl Agent {
 
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
     /// says how it ended.
-    fn stop(&mut self) -> String {
+    pub fn stop(&mut self) -> String {
         if let Ok(Some(status)) = self.child.try_wait() {
             return status.to_string();
         }

@@ -28,6 +28,8 @@
 
 pub mod agent;
 pub mod netns;
+pub mod otlp_metrics;
+pub mod otlp_receiver;
 pub mod privilege;
 pub mod record;
 pub mod traffic;

@@ -1,0 +1,211 @@
+//! The sending side: a tokio task that takes windows from a bounded queue,
+//! in order, and sends each until the backend accepts it, refuses it for
+//! good, or the agent stops. The agent's loop only ever enqueues, so a slow
+//! or absent backend never delays a poll.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::retry::{Attempt, Backoff};
+use super::transport::Transport;
+
+/// How long the agent waits at shutdown for the queue to drain.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The requests of one window, sent in order.
+#[derive(Debug)]
+pub struct WindowRequests(pub Vec<ExportMetricsServiceRequest>);
+
+/// Windows lost, by cause; also what the agent's health metrics read.
+#[derive(Debug, Default)]
+pub struct Losses {
+    /// Windows dropped because the queue was full.
+    pub queue_full: AtomicU64,
+    /// Requests the backend refused for good (4xx, bad credentials).
+    pub refused: AtomicU64,
+    /// Windows still queued when the agent stopped.
+    pub at_shutdown: AtomicU64,
+}
+
+/// The handle the exporter keeps: the queue's sending end and the task.
+#[derive(Debug)]
+pub struct Delivery {
+    queue: Option<mpsc::Sender<WindowRequests>>,
+    task: Option<JoinHandle<()>>,
+    losses: Arc<Losses>,
+    endpoint: String,
+}
+
+impl Delivery {
+    /// Starts the sending task on the current tokio runtime.
+    pub fn start(transport: Transport, endpoint: String, queue_size: usize) -> Delivery {
+        let (queue, windows) = mpsc::channel(queue_size);
+        let losses = Arc::new(Losses::default());
+        let task = tokio::spawn(send_all(
+            windows,
+            transport,
+            endpoint.clone(),
+            Arc::clone(&losses),
+        ));
+        Delivery {
+            queue: Some(queue),
+            task: Some(task),
+            losses,
+            endpoint,
+        }
+    }
+
+    /// Queues a window; drops it, counted and logged, when the queue is
+    /// full (the backend has been down for longer than the queue holds).
+    pub fn enqueue(&self, window: WindowRequests) {
+        let Some(queue) = &self.queue else { return };
+        // Closed only if the task died; the window is lost all the same.
+        if queue.try_send(window).is_err() {
+            let dropped = self.losses.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                dropped,
+                "OTLP queue full: a window was dropped; the backend is slower than the windows or down for longer than queue_size windows"
+            );
+        }
+    }
+
+    /// What was lost so far.
+    pub fn losses(&self) -> &Losses {
+        &self.losses
+    }
+
+    /// Closes the queue and waits up to `grace` for what is queued to be
+    /// sent; what is left then is counted and logged.
+    pub async fn close(&mut self, grace: Duration) {
+        let left = self
+            .queue
+            .as_ref()
+            .map_or(0, |q| q.max_capacity() - q.capacity());
+        self.queue = None;
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+            self.losses
+                .at_shutdown
+                .store(left as u64, Ordering::Relaxed);
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                "OTLP export still failing at shutdown after {}: up to {} queued windows not sent",
+                humantime::format_duration(grace),
+                left.max(1)
+            );
+        }
+    }
+}
+
+/// The task: every window, in order, each request until it is settled.
+async fn send_all(
+    mut windows: mpsc::Receiver<WindowRequests>,
+    mut transport: Transport,
+    endpoint: String,
+    losses: Arc<Losses>,
+) {
+    // Log a permanent refusal once per distinct reason, not once per window.
+    let mut last_refusal: Option<String> = None;
+    while let Some(WindowRequests(requests)) = windows.recv().await {
+        for request in &requests {
+            let mut backoff = Backoff::default();
+            let mut retries = 0u32;
+            loop {
+                match transport.send(request).await {
+                    Attempt::Accepted { rejected, message } => {
+                        if retries > 0 {
+                            tracing::info!(endpoint = %endpoint, retries, "OTLP export works again");
+                        }
+                        if rejected > 0 {
+                            tracing::warn!(
+                                endpoint = %endpoint,
+                                rejected,
+                                "OTLP backend accepted the window partially: {rejected} data points rejected: {message}"
+                            );
+                        }
+                        last_refusal = None;
+                        break;
+                    }
+                    Attempt::Retryable {
+                        reason,
+                        retry_after,
+                    } => {
+                        let wait = backoff.next_wait(retry_after);
+                        retries += 1;
+                        tracing::warn!(
+                            endpoint = %endpoint,
+                            "OTLP export failed ({reason}); retry {retries} in {} (windows wait in the queue)",
+                            humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                    Attempt::Permanent { reason } => {
+                        losses.refused.fetch_add(1, Ordering::Relaxed);
+                        if last_refusal.as_deref() != Some(reason.as_str()) {
+                            tracing::error!(
+                                endpoint = %endpoint,
+                                "OTLP export refused ({reason}): not retried; windows are dropped until the endpoint, credentials or headers are fixed"
+                            );
+                            last_refusal = Some(reason);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::otlp::{Compression, Destination, Protocol, Temporality, TlsConfig};
+
+    /// A real HTTP client aimed at a loopback port nobody listens on: every
+    /// attempt fails to connect, which is retryable.
+    fn unreachable() -> (Transport, String) {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let destination = Destination {
+            url: format!("http://127.0.0.1:{port}/v1/metrics"),
+            protocol: Protocol::HttpProtobuf,
+            headers: BTreeMap::new(),
+            compression: Compression::None,
+            timeout: Duration::from_secs(1),
+            temporality: Temporality::Delta,
+            tls: TlsConfig::default(),
+            queue_size: 1,
+        };
+        (Transport::new(&destination).unwrap(), destination.url)
+    }
+
+    fn window() -> WindowRequests {
+        WindowRequests(vec![ExportMetricsServiceRequest::default()])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_window_that_finds_the_queue_full_is_dropped_and_counted() {
+        let (transport, url) = unreachable();
+        let mut delivery = Delivery::start(transport, url, 1);
+        delivery.enqueue(window()); // taken by the task, retrying
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        delivery.enqueue(window()); // waits in the queue
+        delivery.enqueue(window()); // finds it full
+        assert_eq!(delivery.losses().queue_full.load(Ordering::Relaxed), 1);
+        delivery.close(Duration::from_millis(100)).await;
+        assert_eq!(delivery.losses().at_shutdown.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,213 @@
+//! Where one exporter sends, every setting resolved: the file, then the
+//! environment, then the defaults. Built once at start-up; the sending side
+//! trusts it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::config::{Compression, OtlpConfig, Protocol, Temporality, TlsConfig};
+use super::env::OtlpEnv;
+use crate::{ConfigError, Secret};
+
+/// The request timeout when nothing sets one (the specification's 10s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The path of the metrics service on an OTLP/HTTP server.
+pub const HTTP_METRICS_PATH: &str = "v1/metrics";
+
+/// A resolved OTLP destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The full URL: for HTTP including `/v1/metrics`.
+    pub url: String,
+    /// gRPC or HTTP.
+    pub protocol: Protocol,
+    /// Extra headers (values secret).
+    pub headers: BTreeMap<String, Secret>,
+    /// Body compression.
+    pub compression: Compression,
+    /// Per request.
+    pub timeout: Duration,
+    /// Delta or cumulative Sums.
+    pub temporality: Temporality,
+    /// TLS for `https://` URLs.
+    pub tls: TlsConfig,
+    /// Capacity of the window queue.
+    pub queue_size: usize,
+}
+
+impl Destination {
+    /// Resolves `config` over `env`: the file wins where both are set.
+    pub fn resolve(config: &OtlpConfig, env: &OtlpEnv) -> Result<Destination, ConfigError> {
+        let protocol = config
+            .protocol
+            .or(env.protocol)
+            .unwrap_or(Protocol::HttpProtobuf);
+        let url = match (&config.endpoint, &env.metrics_endpoint, &env.endpoint) {
+            (Some(url), _, _) | (None, Some(url), _) => url.clone(),
+            (None, None, Some(base)) => match protocol {
+                Protocol::Grpc => base.clone(),
+                Protocol::HttpProtobuf => append_metrics_path(base),
+            },
+            (None, None, None) => match protocol {
+                Protocol::Grpc => "http://localhost:4317".to_owned(),
+                Protocol::HttpProtobuf => "http://localhost:4318/v1/metrics".to_owned(),
+            },
+        };
+        check_url(&url)?;
+        let mut headers = env.headers.clone();
+        headers.extend(config.headers.clone());
+        let destination = Destination {
+            url,
+            protocol,
+            headers,
+            compression: config
+                .compression
+                .or(env.compression)
+                .unwrap_or(Compression::None),
+            timeout: config.timeout.or(env.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            temporality: config.temporality.or(env.temporality).unwrap_or_default(),
+            tls: TlsConfig {
+                ca_file: config.tls.ca_file.clone().or_else(|| env.ca_file.clone()),
+                cert_file: config
+                    .tls
+                    .cert_file
+                    .clone()
+                    .or_else(|| env.cert_file.clone()),
+                key_file: config.tls.key_file.clone().or_else(|| env.key_file.clone()),
+                insecure_skip_verify: config.tls.insecure_skip_verify,
+            },
+            queue_size: config.queue_size.get(),
+        };
+        destination.check()?;
+        Ok(destination)
+    }
+
+    /// Checks what only makes sense together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_url(&self.url)?;
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "the otlp timeout is zero: give a duration such as 10s",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::new(
+                "otlp tls needs both cert_file and key_file for a client certificate, or neither",
+            ));
+        }
+        if self.tls.insecure_skip_verify && self.protocol == Protocol::Grpc {
+            return Err(ConfigError::new(
+                "otlp tls.insecure_skip_verify works only with protocol http/protobuf: give the server's CA in tls.ca_file instead",
+            ));
+        }
+        for name in self.headers.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(ConfigError::new(format!(
+                    "otlp header name {name:?} is not a valid HTTP header name"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The generic endpoint is a base URL: HTTP appends the signal's path.
+fn append_metrics_path(base: &str) -> String {
+    if base.ends_with('/') {
+        format!("{base}{HTTP_METRICS_PATH}")
+    } else {
+        format!("{base}/{HTTP_METRICS_PATH}")
+    }
+}
+
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        _ => Err(ConfigError::new(format!(
+            "otlp endpoint {url:?} is not an http:// or https:// URL with a host, e.g. http://localhost:4318/v1/metrics"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with(f: impl FnOnce(&mut OtlpEnv)) -> OtlpEnv {
+        let mut env = OtlpEnv::default();
+        f(&mut env);
+        env
+    }
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let d = Destination::resolve(&OtlpConfig::default(), &OtlpEnv::default()).unwrap();
+        assert_eq!(d.url, "http://localhost:4318/v1/metrics");
+        assert_eq!(d.protocol, Protocol::HttpProtobuf);
+        assert_eq!(d.compression, Compression::None);
+        assert_eq!(d.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(d.temporality, Temporality::Delta);
+        let grpc = OtlpConfig {
+            protocol: Some(Protocol::Grpc),
+            ..OtlpConfig::default()
+        };
+        let d = Destination::resolve(&grpc, &OtlpEnv::default()).unwrap();
+        assert_eq!(d.url, "http://localhost:4317");
+    }
+
+    #[test]
+    fn the_generic_endpoint_gets_the_path_for_http_only() {
+        let env = env_with(|e| e.endpoint = Some("http://collector:4318".into()));
+        let d = Destination::resolve(&OtlpConfig::default(), &env).unwrap();
+        assert_eq!(d.url, "http://collector:4318/v1/metrics");
+        let env = env_with(|e| {
+            e.endpoint = Some("http://collector:4317/".into());
+            e.protocol = Some(Protocol::Grpc);
+        });
+        let d = Destination::resolve(&OtlpConfig::default(), &env).unwrap();
+        assert_eq!(d.url, "http://collector:4317/");
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_used_as_is_and_the_file_wins() {
+        let env = env_with(|e| {
+            e.endpoint = Some("http://generic:4318".into());
+            e.metrics_endpoint = Some("http://specific:9999/custom".into());
+            e.timeout = Some(Duration::from_secs(3));
+            e.headers.insert("a".into(), Secret::new("env"));
+        });
+        let d = Destination::resolve(&OtlpConfig::default(), &env).unwrap();
+        assert_eq!(d.url, "http://specific:9999/custom");
+        assert_eq!(d.timeout, Duration::from_secs(3));
+
+        let mut file = OtlpConfig {
+            endpoint: Some("https://file:4318/v1/metrics".into()),
+            timeout: Some(Duration::from_secs(1)),
+            ..OtlpConfig::default()
+        };
+        file.headers.insert("a".into(), Secret::new("file"));
+        let d = Destination::resolve(&file, &env).unwrap();
+        assert_eq!(d.url, "https://file:4318/v1/metrics");
+        assert_eq!(d.timeout, Duration::from_secs(1));
+        assert_eq!(d.headers["a"].expose(), "file");
+    }
+
+    #[test]
+    fn nonsense_is_refused_in_one_line() {
+        let bad = OtlpConfig {
+            endpoint: Some("localhost:4317".into()),
+            ..OtlpConfig::default()
+        };
+        let error = Destination::resolve(&bad, &OtlpEnv::default()).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("otlp endpoint \"localhost:4317\" is not"));
+        let mut half_mtls = OtlpConfig::default();
+        half_mtls.tls.cert_file = Some("client.pem".into());
+        assert!(Destination::resolve(&half_mtls, &OtlpEnv::default()).is_err());
+    }
+}

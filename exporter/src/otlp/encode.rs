@@ -1,0 +1,587 @@
+//! A closed window as OTLP metrics: the names, units and attributes of
+//! DESIGN.md, the window's own start and end on every point.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use processor::{Flow, FlowKey, WindowReport};
+
+use super::config::Temporality;
+
+/// The instrumentation scope's name.
+pub const SCOPE_NAME: &str = "flowtel";
+
+/// Flows per request: a window with more is split into several requests,
+/// which keeps each under the 4 MiB a gRPC server accepts by default
+/// (a flow is at most 11 points of about 200 bytes).
+pub const FLOWS_PER_REQUEST: usize = 1000;
+
+/// Builds the requests of each window; keeps the running totals for
+/// cumulative temporality.
+#[derive(Debug)]
+pub struct Encoder {
+    resource: Resource,
+    temporality: Temporality,
+    flows_per_request: usize,
+    /// Cumulative only: per series, when it was first seen and its total.
+    totals: HashMap<SeriesId, RunningTotal>,
+}
+
+/// A series: a metric name and its point's attributes.
+type SeriesId = (&'static str, Attributes);
+
+#[derive(Debug, Clone, Copy)]
+struct RunningTotal {
+    start_ns: u64,
+    value: u64,
+}
+
+impl Encoder {
+    /// An encoder for `resource_attributes` (host.name, service.name and
+    /// service.version are added unless given) and `temporality`.
+    pub fn new(
+        resource_attributes: &BTreeMap<String, String>,
+        temporality: Temporality,
+    ) -> Encoder {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("service.name".to_owned(), "flowtel".to_owned());
+        attributes.insert(
+            "service.version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        );
+        attributes.insert("host.name".to_owned(), host_name());
+        attributes.extend(resource_attributes.clone());
+        Encoder {
+            resource: Resource {
+                attributes: attributes.into_iter().map(|(k, v)| string(&k, v)).collect(),
+                ..Resource::default()
+            },
+            temporality,
+            flows_per_request: FLOWS_PER_REQUEST,
+            totals: HashMap::new(),
+        }
+    }
+
+    /// Splits windows after `n` flows instead of [`FLOWS_PER_REQUEST`].
+    pub fn with_flows_per_request(mut self, n: usize) -> Encoder {
+        self.flows_per_request = n.max(1);
+        self
+    }
+
+    /// The requests that carry `window`: one, or several for a large
+    /// window; none for an empty one.
+    pub fn encode(&mut self, window: &WindowReport) -> Vec<ExportMetricsServiceRequest> {
+        let start_ns = unix_nanos(window.start);
+        let end_ns = unix_nanos(window.end);
+        window
+            .flows
+            .chunks(self.flows_per_request)
+            .map(|flows| self.request(flows, start_ns, end_ns))
+            .collect()
+    }
+
+    fn request(
+        &mut self,
+        flows: &[Flow],
+        start_ns: u64,
+        end_ns: u64,
+    ) -> ExportMetricsServiceRequest {
+        let mut metrics = Metrics::default();
+        for flow in flows {
+            let attrs = flow_attributes(&flow.key);
+            let s = &flow.stats;
+            let with = |extra: &[(&str, &str)]| {
+                let mut a = attrs.clone();
+                a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                a
+            };
+            metrics.sum(
+                &BYTES,
+                with(&[("network.io.direction", "transmit")]),
+                s.bytes_sent,
+            );
+            metrics.sum(
+                &BYTES,
+                with(&[("network.io.direction", "receive")]),
+                s.bytes_received,
+            );
+            metrics.sum(
+                &PACKETS,
+                with(&[("network.io.direction", "transmit")]),
+                s.packets_sent,
+            );
+            metrics.sum(
+                &PACKETS,
+                with(&[("network.io.direction", "receive")]),
+                s.packets_received,
+            );
+            if flow.key.transport == receiver::Transport::Tcp {
+                metrics.sum(&RETRANSMITS, attrs.clone(), s.retransmits);
+            }
+            metrics.sum(&OPENED, attrs.clone(), s.connections_opened);
+            metrics.sum(&CLOSED, attrs.clone(), s.connections_closed);
+            for (error_type, n) in s.connections_failed.nonzero() {
+                metrics.sum(&FAILED, with(&[("error.type", error_type)]), n);
+            }
+            if let (Some(rtt), Some(var)) = (s.rtt.mean(), s.rtt.mean_variance()) {
+                metrics.gauge(&RTT, attrs.clone(), rtt.as_secs_f64());
+                metrics.gauge(&RTT_VARIANCE, attrs, var.as_secs_f64());
+            }
+        }
+        let metrics = metrics.into_otlp(self, start_ns, end_ns);
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(self.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: SCOPE_NAME.to_owned(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        ..InstrumentationScope::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    /// The value and start time a Sum point carries.
+    fn sum_point(&mut self, id: SeriesId, delta: u64, start_ns: u64) -> (u64, u64) {
+        match self.temporality {
+            Temporality::Delta => (start_ns, delta),
+            Temporality::Cumulative => {
+                let total = self
+                    .totals
+                    .entry(id)
+                    .or_insert(RunningTotal { start_ns, value: 0 });
+                total.value += delta;
+                (total.start_ns, total.value)
+            }
+        }
+    }
+}
+
+/// A metric of DESIGN.md's table.
+struct Spec {
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+}
+
+static BYTES: Spec = Spec {
+    name: "network.flow.bytes",
+    unit: "By",
+    description: "Bytes the flow moved, by direction as seen from the source.",
+};
+static PACKETS: Spec = Spec {
+    name: "network.flow.packets",
+    unit: "{packet}",
+    description: "TCP segments or UDP datagrams, by direction.",
+};
+static RETRANSMITS: Spec = Spec {
+    name: "network.flow.tcp.retransmits",
+    unit: "{segment}",
+    description: "TCP segments the source retransmitted.",
+};
+static OPENED: Spec = Spec {
+    name: "network.flow.connections.opened",
+    unit: "{connection}",
+    description: "Connections opened.",
+};
+static CLOSED: Spec = Spec {
+    name: "network.flow.connections.closed",
+    unit: "{connection}",
+    description: "Connections closed.",
+};
+static FAILED: Spec = Spec {
+    name: "network.flow.connections.failed",
+    unit: "{connection}",
+    description: "Connections that failed, by error.type.",
+};
+static RTT: Spec = Spec {
+    name: "network.flow.tcp.rtt",
+    unit: "s",
+    description: "Mean smoothed TCP round-trip time of the flow's active connections.",
+};
+static RTT_VARIANCE: Spec = Spec {
+    name: "network.flow.tcp.rtt.variance",
+    unit: "s",
+    description: "Mean TCP round-trip time variance (jitter).",
+};
+
+/// A point's attributes, before they become `KeyValue`s.
+type Attributes = Vec<(String, String)>;
+
+/// Points of each metric, in the order metrics first appear.
+type Points<V> = Vec<(&'static Spec, Vec<(Attributes, V)>)>;
+
+/// Points gathered per metric.
+#[derive(Default)]
+struct Metrics {
+    sums: Points<u64>,
+    gauges: Points<f64>,
+}
+
+fn add<V>(points: &mut Points<V>, spec: &'static Spec, attrs: Attributes, value: V) {
+    match points.iter_mut().find(|(s, _)| s.name == spec.name) {
+        Some((_, list)) => list.push((attrs, value)),
+        None => points.push((spec, vec![(attrs, value)])),
+    }
+}
+
+impl Metrics {
+    fn sum(&mut self, spec: &'static Spec, attrs: Attributes, value: u64) {
+        add(&mut self.sums, spec, attrs, value);
+    }
+
+    fn gauge(&mut self, spec: &'static Spec, attrs: Attributes, value: f64) {
+        add(&mut self.gauges, spec, attrs, value);
+    }
+
+    fn into_otlp(self, encoder: &mut Encoder, start_ns: u64, end_ns: u64) -> Vec<Metric> {
+        let temporality = match encoder.temporality {
+            Temporality::Delta => AggregationTemporality::Delta,
+            Temporality::Cumulative => AggregationTemporality::Cumulative,
+        };
+        let mut out = Vec::new();
+        for (spec, points) in self.sums {
+            let data_points = points
+                .into_iter()
+                .map(|(attrs, delta)| {
+                    let (start, value) =
+                        encoder.sum_point((spec.name, attrs.clone()), delta, start_ns);
+                    point(
+                        attrs,
+                        start,
+                        end_ns,
+                        number_data_point::Value::AsInt(value as i64),
+                    )
+                })
+                .collect();
+            out.push(metric(
+                spec,
+                metric::Data::Sum(Sum {
+                    data_points,
+                    aggregation_temporality: temporality as i32,
+                    is_monotonic: true,
+                }),
+            ));
+        }
+        for (spec, points) in self.gauges {
+            let data_points = points
+                .into_iter()
+                .map(|(attrs, v)| {
+                    point(
+                        attrs,
+                        start_ns,
+                        end_ns,
+                        number_data_point::Value::AsDouble(v),
+                    )
+                })
+                .collect();
+            out.push(metric(spec, metric::Data::Gauge(Gauge { data_points })));
+        }
+        out
+    }
+}
+
+fn metric(spec: &Spec, data: metric::Data) -> Metric {
+    Metric {
+        name: spec.name.to_owned(),
+        description: spec.description.to_owned(),
+        unit: spec.unit.to_owned(),
+        metadata: Vec::new(),
+        data: Some(data),
+    }
+}
+
+fn point(
+    attrs: Vec<(String, String)>,
+    start_ns: u64,
+    end_ns: u64,
+    value: number_data_point::Value,
+) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs.into_iter().map(|(k, v)| attribute(&k, v)).collect(),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: end_ns,
+        value: Some(value),
+        ..NumberDataPoint::default()
+    }
+}
+
+/// A flow's point attributes, as strings; ports and the pid become integers
+/// in [`attribute`].
+fn flow_attributes(key: &FlowKey) -> Vec<(String, String)> {
+    let mut a = vec![
+        (
+            "network.transport".to_owned(),
+            key.transport.as_str().to_owned(),
+        ),
+        (
+            "network.type".to_owned(),
+            key.network_type.as_str().to_owned(),
+        ),
+        ("source.address".to_owned(), key.source_address.to_string()),
+    ];
+    if let Some(port) = key.source_port {
+        a.push(("source.port".to_owned(), port.to_string()));
+    }
+    a.push((
+        "destination.address".to_owned(),
+        key.destination_address.to_string(),
+    ));
+    if let Some(port) = key.destination_port {
+        a.push(("destination.port".to_owned(), port.to_string()));
+    }
+    if key.source_pid() != 0 {
+        a.push((
+            "source.process.pid".to_owned(),
+            key.source_pid().to_string(),
+        ));
+    }
+    if !key.source_process_name().is_empty() {
+        a.push((
+            "source.process.name".to_owned(),
+            key.source_process_name().to_owned(),
+        ));
+    }
+    if let Some(id) = key.source_container_id() {
+        a.push(("source.container.id".to_owned(), id.to_owned()));
+    }
+    a
+}
+
+/// Integer-valued attributes (ports, pids) go out as ints, as the semantic
+/// conventions type them; the rest as strings.
+fn attribute(key: &str, value: String) -> KeyValue {
+    const INTEGERS: [&str; 3] = ["source.port", "destination.port", "source.process.pid"];
+    if INTEGERS.contains(&key) {
+        if let Ok(n) = value.parse::<i64>() {
+            return KeyValue {
+                key: key.to_owned(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(n)),
+                }),
+                ..KeyValue::default()
+            };
+        }
+    }
+    string(key, value)
+}
+
+fn string(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// This host's name, from the kernel (`/proc/sys/kernel/hostname`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use processor::{FlowStats, NetworkType};
+    use receiver::{Direction, ProcessInfo, Transport};
+
+    use super::*;
+
+    const T0: u64 = 1_700_000_000;
+
+    fn window(start_s: u64, len_s: u64, flows: Vec<Flow>) -> WindowReport {
+        WindowReport {
+            start: UNIX_EPOCH + Duration::from_secs(start_s),
+            end: UNIX_EPOCH + Duration::from_secs(start_s + len_s),
+            flows,
+        }
+    }
+
+    fn curl_to(port: u16, sent: u64, received: u64) -> Flow {
+        Flow {
+            key: FlowKey {
+                transport: Transport::Tcp,
+                network_type: NetworkType::Ipv4,
+                netns: 1,
+                direction: Direction::Outgoing,
+                source_address: "10.0.0.1".parse().unwrap(),
+                source_port: None,
+                source_process: Arc::new(ProcessInfo {
+                    pid: 123,
+                    name: "curl".into(),
+                    container_id: None,
+                }),
+                destination_address: "10.0.0.2".parse().unwrap(),
+                destination_port: Some(port),
+            },
+            stats: FlowStats {
+                bytes_sent: sent,
+                bytes_received: received,
+                connections_opened: 1,
+                ..FlowStats::default()
+            },
+        }
+    }
+
+    fn metric<'a>(request: &'a ExportMetricsServiceRequest, name: &str) -> &'a Metric {
+        request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    fn sum(m: &Metric) -> &Sum {
+        match &m.data {
+            Some(Data::Sum(sum)) => sum,
+            other => panic!("{} is not a Sum: {other:?}", m.name),
+        }
+    }
+
+    fn attr<'a>(point: &'a NumberDataPoint, key: &str) -> Option<&'a any_value::Value> {
+        point
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    fn int(point: &NumberDataPoint) -> i64 {
+        match point.value {
+            Some(number_data_point::Value::AsInt(n)) => n,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_window_is_one_request_with_resource_scope_and_window_timestamps() {
+        let mut encoder = Encoder::new(
+            &BTreeMap::from([("deployment.environment".to_owned(), "test".to_owned())]),
+            Temporality::Delta,
+        );
+        let requests = encoder.encode(&window(T0, 60, vec![curl_to(80, 100, 2000)]));
+        assert_eq!(requests.len(), 1);
+        let rm = &requests[0].resource_metrics[0];
+        let resource: BTreeMap<_, _> = rm
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .map(|k| (k, ()))
+            .collect();
+        for key in [
+            "host.name",
+            "service.name",
+            "service.version",
+            "deployment.environment",
+        ] {
+            assert!(resource.contains_key(key), "resource lacks {key}");
+        }
+        let scope = rm.scope_metrics[0].scope.as_ref().unwrap();
+        assert_eq!(
+            (scope.name.as_str(), scope.version.as_str()),
+            ("flowtel", env!("CARGO_PKG_VERSION"))
+        );
+
+        let bytes = metric(&requests[0], "network.flow.bytes");
+        assert_eq!(bytes.unit, "By");
+        let bytes = sum(bytes);
+        assert!(bytes.is_monotonic);
+        assert_eq!(
+            bytes.aggregation_temporality,
+            AggregationTemporality::Delta as i32
+        );
+        let by_direction: BTreeMap<_, _> = bytes
+            .data_points
+            .iter()
+            .map(|p| {
+                (
+                    format!("{:?}", attr(p, "network.io.direction").unwrap()),
+                    int(p),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_direction.values().copied().collect::<Vec<_>>(),
+            [2000, 100]
+        );
+        for p in &bytes.data_points {
+            assert_eq!(p.start_time_unix_nano, T0 * 1_000_000_000);
+            assert_eq!(p.time_unix_nano, (T0 + 60) * 1_000_000_000);
+            assert_eq!(
+                attr(p, "destination.port"),
+                Some(&any_value::Value::IntValue(80))
+            );
+            assert_eq!(attr(p, "source.port"), None, "collapsed");
+            assert_eq!(
+                attr(p, "network.transport"),
+                Some(&any_value::Value::StringValue("tcp".into()))
+            );
+        }
+        let opened = metric(&requests[0], "network.flow.connections.opened");
+        assert_eq!(opened.unit, "{connection}");
+        assert_eq!(int(&sum(opened).data_points[0]), 1);
+    }
+
+    #[test]
+    fn an_empty_window_sends_nothing_and_a_large_one_is_split() {
+        let mut encoder =
+            Encoder::new(&BTreeMap::new(), Temporality::Delta).with_flows_per_request(2);
+        assert!(encoder.encode(&window(T0, 60, vec![])).is_empty());
+        let flows = (1..=5).map(|p| curl_to(p, 1, 1)).collect();
+        assert_eq!(encoder.encode(&window(T0, 60, flows)).len(), 3);
+    }
+
+    #[test]
+    fn cumulative_sums_keep_a_running_total_from_the_series_first_window() {
+        let mut encoder = Encoder::new(&BTreeMap::new(), Temporality::Cumulative);
+        let first = encoder.encode(&window(T0, 60, vec![curl_to(80, 100, 0)]));
+        let second = encoder.encode(&window(T0 + 60, 60, vec![curl_to(80, 50, 0)]));
+        let transmit = |r: &ExportMetricsServiceRequest| {
+            sum(metric(r, "network.flow.bytes"))
+                .data_points
+                .iter()
+                .find(|p| {
+                    attr(p, "network.io.direction")
+                        == Some(&any_value::Value::StringValue("transmit".into()))
+                })
+                .cloned()
+                .unwrap()
+        };
+        let (a, b) = (transmit(&first[0]), transmit(&second[0]));
+        assert_eq!((int(&a), int(&b)), (100, 150));
+        assert_eq!(a.start_time_unix_nano, b.start_time_unix_nano);
+        assert_eq!(b.time_unix_nano, (T0 + 120) * 1_000_000_000);
+        assert_eq!(
+            sum(metric(&second[0], "network.flow.bytes")).aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+    }
+}
