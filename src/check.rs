@@ -14,8 +14,9 @@ pub struct Report {
     pub problem: Option<String>,
 }
 
-/// Checks the kernel and this process for `config`.
-pub fn check(config: &receiver::Config) -> Report {
+/// Checks the kernel and this process for `config`, and whether each
+/// configured OTLP endpoint answers.
+pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report {
     let support = receiver::support(config);
     let mut text = String::new();
     let mut problems = Vec::new();
@@ -89,6 +90,36 @@ pub fn check(config: &receiver::Config) -> Report {
         );
     }
 
+    match exporters.plan(&exporter::otlp::OtlpEnv::from_process().unwrap_or_default()) {
+        Ok(plan) if plan.destinations.is_empty() => line(&mut text, "endpoint", "none configured"),
+        Ok(plan) => {
+            for destination in &plan.destinations {
+                match answers(&destination.url) {
+                    Ok(took) => line(
+                        &mut text,
+                        "endpoint",
+                        &format!("{} answers (TCP connect in {took:?})", destination.url),
+                    ),
+                    Err(why) => {
+                        line(
+                            &mut text,
+                            "endpoint",
+                            &format!("{} does not answer: {why}", destination.url),
+                        );
+                        problems.push(format!(
+                            "the OTLP endpoint {} does not answer: {why}",
+                            destination.url
+                        ));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            line(&mut text, "endpoint", &format!("misconfigured: {error}"));
+            problems.push(error.to_string());
+        }
+    }
+
     let problem = (!problems.is_empty()).then(|| problems.join("; "));
     let verdict = match &problem {
         None => "flowtel run would work".to_owned(),
@@ -144,4 +175,29 @@ pub fn probes_name(set: ProbeSet) -> &'static str {
         ProbeSet::Tracepoint => "tracepoint",
         ProbeSet::Kprobe => "kprobe",
     }
+}
+
+/// Whether a TCP connection to the URL's host and port opens within 3 s.
+fn answers(url: &str) -> Result<std::time::Duration, String> {
+    use std::net::{TcpStream, ToSocketAddrs as _};
+    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    let address = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target} has no address"))?;
+    let started = std::time::Instant::now();
+    TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    Ok(started.elapsed())
 }

@@ -34,7 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 probes: args.probes.into(),
                 ..receiver::Config::default()
             };
-            let report = check::check(&config);
+            let report = check::check(&config, &exporter::Config::default());
             print!("{}", report.text);
             match report.problem {
                 None => Ok(()),
