@@ -103,11 +103,34 @@ fn detach(child: Option<Child>) {
     }
 }
 
-/// One measurement: transactions per second, or bits per second.
-type Measure = fn(Duration) -> f64;
+/// One measurement: the rate (round trips/s, bit/s) and the CPU the load's
+/// own processes spent per unit of work (per round trip, per MiB), which
+/// includes the BPF programs that run in their syscalls and is less
+/// disturbed by other work on a shared machine than the rate.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rate: f64,
+    cpu_ns_per_unit: f64,
+}
 
-/// sockperf ping-pong, 64-byte TCP messages: round trips per second.
-fn ping_pong(time: Duration) -> f64 {
+type Measure = fn(Duration) -> Sample;
+
+/// CPU time (user + system) of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// sockperf ping-pong, 64-byte TCP messages: round trips per second, and
+/// CPU per round trip (client and server).
+fn ping_pong(time: Duration) -> Sample {
+    let cpu_before = children_cpu();
     let port = "11311";
     let mut server = Command::new("sockperf")
         .args(["sr", "--tcp", "-i", "127.0.0.1", "-p", port])
@@ -135,11 +158,11 @@ fn ping_pong(time: Duration) -> f64 {
     let _ = server.wait();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let line = text
-        .lines()
-        .find(|l| l.contains("[Valid Duration]"))
-        .unwrap_or_else(|| panic!("no [Valid Duration] line from sockperf:\n{text}"));
-    let field = |name: &str| -> f64 {
+    let field = |section: &str, name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.contains(section))
+            .unwrap_or_else(|| panic!("no {section} line from sockperf:\n{text}"));
         let start = line.find(name).expect("sockperf field") + name.len();
         line[start..]
             .split(|c: char| c != '.' && !c.is_ascii_digit())
@@ -147,11 +170,18 @@ fn ping_pong(time: Duration) -> f64 {
             .and_then(|v| v.parse().ok())
             .expect("sockperf number")
     };
-    field("ReceivedMessages=") / field("RunTime=")
+    let cpu = children_cpu() - cpu_before;
+    Sample {
+        rate: field("[Valid Duration]", "ReceivedMessages=")
+            / field("[Valid Duration]", "RunTime="),
+        cpu_ns_per_unit: cpu.as_nanos() as f64 / field("[Total Run]", "ReceivedMessages="),
+    }
 }
 
-/// iperf3, one TCP stream on loopback: bits per second received.
-fn bulk(time: Duration) -> f64 {
+/// iperf3, one TCP stream on loopback: bits per second received, and CPU
+/// per MiB moved (client and server).
+fn bulk(time: Duration) -> Sample {
+    let cpu_before = children_cpu();
     let port = "15201";
     let mut server = Command::new("iperf3")
         .args(["-s", "-1", "-p", port])
@@ -168,9 +198,15 @@ fn bulk(time: Duration) -> f64 {
     let _ = server.wait();
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("iperf3 JSON report");
-    report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .expect("iperf3 bits_per_second")
+    let received = &report["end"]["sum_received"];
+    let bytes = received["bytes"].as_f64().expect("iperf3 bytes");
+    let cpu = children_cpu() - cpu_before;
+    Sample {
+        rate: received["bits_per_second"]
+            .as_f64()
+            .expect("iperf3 bits_per_second"),
+        cpu_ns_per_unit: cpu.as_nanos() as f64 / (bytes / f64::from(1 << 20)),
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -184,30 +220,46 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Runs `measure` `rounds` times under each watcher, interleaved, and
-/// prints the medians and the median ratios to the bare runs.
-fn compare(title: &str, unit: &str, measure: Measure, rounds: usize, time: Duration) {
+/// prints the medians and the median ratios to the bare runs: of the rate
+/// (higher is better) and of the CPU per unit of work (lower is better).
+fn compare(title: &str, unit: &str, per: &str, measure: Measure, rounds: usize, time: Duration) {
     println!("\n## {title}: {rounds} rounds of {time:?} per watcher, interleaved");
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); Watcher::ALL.len()];
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); Watcher::ALL.len()];
     for round in 0..rounds {
         let mut row = Vec::new();
         for (i, watcher) in Watcher::ALL.into_iter().enumerate() {
             let attached = watcher.attach();
-            let value = measure(time);
+            let sample = measure(time);
             detach(attached);
-            results[i].push(value);
-            row.push(format!("{}={value:.0}", watcher.name()));
+            results[i].push(sample);
+            row.push(format!(
+                "{}={:.0} ({:.0} ns CPU/{per})",
+                watcher.name(),
+                sample.rate,
+                sample.cpu_ns_per_unit
+            ));
         }
         println!("round {:>2}: {}", round + 1, row.join(", "));
     }
     let bare = results[0].clone();
     for (i, watcher) in Watcher::ALL.into_iter().enumerate() {
-        let mut ratios: Vec<f64> = results[i].iter().zip(&bare).map(|(v, b)| v / b).collect();
-        let mut values = results[i].clone();
-        println!(
-            "{:<18} median {:>14.0} {unit}   median ratio to bare {:.4}",
-            watcher.name(),
-            median(&mut values),
+        let ratio = |f: fn(&Sample) -> f64| {
+            let mut ratios: Vec<f64> = results[i]
+                .iter()
+                .zip(&bare)
+                .map(|(s, b)| f(s) / f(b))
+                .collect();
             median(&mut ratios)
+        };
+        let mut rates: Vec<f64> = results[i].iter().map(|s| s.rate).collect();
+        let mut cpu: Vec<f64> = results[i].iter().map(|s| s.cpu_ns_per_unit).collect();
+        println!(
+            "{:<18} median {:>14.0} {unit} (ratio to bare {:.4}); CPU {:>8.0} ns/{per} (ratio to bare {:.4})",
+            watcher.name(),
+            median(&mut rates),
+            ratio(|s| s.rate),
+            median(&mut cpu),
+            ratio(|s| s.cpu_ns_per_unit),
         );
     }
 }
@@ -310,10 +362,18 @@ fn main() {
     compare(
         "TCP ping-pong, 64-byte messages (sockperf)",
         "round trips/s",
+        "round trip",
         ping_pong,
         rounds,
         time,
     );
-    compare("TCP bulk, one stream (iperf3)", "bit/s", bulk, rounds, time);
+    compare(
+        "TCP bulk, one stream (iperf3)",
+        "bit/s",
+        "MiB",
+        bulk,
+        rounds,
+        time,
+    );
     program_run_times(time);
 }
