@@ -1,6 +1,6 @@
 //! The processor: polls in, poll reports and closed windows out.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::{Duration, SystemTime};
 
 use receiver::Poll;
@@ -38,7 +38,7 @@ impl OpenWindow {
         OpenWindow {
             start: window_start(t, interval),
             end: window_end(t, interval),
-            flows: HashMap::new(),
+            flows: HashMap::default(),
         }
     }
 }
@@ -53,7 +53,7 @@ impl Processor {
             tracker: DeltaTracker::new(),
             last_poll: started,
             window: OpenWindow::holding(started, config.interval),
-            poll_flows: HashMap::new(),
+            poll_flows: HashMap::default(),
         })
     }
 
