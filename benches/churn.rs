@@ -197,7 +197,15 @@ impl Agent {
             .unwrap_or(0)
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Agent {
+    /// Also on a panic: an agent left running would skew every later
+    /// measurement on this machine.
+    fn drop(&mut self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
