@@ -37,8 +37,8 @@ impl Watcher {
     }
 
     /// Starts the watcher and returns once its programs are attached.
-    fn attach(self) -> Option<Child> {
-        match self {
+    fn attach(self) -> Attached {
+        Attached(match self {
             Watcher::Bare => None,
             Watcher::Flowtel => Some(spawn_until(
                 Command::new(env!("CARGO_BIN_EXE_flowtel")).args([
@@ -56,7 +56,7 @@ impl Watcher {
                 Stream::Stdout,
                 "Attaching",
             )),
-        }
+        })
     }
 }
 
@@ -95,12 +95,22 @@ fn spawn_until(command: &mut Command, stream: Stream, ready: &str) -> Child {
     child
 }
 
-fn detach(child: Option<Child>) {
-    if let Some(mut child) = child {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
+/// An attached watcher; detached (SIGTERM, wait) when dropped, also on a
+/// panic, so that none outlives the run and skews later measurements.
+struct Attached(Option<Child>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
     }
+}
+
+fn detach(attached: Attached) {
+    drop(attached);
 }
 
 /// One measurement: the rate (round trips/s, bit/s) and the CPU the load's
