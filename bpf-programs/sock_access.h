@@ -166,6 +166,10 @@ static __always_inline int FT_VARIANT(count_io)(struct sock *sk, int bytes, int 
 	if (!info)
 		return 0;
 	add_io(info, protocol, bytes, sending);
+	/* UDP has no handshake: whoever moved the first datagram of this
+	 * conversation (socket and peer) is the client. */
+	if (protocol == IPPROTO_UDP && info->direction == FT_DIR_UNKNOWN)
+		info->direction = sending ? FT_DIR_OUTGOING : FT_DIR_INCOMING;
 	if (protocol == IPPROTO_TCP && tcp_refresh_due(info))
 		FT_VARIANT(read_tcp_counters)(sk, info);
 	/* An accepted connection is created in softirq; its owner shows up here. */

@@ -2,6 +2,7 @@
 //! [`RunArgs::settings`] resolves it into the validated [`Settings`] the
 //! agent runs with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -28,6 +29,21 @@ pub enum Command {
     /// probe set `run` would use, and whether its programs pass the kernel
     /// verifier. Exits 0 when `run` would work, 1 otherwise.
     Check(CheckArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `flowtel config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file and print the effective configuration
+    /// (every default filled in, secrets redacted). Exits 2 when the file
+    /// is invalid, with FILE:LINE:COLUMN and what to change.
+    Check {
+        /// The file, e.g. /etc/flowtel/flowtel.yaml.
+        file: PathBuf,
+    },
 }
 
 /// `flowtel check`.
@@ -59,30 +75,39 @@ impl From<Probes> for receiver::ProbeSet {
     }
 }
 
-/// `flowtel run`.
+/// `flowtel run`. Options given here win over the configuration file.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// How often the kernel's counters are read, e.g. 500ms, 10s.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub poll_interval: Duration,
+    /// The configuration file (see otel-config/flowtel.yaml). Without it,
+    /// every setting takes its default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
-    /// Which kernel hooks count sends and receives.
-    #[arg(long, value_enum, default_value_t = Probes::Auto)]
-    pub probes: Probes,
+    /// How often the kernel's counters are read, e.g. 500ms, 10s
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<Duration>,
+
+    /// Which kernel hooks count sends and receives [default: auto].
+    #[arg(long, value_enum)]
+    pub probes: Option<Probes>,
 
     /// Capacity of the kernel's connection map. Connections beyond it are
-    /// not tracked; they are counted and reported as dropped.
-    #[arg(long, value_name = "N", default_value_t = receiver::Config::default().max_connections)]
-    pub max_connections: u32,
+    /// not tracked; they are counted and reported as dropped
+    /// [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 
     /// Length of the windows flows are summed over, aligned to wall-clock
-    /// multiples of it (5m windows start at :00, :05 ...); at least 1s.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    /// multiples of it (5m windows start at :00, :05 ...); at least 1s
+    /// [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
 
     /// How the flows are printed on stdout: a table for people, or JSON lines
     /// for programs. Default: a table, unless windows go to an OTLP backend
-    /// (OTEL_EXPORTER_OTLP_ENDPOINT): then nothing unless asked.
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT or the file's exporters): then nothing
+    /// unless asked.
     #[arg(long, value_enum)]
     pub format: Option<ConsoleFormat>,
 }
@@ -110,32 +135,40 @@ pub struct Settings {
 }
 
 impl RunArgs {
-    /// Resolves the arguments into settings, validating each stage's part
-    /// before anything is loaded into the kernel.
+    /// Resolves the file and the options into settings, validating each
+    /// stage's part before anything is loaded into the kernel.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let receiver = receiver::Config {
-            poll_interval: self.poll_interval,
-            max_connections: self.max_connections,
-            probes: self.probes.into(),
-            ..receiver::Config::default()
+        let file = match &self.config {
+            Some(path) => crate::config::FileConfig::load(path)?,
+            None => crate::config::FileConfig::default(),
         };
+        let mut receiver = file.receiver;
+        if let Some(poll_interval) = self.poll_interval {
+            receiver.poll_interval = poll_interval;
+        }
+        if let Some(max_connections) = self.max_connections {
+            receiver.max_connections = max_connections;
+        }
+        if let Some(probes) = self.probes {
+            receiver.probes = probes.into();
+        }
         receiver
             .validate()
             .context("invalid --poll-interval or --max-connections")?;
-        let processor = processor::Config {
-            interval: self.interval,
-        };
+        let mut processor = file.processor;
+        if let Some(interval) = self.interval {
+            processor.interval = interval;
+        }
         processor.validate().context("invalid --interval")?;
-        let console = self.format.map(|format| exporter::ConsoleConfig {
-            format: match format {
-                ConsoleFormat::Table => exporter::console::Format::Table,
-                ConsoleFormat::Json => exporter::console::Format::Json,
-            },
-        });
-        let exporters = exporter::Config {
-            console,
-            ..exporter::Config::default()
-        };
+        let mut exporters = file.exporters;
+        if let Some(format) = self.format {
+            exporters.console = Some(exporter::ConsoleConfig {
+                format: match format {
+                    ConsoleFormat::Table => exporter::console::Format::Table,
+                    ConsoleFormat::Json => exporter::console::Format::Json,
+                },
+            });
+        }
         exporters
             .validate()
             .context("invalid OTEL_* environment for the OTLP exporter")?;
@@ -195,7 +228,7 @@ mod tests {
     fn unparsable_values_are_usage_errors() {
         assert!(run_args(&["--interval", "five minutes"]).is_err());
         assert!(run_args(&["--format", "yaml"]).is_err());
-        assert!(run_args(&["--config", "flowtel.yaml"]).is_err());
+        assert!(run_args(&["--config"]).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod cli;
+mod config;
 mod privileges;
 
 use std::io::IsTerminal as _;
@@ -13,7 +14,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ConfigCommand};
+
+/// The exit code of a configuration file that cannot be used (clap uses 2
+/// for command-line usage errors too).
+const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +27,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flowtel: error: {}", one_line(&error));
-            ExitCode::FAILURE
+            if error.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -40,6 +49,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Ok(()),
                 Some(problem) => Err(anyhow::anyhow!("{problem}")),
             }
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let config = config::FileConfig::load(&file)?;
+            println!("# {}: valid; the effective configuration:", file.display());
+            print!("{}", config.to_yaml());
+            Ok(())
         }
         Command::Run(args) => {
             let settings = args.settings()?;

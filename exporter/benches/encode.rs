@@ -65,10 +65,10 @@ fn window() -> WindowReport {
         })
         .collect();
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    // Defaults for everything else, whatever the config grows.
-    #[allow(clippy::needless_update)]
+    // Every flow its own series: the bench measures 100k series.
     let config = processor::Config {
         interval: Duration::from_secs(300),
+        max_series: usize::MAX,
         ..processor::Config::default()
     };
     let mut processor = Processor::new(config, start).expect("valid config");
@@ -76,6 +76,7 @@ fn window() -> WindowReport {
         at: None,
         samples,
         health: Default::default(),
+        ports: Default::default(),
     };
     processor.ingest(&poll, start + Duration::from_secs(10));
     processor.flush(start + Duration::from_secs(300))
@@ -89,7 +90,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 fn encode(c: &mut Criterion) {
     let window = window();
-    let series = window.flows.len() as u64;
+    let series = window.series.len() as u64;
     let mut encoder = Encoder::new(&BTreeMap::new(), Temporality::Delta);
     let bodies: Vec<Vec<u8>> = encoder
         .encode(&window)

@@ -284,44 +284,54 @@ impl Agent {
             flows.keys().collect::<Vec<_>>()
         );
         for client in &truth.clients {
-            let peer = server.clone().destination_port(client.port);
+            let peer = server.clone().destination_address(client.address);
             let got = self.sum(&peer);
             assert_eq!(
                 got.bytes_received, client.server_received,
                 "from client {}",
-                client.port
+                client.address
             );
             assert_eq!(
                 got.bytes_sent, client.server_sent,
                 "to client {}",
-                client.port
+                client.address
             );
             assert_eq!(
                 got.packets_received, client.datagrams,
                 "datagrams from client {}",
-                client.port
+                client.address
             );
             assert_eq!(
                 got.packets_sent, client.datagrams,
                 "datagrams to client {}",
+                client.address
+            );
+
+            // The client's ephemeral port never becomes a flow of its own.
+            let by_port = self.sum(&server.clone().destination_port(client.port));
+            assert_eq!(
+                by_port.bytes_sent + by_port.bytes_received,
+                0,
+                "client port {} was not collapsed",
                 client.port
             );
 
-            // The client's own (connected) socket, seen from its end.
+            // The client's own (connected) socket, seen from its end: its
+            // ephemeral port collapsed, the server's kept.
             let own = FlowFilter::this_process()
                 .udp()
-                .source_port(client.port)
+                .source_address(client.address)
                 .destination_port(truth.server_port);
             let got = self.sum(&own);
             assert_eq!(
                 got.bytes_sent, client.client_sent,
                 "client {} sent",
-                client.port
+                client.address
             );
             assert_eq!(
                 got.bytes_received, client.client_received,
                 "client {} received",
-                client.port
+                client.address
             );
         }
     }

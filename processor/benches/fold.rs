@@ -67,6 +67,7 @@ fn poll_of(connections: u64) -> Poll {
         at: None,
         samples,
         health: Default::default(),
+        ports: Default::default(),
     }
 }
 

@@ -2,35 +2,83 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::flow::BUILT_IN_ATTRIBUTES;
+use crate::mapping::Mappings;
 use crate::Error;
 
 /// Settings of the processor.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default, try_from = "Raw")]
 pub struct Config {
     /// Length of one window. Windows are aligned to wall-clock multiples of
     /// it (counted from the Unix epoch), so that every host's windows line
     /// up: 5-minute windows start at :00, :05, :10 ... At least 1s.
     /// Default: 5m.
-    #[serde(deserialize_with = "human_duration")]
+    #[serde(serialize_with = "human_duration_out")]
     pub interval: Duration,
+    /// The attributes that key a window's series, like a query's group-by;
+    /// the others are summed away. `None` (the default): every attribute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Vec<String>>,
+    /// The most series one window holds; beyond it the smallest series are
+    /// summed into one series marked `flowtel.overflow=true`. Default: 10000.
+    pub max_series: usize,
+    /// Rules that name the ends of flows.
+    pub mappings: Mappings,
 }
 
 impl Config {
     /// The shortest window length accepted.
     pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-    /// Checks what serde cannot: that the interval is at least
-    /// [`Config::MIN_INTERVAL`].
+    /// Checks what the field types cannot. Runs when the section is read,
+    /// so a bad file is refused with the section's position.
     pub fn validate(&self) -> Result<(), Error> {
         if self.interval < Self::MIN_INTERVAL {
             return Err(Error::IntervalTooShort {
                 interval: self.interval,
             });
         }
+        if self.max_series == 0 {
+            return Err(Error::NoSeries);
+        }
+        if let Some(selected) = &self.attributes {
+            let known = self.known_attributes();
+            for name in selected {
+                if !known.contains(name) {
+                    return Err(Error::UnknownAttribute {
+                        name: name.clone(),
+                        hint: hint(name, &known),
+                    });
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Every attribute a series can have with these mappings.
+    pub fn known_attributes(&self) -> Vec<String> {
+        let (source, destination) = self.mappings.names();
+        let mut known: Vec<String> = BUILT_IN_ATTRIBUTES.iter().map(|&n| n.to_owned()).collect();
+        known.extend(source.iter().map(|n| format!("source.{n}")));
+        known.extend(destination.iter().map(|n| format!("destination.{n}")));
+        known.sort_unstable();
+        known.dedup();
+        known
+    }
+}
+
+/// The closest known name, or the list of them.
+fn hint(name: &str, known: &[String]) -> String {
+    let closest = known
+        .iter()
+        .map(|k| (strsim::levenshtein(name, k), k))
+        .min_by_key(|(distance, _)| *distance);
+    match closest {
+        Some((distance, k)) if distance <= 3 => format!("did you mean `{k}`?"),
+        _ => format!("known here: {}", known.join(", ")),
     }
 }
 
@@ -38,39 +86,139 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             interval: Duration::from_secs(5 * 60),
+            attributes: None,
+            max_series: 10_000,
+            mappings: Mappings::default(),
         }
+    }
+}
+
+/// The section as written, before [`Config::validate`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    #[serde(deserialize_with = "human_duration")]
+    interval: Duration,
+    attributes: Option<Vec<String>>,
+    max_series: usize,
+    mappings: Mappings,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        let Config {
+            interval,
+            attributes,
+            max_series,
+            mappings,
+        } = Config::default();
+        Raw {
+            interval,
+            attributes,
+            max_series,
+            mappings,
+        }
+    }
+}
+
+impl TryFrom<Raw> for Config {
+    type Error = Error;
+
+    fn try_from(raw: Raw) -> Result<Config, Error> {
+        let config = Config {
+            interval: raw.interval,
+            attributes: raw.attributes,
+            max_series: raw.max_series,
+            mappings: raw.mappings,
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
 fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}): write it like 5m, 30s or 1h30m"
+        ))
+    })
+}
+
+fn human_duration_out<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(json: &str) -> Result<Config, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn default_interval_is_five_minutes() {
         assert_eq!(Config::default().interval, Duration::from_secs(300));
+        assert_eq!(Config::default().max_series, 10_000);
         assert!(Config::default().validate().is_ok());
+        assert_eq!(parse("{}").unwrap(), Config::default());
     }
 
     #[test]
     fn rejects_interval_under_one_second() {
         let config = Config {
             interval: Duration::from_millis(999),
+            ..Config::default()
         };
         let err = config.validate().unwrap_err();
         assert_eq!(
             err.to_string(),
             "the window interval 999ms is shorter than the minimum of 1s"
         );
-        assert!(Config {
-            interval: Duration::from_secs(1)
-        }
-        .validate()
-        .is_ok());
+        assert!(parse(r#"{"interval": "1s"}"#).is_ok());
+    }
+
+    #[test]
+    fn rejects_a_bad_duration_with_a_hint() {
+        let err = parse(r#"{"interval": "5 minutes please"}"#).unwrap_err();
+        assert!(
+            err.starts_with("`5 minutes please` is not a duration ("),
+            "{err}"
+        );
+        assert!(err.contains("write it like 5m"), "{err}");
+    }
+
+    #[test]
+    fn selected_attributes_must_be_known() {
+        let err = parse(r#"{"attributes": ["destination.servce"]}"#).unwrap_err();
+        assert!(
+            err.starts_with("processor.attributes: `destination.servce` is never set"),
+            "{err}"
+        );
+        assert!(err.contains("known here: "), "{err}");
+        let with_mapping = r#"{"attributes": ["source.process.name", "destination.servce"],
+            "mappings": {"cidrs": {"10.0.0.0/8": {"service": "consul"}}}}"#;
+        let err = parse(with_mapping).unwrap_err();
+        assert!(err.contains("did you mean `destination.service`?"), "{err}");
+        let ok = r#"{"attributes": ["source.process.name", "destination.service"],
+            "mappings": {"cidrs": {"10.0.0.0/8": {"service": "consul"}}}}"#;
+        assert!(parse(ok).is_ok());
+    }
+
+    #[test]
+    fn zero_series_is_refused() {
+        let err = parse(r#"{"max_series": 0}"#).unwrap_err();
+        assert!(err.starts_with("processor.max_series"), "{err}");
+    }
+
+    #[test]
+    fn prints_back_what_it_reads() {
+        let text = r#"{"interval":"1m","attributes":["source.service"],"max_series":5,
+            "mappings":{"processes":[{"match":"^web$","service":"web"}]}}"#;
+        let config = parse(text).unwrap();
+        let printed = serde_json::to_string(&config).unwrap();
+        assert_eq!(parse(&printed).unwrap(), config);
+        assert!(printed.contains(r#""interval":"1m""#), "{printed}");
     }
 }

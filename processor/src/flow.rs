@@ -5,8 +5,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use receiver::{
-    CloseError, ConnectionSample, ConnectionState, Counters, Direction, ProcessInfo, Rtt, Transport,
+    CloseError, ConnectionSample, ConnectionState, Counters, Direction, PortFacts, ProcessInfo,
+    Rtt, Transport,
 };
+
+use crate::{AttributeValue, Attributes};
+
+/// The attributes a flow has of its own, before mappings add names.
+pub const BUILT_IN_ATTRIBUTES: [&str; 11] = [
+    "network.transport",
+    "network.type",
+    "network.namespace",
+    "flow.direction",
+    "source.address",
+    "source.port",
+    "source.process.pid",
+    "source.process.name",
+    "source.container.id",
+    "destination.address",
+    "destination.port",
+];
 
 /// IP version of a flow, the OpenTelemetry `network.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,10 +56,9 @@ impl NetworkType {
 /// The attributes connections are grouped by. The source is the local end
 /// (where the agent runs), the destination the remote end.
 ///
-/// Ephemeral client ports are collapsed (set to `None`) so that the number
-/// of flows follows services, not connections: the local port of an
-/// outgoing TCP connection and the remote port of an incoming one. UDP keeps
-/// both ports for now.
+/// Client ports are collapsed (set to `None`) so that the number of flows
+/// follows services, not connections: for TCP the port of the end that
+/// connected; for UDP see [`udp_client_end`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// `network.transport`.
@@ -66,16 +83,62 @@ pub struct FlowKey {
     pub destination_port: Option<u16>,
 }
 
+/// Which end of a connection is the client, whose port is collapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEnd {
+    /// The local end (source).
+    Local,
+    /// The remote end (destination).
+    Remote,
+    /// Neither can be told: both ports stay.
+    Unknown,
+}
+
+/// The end of a UDP conversation whose port is collapsed: the client's,
+/// when its port is ephemeral. The client is the end that sent first
+/// (`direction`); a local port that a bound, unconnected socket receives on
+/// is a server's whatever its number and whoever sent first, and is kept.
+/// Without a direction, a local ephemeral port that is no server's is the
+/// client's, else the remote end's ephemeral port.
+pub fn udp_client_end(
+    ports: &PortFacts,
+    netns: u32,
+    direction: Direction,
+    local: u16,
+    remote: u16,
+) -> ClientEnd {
+    let local_is_server = ports.is_udp_server_port(netns, local).unwrap_or(false);
+    let local_is_client_port = !local_is_server && ports.is_ephemeral(local);
+    let remote_is_client_port = ports.is_ephemeral(remote);
+    match direction {
+        Direction::Outgoing if local_is_client_port => ClientEnd::Local,
+        Direction::Incoming if remote_is_client_port => ClientEnd::Remote,
+        Direction::Outgoing | Direction::Incoming => ClientEnd::Unknown,
+        Direction::Unknown if local_is_client_port => ClientEnd::Local,
+        Direction::Unknown if remote_is_client_port => ClientEnd::Remote,
+        Direction::Unknown => ClientEnd::Unknown,
+    }
+}
+
 impl FlowKey {
-    /// The flow a connection sample belongs to.
-    pub fn of(sample: &ConnectionSample) -> FlowKey {
+    /// The flow a connection sample belongs to; `ports` tells UDP clients
+    /// from servers.
+    pub fn of(sample: &ConnectionSample, ports: &PortFacts) -> FlowKey {
         let source_address = sample.local.ip().to_canonical();
-        let (mut source_port, mut destination_port) =
-            (Some(sample.local.port()), Some(sample.remote.port()));
-        match (sample.transport, sample.direction) {
-            (Transport::Tcp, Direction::Outgoing) => source_port = None,
-            (Transport::Tcp, Direction::Incoming) => destination_port = None,
-            _ => {}
+        let (local, remote) = (sample.local.port(), sample.remote.port());
+        let client = match (sample.transport, sample.direction) {
+            (Transport::Tcp, Direction::Outgoing) => ClientEnd::Local,
+            (Transport::Tcp, Direction::Incoming) => ClientEnd::Remote,
+            (Transport::Tcp, Direction::Unknown) => ClientEnd::Unknown,
+            (Transport::Udp, direction) => {
+                udp_client_end(ports, sample.netns, direction, local, remote)
+            }
+        };
+        let (mut source_port, mut destination_port) = (Some(local), Some(remote));
+        match client {
+            ClientEnd::Local => source_port = None,
+            ClientEnd::Remote => destination_port = None,
+            ClientEnd::Unknown => {}
         }
         FlowKey {
             transport: sample.transport,
@@ -88,6 +151,37 @@ impl FlowKey {
             destination_address: sample.remote.ip().to_canonical(),
             destination_port,
         }
+    }
+
+    /// The flow's own attributes, before any mapping: the
+    /// [`BUILT_IN_ATTRIBUTES`] it has a value for.
+    pub fn attributes(&self) -> Attributes {
+        let mut a = Attributes::new();
+        a.set("network.transport", self.transport.as_str());
+        a.set("network.type", self.network_type.as_str());
+        a.set("network.namespace", AttributeValue::Int(self.netns.into()));
+        a.set("flow.direction", self.direction.as_str());
+        a.set("source.address", self.source_address.to_string());
+        if let Some(port) = self.source_port {
+            a.set("source.port", AttributeValue::Int(port.into()));
+        }
+        if self.source_pid() != 0 {
+            a.set(
+                "source.process.pid",
+                AttributeValue::Int(self.source_pid().into()),
+            );
+        }
+        if !self.source_process_name().is_empty() {
+            a.set("source.process.name", self.source_process_name());
+        }
+        if let Some(id) = self.source_container_id() {
+            a.set("source.container.id", id);
+        }
+        a.set("destination.address", self.destination_address.to_string());
+        if let Some(port) = self.destination_port {
+            a.set("destination.port", AttributeValue::Int(port.into()));
+        }
+        a
     }
 
     /// `source.process.pid`; 0 when unknown.
@@ -318,7 +412,7 @@ mod tests {
         sample.direction = direction;
         sample.local = local.parse().unwrap();
         sample.remote = remote.parse().unwrap();
-        FlowKey::of(&sample)
+        FlowKey::of(&sample, &PortFacts::default())
     }
 
     #[test]
@@ -351,16 +445,78 @@ mod tests {
     }
 
     #[test]
-    fn udp_and_unknown_direction_keep_both_ports() {
+    fn ports_outside_the_ephemeral_range_and_unknown_tcp_directions_stay() {
         for (transport, direction) in [
             (Transport::Udp, Direction::Unknown),
             (Transport::Udp, Direction::Outgoing),
+            (Transport::Udp, Direction::Incoming),
             (Transport::Tcp, Direction::Unknown),
         ] {
             let key = with_ends(transport, direction, "10.0.0.1:5353", "10.0.0.2:53");
-            assert_eq!(key.source_port, Some(5353));
-            assert_eq!(key.destination_port, Some(53));
+            assert_eq!(key.source_port, Some(5353), "{transport:?} {direction:?}");
+            assert_eq!(
+                key.destination_port,
+                Some(53),
+                "{transport:?} {direction:?}"
+            );
         }
+    }
+
+    fn facts(servers: &[u16]) -> PortFacts {
+        PortFacts {
+            ephemeral: 32768..=60999,
+            udp_servers: [(1, servers.iter().copied().collect())].into(),
+        }
+    }
+
+    #[test]
+    fn a_udp_client_that_sent_first_loses_its_ephemeral_port() {
+        let ports = facts(&[]);
+        assert_eq!(
+            udp_client_end(&ports, 1, Direction::Outgoing, 40000, 53),
+            ClientEnd::Local
+        );
+        // A fixed client port (NTP's 123 to 123) stays.
+        assert_eq!(
+            udp_client_end(&ports, 1, Direction::Outgoing, 123, 123),
+            ClientEnd::Unknown
+        );
+    }
+
+    #[test]
+    fn a_udp_server_keeps_its_port_even_inside_the_ephemeral_range() {
+        // A server bound to 45000 that answers clients on ephemeral ports.
+        let ports = facts(&[45000]);
+        assert_eq!(
+            udp_client_end(&ports, 1, Direction::Incoming, 45000, 51000),
+            ClientEnd::Remote
+        );
+        // It sent first (a push to a peer): still a server port.
+        assert_eq!(
+            udp_client_end(&ports, 1, Direction::Outgoing, 45000, 51000),
+            ClientEnd::Unknown
+        );
+        // Without a direction, the socket table decides.
+        assert_eq!(
+            udp_client_end(&ports, 1, Direction::Unknown, 45000, 51000),
+            ClientEnd::Remote
+        );
+        assert_eq!(
+            udp_client_end(&facts(&[]), 1, Direction::Unknown, 45000, 51000),
+            ClientEnd::Local
+        );
+    }
+
+    #[test]
+    fn the_client_end_of_a_udp_key_has_no_port() {
+        let mut sample = open(1, counters(0, 0));
+        sample.transport = Transport::Udp;
+        sample.netns = 1;
+        sample.direction = Direction::Incoming;
+        sample.local = "127.0.0.1:45000".parse().unwrap();
+        sample.remote = "127.0.0.2:51000".parse().unwrap();
+        let key = FlowKey::of(&sample, &facts(&[45000]));
+        assert_eq!((key.source_port, key.destination_port), (Some(45000), None));
     }
 
     #[test]
@@ -390,9 +546,15 @@ mod tests {
         let mut b = open(2, Counters::default());
         a.local = "10.0.0.1:40000".parse::<SocketAddr>().unwrap();
         b.local = "10.0.0.1:40001".parse::<SocketAddr>().unwrap();
-        assert_eq!(FlowKey::of(&a), FlowKey::of(&b));
+        assert_eq!(
+            FlowKey::of(&a, &PortFacts::default()),
+            FlowKey::of(&b, &PortFacts::default())
+        );
         b.netns += 1;
-        assert_ne!(FlowKey::of(&a), FlowKey::of(&b));
+        assert_ne!(
+            FlowKey::of(&a, &PortFacts::default()),
+            FlowKey::of(&b, &PortFacts::default())
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! - [`FlowKey`] groups connections into flows (source = local end,
 //!   destination = remote end, ephemeral client ports collapsed);
 //!   [`FlowStats`] is what a flow did in a period.
+//! - [`Resolver`] names a flow's ends by the [`mapping`]s; a closed
+//!   window's flows are grouped into [`Series`] by the selected attributes,
+//!   at most `max_series` of them plus one overflow series.
 //! - [`Processor`] ties them together: every poll gives a [`PollReport`],
 //!   every closed window a [`WindowReport`].
 //!
@@ -13,7 +16,10 @@
 //! use std::time::{Duration, SystemTime};
 //!
 //! let started = SystemTime::now();
-//! let config = processor::Config { interval: Duration::from_secs(60) };
+//! let config = processor::Config {
+//!     interval: Duration::from_secs(60),
+//!     ..processor::Config::default()
+//! };
 //! let mut processor = processor::Processor::new(config, started)?;
 //!
 //! // Every poll interval, and exactly at processor.window_end():
@@ -22,7 +28,7 @@
 //! let report = processor.ingest(&poll, now);
 //! assert!(report.flows.is_empty());
 //! if let Some(window) = processor.close_window(now) {
-//!     println!("{} flows in the window", window.flows.len());
+//!     println!("{} series in the window", window.series.len());
 //! }
 //! // At shutdown, after a last poll:
 //! let partial = processor.flush(SystemTime::now());
@@ -32,19 +38,29 @@
 
 #![deny(missing_docs)]
 
+mod attributes;
 mod config;
 mod delta;
 mod error;
 mod flow;
+pub mod mapping;
 mod processor;
 mod report;
+mod resolve;
+mod series;
 #[cfg(test)]
 mod test_samples;
 pub mod window;
 
+pub use attributes::{AttributeValue, Attributes};
 pub use config::Config;
 pub use delta::{DeltaTracker, SampleDelta};
 pub use error::Error;
-pub use flow::{ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary};
+pub use flow::{
+    udp_client_end, ClientEnd, ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary,
+    BUILT_IN_ATTRIBUTES,
+};
 pub use processor::Processor;
 pub use report::{Flow, PollReport, WindowReport};
+pub use resolve::Resolver;
+pub use series::{Series, OVERFLOW_ATTRIBUTE};

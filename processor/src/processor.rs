@@ -5,8 +5,11 @@ use std::time::{Duration, SystemTime};
 
 use receiver::Poll;
 
+use crate::series::fold_series;
 use crate::window::{window_end, window_start};
-use crate::{Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, WindowReport};
+use crate::{
+    Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, Resolver, WindowReport,
+};
 
 /// Folds polls into flows and aligned windows.
 ///
@@ -19,6 +22,9 @@ use crate::{Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, W
 #[derive(Debug)]
 pub struct Processor {
     interval: Duration,
+    resolver: Resolver,
+    selected: Option<Vec<String>>,
+    max_series: usize,
     tracker: DeltaTracker,
     last_poll: SystemTime,
     window: OpenWindow,
@@ -50,6 +56,9 @@ impl Processor {
         config.validate()?;
         Ok(Processor {
             interval: config.interval,
+            resolver: Resolver::new(&config.mappings),
+            selected: config.attributes,
+            max_series: config.max_series,
             tracker: DeltaTracker::new(),
             last_poll: started,
             window: OpenWindow::holding(started, config.interval),
@@ -60,6 +69,11 @@ impl Processor {
     /// The window length.
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// The mappings, to name the flows of poll reports the same way.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// The start of the open window.
@@ -89,11 +103,12 @@ impl Processor {
 
         let resets_before = self.tracker.counter_resets();
         let poll_flows = &mut self.poll_flows;
+        let ports = &poll.ports;
         self.tracker.track_poll(&poll.samples, |sample, delta| {
             let stats = FlowStats::of_sample(sample, &delta.counters, delta.first_sight);
             if stats.has_activity() {
                 poll_flows
-                    .entry(FlowKey::of(sample))
+                    .entry(FlowKey::of(sample, ports))
                     .or_default()
                     .merge(&stats);
             }
@@ -137,14 +152,17 @@ impl Processor {
 
     fn replace_window(&mut self, end: SystemTime, next: SystemTime) -> WindowReport {
         let closed = std::mem::replace(&mut self.window, OpenWindow::holding(next, self.interval));
+        let folded = fold_series(
+            closed.flows,
+            &self.resolver,
+            self.selected.as_deref(),
+            self.max_series,
+        );
         WindowReport {
             start: closed.start,
             end,
-            flows: closed
-                .flows
-                .into_iter()
-                .map(|(key, stats)| Flow { key, stats })
-                .collect(),
+            series: folded.series,
+            overflowed_series: folded.overflowed,
         }
     }
 }
@@ -168,6 +186,7 @@ mod tests {
     fn five_minutes(started: SystemTime) -> Processor {
         let config = Config {
             interval: Duration::from_secs(300),
+            ..Config::default()
         };
         Processor::new(config, started).unwrap()
     }
@@ -177,13 +196,14 @@ mod tests {
             at: None,
             samples,
             health: ReceiverHealth::default(),
+            ports: Default::default(),
         }
     }
 
-    fn total(flows: &[Flow]) -> FlowStats {
+    fn total(series: &[crate::Series]) -> FlowStats {
         let mut sum = FlowStats::default();
-        for flow in flows {
-            sum.merge(&flow.stats);
+        for s in series {
+            sum.merge(&s.stats);
         }
         sum
     }
@@ -192,6 +212,7 @@ mod tests {
     fn rejects_an_invalid_interval() {
         let config = Config {
             interval: Duration::from_millis(10),
+            ..Config::default()
         };
         assert!(matches!(
             Processor::new(config, at(0)),
@@ -288,8 +309,8 @@ mod tests {
         p.ingest(&poll(vec![open(1, counters(300, 20)), refused]), at(300));
         let window = p.close_window(at(300)).expect("boundary reached");
         assert_eq!((window.start, window.end), (at(0), at(300)));
-        assert_eq!(window.flows.len(), 2);
-        let sum = total(&window.flows);
+        assert_eq!(window.series.len(), 2);
+        let sum = total(&window.series);
         assert_eq!((sum.bytes_sent, sum.bytes_received), (300, 20));
         assert_eq!(sum.connections_opened, 2);
         assert_eq!(sum.connections_failed.refused, 1);
@@ -300,9 +321,9 @@ mod tests {
         p.ingest(&poll(vec![open(1, counters(350, 20))]), at(600));
         let next = p.close_window(at(600)).unwrap();
         assert_eq!((next.start, next.end), (at(300), at(600)));
-        assert_eq!(next.flows.len(), 1);
-        assert_eq!(next.flows[0].stats.bytes_sent, 50);
-        assert_eq!(next.flows[0].stats.connections_opened, 0);
+        assert_eq!(next.series.len(), 1);
+        assert_eq!(next.series[0].stats.bytes_sent, 50);
+        assert_eq!(next.series[0].stats.connections_opened, 0);
     }
 
     #[test]
@@ -322,7 +343,7 @@ mod tests {
         let mut p = five_minutes(at(0));
         p.ingest(&poll(vec![]), at(300));
         let window = p.close_window(at(300)).unwrap();
-        assert!(window.flows.is_empty());
+        assert!(window.series.is_empty());
     }
 
     #[test]
@@ -339,7 +360,7 @@ mod tests {
         s.rtt = Some(rtt(300));
         p.ingest(&poll(vec![s]), at(300));
         let window = p.close_window(at(300)).unwrap();
-        let stats = window.flows[0].stats;
+        let stats = window.series[0].stats;
         assert_eq!(stats.rtt.mean(), Some(Duration::from_micros(200)));
         assert_eq!(stats.rtt.mean_variance(), Some(Duration::from_micros(100)));
     }
@@ -352,8 +373,8 @@ mod tests {
         let window = p.flush(at(42));
         assert_eq!((window.start, window.end), (at(0), at(42)));
         assert_eq!(window.duration(), Duration::from_secs(42));
-        assert_eq!(total(&window.flows).bytes_sent, 100);
-        assert_eq!(total(&window.flows).connections_closed, 1);
+        assert_eq!(total(&window.series).bytes_sent, 100);
+        assert_eq!(total(&window.series).connections_closed, 1);
     }
 
     #[test]
@@ -372,7 +393,7 @@ mod tests {
         p.ingest(&poll(vec![open(1, counters(5, 5))]), at(700));
         let window = p.close_window(at(700)).unwrap();
         assert_eq!((window.start, window.end), (at(0), at(300)));
-        assert_eq!(total(&window.flows).bytes_sent, 5);
+        assert_eq!(total(&window.series).bytes_sent, 5);
         assert_eq!((p.window_start(), p.window_end()), (at(600), at(900)));
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use receiver::ReceiverHealth;
 
-use crate::{FlowKey, FlowStats};
+use crate::{FlowKey, FlowStats, Series};
 
 /// One flow and what it did in a period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl PollReport {
     }
 }
 
-/// One closed window: the flows active in it, summed over its polls.
+/// One closed window: the series active in it, summed over its polls.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowReport {
     /// The window's aligned start (a multiple of the interval), also for the
@@ -50,8 +50,11 @@ pub struct WindowReport {
     /// The window's aligned end; the time of the last poll for a window
     /// flushed at shutdown.
     pub end: SystemTime,
-    /// Every flow with activity in the window, in no particular order.
-    pub flows: Vec<Flow>,
+    /// Every series with activity in the window, in no particular order;
+    /// with more than `max_series`, the last is the overflow series.
+    pub series: Vec<Series>,
+    /// How many series went into the overflow series.
+    pub overflowed_series: u64,
 }
 
 impl WindowReport {

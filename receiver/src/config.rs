@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which family of kernel hooks feeds the connection maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeSet {
     /// Tracepoints where the kernel has them (6.3+), kprobes otherwise.
@@ -19,7 +19,7 @@ pub enum ProbeSet {
 }
 
 /// Settings of the kernel side.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Which hooks to use. Default: `auto`.
@@ -35,6 +35,7 @@ pub struct Config {
     pub ring_buffer_bytes: u32,
     /// The cgroup-v2 directory where the UDP peer and socket-release hooks
     /// attach. Default: the cgroup-v2 mount found in /proc/self/mounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_path: Option<PathBuf>,
 }
 
@@ -53,11 +54,19 @@ impl Default for Config {
 mod humantime_serde_compat {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}): write it like 10s, 500ms or 1m"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
 

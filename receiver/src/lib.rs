@@ -16,6 +16,7 @@ mod config;
 mod decode;
 mod error;
 mod kernel;
+mod ports;
 mod process;
 mod recent_closes;
 mod sample;
@@ -28,6 +29,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
 pub use config::{Config, ProbeSet};
 pub use error::Error;
+pub use ports::PortFacts;
 pub use process::container_id_from_cgroup;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
@@ -143,10 +145,12 @@ impl Receiver {
             self.recent_closes.complete(sample, at);
         }
         self.recent_closes.expire(at);
+        let ports = PortFacts::read(&samples);
         Ok(Poll {
             at: Some(at),
             samples,
             health: self.health(tracked)?,
+            ports,
         })
     }
 

@@ -22,14 +22,15 @@ impl Transport {
     }
 }
 
-/// Who opened the connection, as seen from the local end.
+/// Who opened the connection, as seen from the local end. For UDP, who
+/// moved the conversation's first datagram the agent saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
-    /// The local end connected out (TCP `connect`).
+    /// The local end connected out (TCP `connect`), or sent first (UDP).
     Outgoing,
-    /// The remote end connected in (TCP `accept`).
+    /// The remote end connected in (TCP `accept`), or sent first (UDP).
     Incoming,
-    /// Not seen: UDP, or a TCP connection that was open before the agent started.
+    /// Not seen: a TCP connection that was open before the agent started.
     Unknown,
 }
 
@@ -190,6 +191,8 @@ pub struct Poll {
     /// A closed connection appears exactly once, with its final counters.
     pub samples: Vec<ConnectionSample>,
     pub health: ReceiverHealth,
+    /// Which ports are servers', for collapsing UDP client ports.
+    pub ports: crate::PortFacts,
 }
 
 /// Losses and load of the kernel side, cumulative since start.

@@ -4,25 +4,30 @@
 //!
 //! ```text
 //! {"record":"poll","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:00:10.000Z",
-//!  "attributes":{"network.transport":"tcp","network.type":"ipv4","network.namespace":4026531840,
-//!   "flow.direction":"outgoing","source.address":"127.0.0.1","source.process.pid":123,
-//!   "source.process.name":"curl","destination.address":"127.0.0.1","destination.port":80},
+//!  "attributes":{"destination.address":"127.0.0.1","destination.port":80,
+//!   "flow.direction":"outgoing","network.namespace":4026531840,"network.transport":"tcp",
+//!   "network.type":"ipv4","source.address":"127.0.0.1","source.process.name":"curl",
+//!   "source.process.pid":123},
 //!  "bytes_sent":0,"bytes_received":0,"packets_sent":0,"packets_received":0,"retransmits":0,
 //!  "connections_opened":0,"connections_closed":0,"connections_failed":{"refused":1},
 //!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
 //!  "untracked_events":0,"close_events_deferred":0,"tracked_connections":3,"map_capacity":65536}
+//! {"record":"window_summary","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
+//!  "series":1,"overflowed_series":0}
 //! ```
-//! (each object on one line). A collapsed port or a missing container id is
+//! (each object on one line; attributes sorted by name; a window's series
+//! carry only the selected attributes and what the mappings add). A collapsed port or a missing container id is
 //! left out of `attributes`; `connections_failed` lists only nonzero
 //! reasons; RTTs are whole microseconds, `null` without an estimate;
 //! `bandwidth_bps` is bytes both ways × 8 over the record's period.
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use processor::{ConnectionFailures, Flow, PollReport, WindowReport};
+use processor::{
+    AttributeValue, Attributes, ConnectionFailures, FlowStats, PollReport, WindowReport,
+};
 use receiver::ReceiverHealth;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -57,12 +62,14 @@ impl<W: Write> JsonLines<W> {
         record: &'static str,
         start: SystemTime,
         end: SystemTime,
-        flows: &[Flow],
+        mut flows: Vec<(Attributes, &FlowStats)>,
     ) -> Result<(), Error> {
         let period = end.duration_since(start).unwrap_or_default();
         let (start, end) = (timestamp(start), timestamp(end));
-        for flow in by_bytes(flows) {
-            let line = FlowRecord::new(record, &start, &end, period, flow);
+        // Busiest first, so that a reader that stops early sees what matters.
+        flows.sort_by_key(|(_, stats)| std::cmp::Reverse(stats.bytes()));
+        for (attributes, stats) in &flows {
+            let line = FlowRecord::new(record, &start, &end, period, attributes, stats);
             self.line(&line)?;
         }
         Ok(())
@@ -86,22 +93,43 @@ impl<W: Write> JsonLines<W> {
 
 impl<W: Write> Exporter for JsonLines<W> {
     fn export_poll(&mut self, report: &PollReport) -> Result<(), Error> {
-        self.flows("poll", report.start, report.end, &report.flows)?;
+        let flows = report
+            .flows
+            .iter()
+            .map(|flow| (flow.key.attributes(), &flow.stats))
+            .collect();
+        self.flows("poll", report.start, report.end, flows)?;
         self.line(&HealthRecord::new(report.end, &report.health))?;
         self.write_out()
     }
 
     fn export_window(&mut self, report: &WindowReport) -> Result<(), Error> {
-        self.flows("window", report.start, report.end, &report.flows)?;
+        let series = report
+            .series
+            .iter()
+            .map(|s| (s.attributes.clone(), &s.stats))
+            .collect();
+        self.flows("window", report.start, report.end, series)?;
+        self.line(&WindowSummary {
+            record: "window_summary",
+            start: timestamp(report.start),
+            end: timestamp(report.end),
+            series: report.series.len(),
+            overflowed_series: report.overflowed_series,
+        })?;
         self.write_out()
     }
 }
 
-/// Busiest first, so that a reader that stops early sees what matters.
-fn by_bytes(flows: &[Flow]) -> Vec<&Flow> {
-    let mut sorted: Vec<&Flow> = flows.iter().collect();
-    sorted.sort_by_key(|flow| std::cmp::Reverse(flow.stats.bytes()));
-    sorted
+/// How many series a window had, and how many went into the overflow
+/// series.
+#[derive(Serialize)]
+struct WindowSummary {
+    record: &'static str,
+    start: String,
+    end: String,
+    series: usize,
+    overflowed_series: u64,
 }
 
 #[derive(Serialize)]
@@ -109,7 +137,7 @@ struct FlowRecord<'a> {
     record: &'static str,
     start: &'a str,
     end: &'a str,
-    attributes: Attributes<'a>,
+    attributes: AttributeMap<'a>,
     bytes_sent: u64,
     bytes_received: u64,
     packets_sent: u64,
@@ -129,26 +157,14 @@ impl<'a> FlowRecord<'a> {
         start: &'a str,
         end: &'a str,
         period: Duration,
-        flow: &'a Flow,
+        attributes: &'a Attributes,
+        stats: &'a FlowStats,
     ) -> FlowRecord<'a> {
-        let (key, stats) = (&flow.key, &flow.stats);
         FlowRecord {
             record,
             start,
             end,
-            attributes: Attributes {
-                transport: key.transport.as_str(),
-                network_type: key.network_type.as_str(),
-                netns: key.netns,
-                direction: key.direction.as_str(),
-                source_address: key.source_address,
-                source_port: key.source_port,
-                source_pid: key.source_pid(),
-                source_process_name: key.source_process_name(),
-                source_container_id: key.source_container_id(),
-                destination_address: key.destination_address,
-                destination_port: key.destination_port,
-            },
+            attributes: AttributeMap(attributes),
             bytes_sent: stats.bytes_sent,
             bytes_received: stats.bytes_received,
             packets_sent: stats.packets_sent,
@@ -168,33 +184,21 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-#[derive(Serialize)]
-struct Attributes<'a> {
-    #[serde(rename = "network.transport")]
-    transport: &'static str,
-    #[serde(rename = "network.type")]
-    network_type: &'static str,
-    #[serde(rename = "network.namespace")]
-    netns: u32,
-    #[serde(rename = "flow.direction")]
-    direction: &'static str,
-    #[serde(rename = "source.address")]
-    source_address: IpAddr,
-    #[serde(rename = "source.port", skip_serializing_if = "Option::is_none")]
-    source_port: Option<u16>,
-    #[serde(rename = "source.process.pid")]
-    source_pid: u32,
-    #[serde(rename = "source.process.name")]
-    source_process_name: &'a str,
-    #[serde(
-        rename = "source.container.id",
-        skip_serializing_if = "Option::is_none"
-    )]
-    source_container_id: Option<&'a str>,
-    #[serde(rename = "destination.address")]
-    destination_address: IpAddr,
-    #[serde(rename = "destination.port", skip_serializing_if = "Option::is_none")]
-    destination_port: Option<u16>,
+/// `{"network.transport":"tcp","source.port":80,...}`: numbers stay numbers.
+struct AttributeMap<'a>(&'a Attributes);
+
+impl Serialize for AttributeMap<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0.iter() {
+            match value {
+                AttributeValue::String(s) => map.serialize_entry(name, s.as_ref())?,
+                AttributeValue::Int(n) => map.serialize_entry(name, n)?,
+                AttributeValue::Bool(b) => map.serialize_entry(name, b)?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// `{"refused":1,"reset":2}`: only the reasons that happened.
@@ -240,7 +244,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::UNIX_EPOCH;
 
-    use processor::{FlowKey, FlowStats, NetworkType, RttSummary};
+    use processor::{Flow, FlowKey, FlowStats, NetworkType, RttSummary};
     use receiver::{Direction, ProcessInfo, Rtt, Transport};
     use serde_json::{json, Value};
 
@@ -309,7 +313,7 @@ mod tests {
         let text = String::from_utf8(out.clone()).unwrap();
         assert_eq!(
             text.lines().next().unwrap(),
-            r#"{"record":"poll","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:00:10.000Z","attributes":{"network.transport":"tcp","network.type":"ipv4","network.namespace":4026531840,"flow.direction":"outgoing","source.address":"127.0.0.1","source.process.pid":123,"source.process.name":"curl","destination.address":"127.0.0.1","destination.port":80},"bytes_sent":1000,"bytes_received":250,"packets_sent":3,"packets_received":2,"retransmits":0,"connections_opened":1,"connections_closed":0,"connections_failed":{},"rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":1000.0}"#
+            r#"{"record":"poll","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:00:10.000Z","attributes":{"destination.address":"127.0.0.1","destination.port":80,"flow.direction":"outgoing","network.namespace":4026531840,"network.transport":"tcp","network.type":"ipv4","source.address":"127.0.0.1","source.process.name":"curl","source.process.pid":123},"bytes_sent":1000,"bytes_received":250,"packets_sent":3,"packets_received":2,"retransmits":0,"connections_opened":1,"connections_closed":0,"connections_failed":{},"rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":1000.0}"#
         );
         let records = lines(out);
         assert_eq!(records.len(), 2);
@@ -354,12 +358,21 @@ mod tests {
         let report = WindowReport {
             start: at(0),
             end: at(300),
-            flows: vec![Flow { key, stats }],
+            series: vec![processor::Series {
+                attributes: key.attributes(),
+                stats,
+            }],
+            overflowed_series: 0,
         };
         let mut json = JsonLines::new(Vec::new());
         json.export_window(&report).unwrap();
         let records = lines(json.into_inner());
-        assert_eq!(records.len(), 1, "no health record for a window");
+        assert_eq!(records.len(), 2, "no health record for a window");
+        assert_eq!(
+            records[1],
+            json!({"record":"window_summary","start":"2024-01-01T12:00:00.000Z",
+                "end":"2024-01-01T12:05:00.000Z","series":1,"overflowed_series":0})
+        );
         assert_eq!(
             records[0],
             json!({"record":"window","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
@@ -388,12 +401,17 @@ mod tests {
         let report = WindowReport {
             start: at(0),
             end: at(300),
-            flows: vec![flow(1, 10), flow(2, 1000), flow(3, 100)],
+            series: [flow(1, 10), flow(2, 1000), flow(3, 100)]
+                .into_iter()
+                .map(processor::Series::from)
+                .collect(),
+            overflowed_series: 0,
         };
         let mut json = JsonLines::new(Vec::new());
         json.export_window(&report).unwrap();
         let ports: Vec<_> = lines(json.into_inner())
             .iter()
+            .filter(|r| r["record"] == "window")
             .map(|r| r["attributes"]["destination.port"].as_u64().unwrap())
             .collect();
         assert_eq!(ports, [2, 3, 1]);

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::Duration;
 
-use processor::{Flow, FlowStats, PollReport, WindowReport};
+use processor::{Attributes, FlowStats, PollReport, WindowReport};
 
-use super::units::{bits_per_second, bytes, duration, endpoint, timestamp};
+use super::units::{bits_per_second, bytes, duration, end_label, timestamp};
 use crate::{Error, Exporter};
 
 /// How many flows a table shows; the rest are summed up in one line.
@@ -62,7 +62,8 @@ impl<W: Write> Exporter for Table<W> {
             }
         }
         if !report.flows.is_empty() {
-            render(&mut text, &report.flows, period, Columns::Poll);
+            let rows = report.flows.iter().map(|f| (f.key.attributes(), &f.stats));
+            render(&mut text, rows.collect(), period, Columns::Poll);
         }
         let health = &report.health;
         let losses = (health.connections_dropped, health.untracked_events);
@@ -87,22 +88,33 @@ impl<W: Write> Exporter for Table<W> {
         let mut text = String::new();
         let period = report.duration();
         let mut total = FlowStats::default();
-        for flow in &report.flows {
-            total.merge(&flow.stats);
+        for series in &report.series {
+            total.merge(&series.stats);
         }
         let _ = writeln!(
             text,
-            "== WINDOW TOTALS {} .. {} ({}): {} flows, {} sent, {} received, {} ==",
+            "== WINDOW TOTALS {} .. {} ({}): {} series, {} sent, {} received, {} ==",
             timestamp(report.start),
             timestamp(report.end),
             duration(period),
-            report.flows.len(),
+            report.series.len(),
             bytes(total.bytes_sent),
             bytes(total.bytes_received),
             bits_per_second(total.bandwidth_bps(period)),
         );
-        if !report.flows.is_empty() {
-            render(&mut text, &report.flows, period, Columns::Window(total));
+        if report.overflowed_series > 0 {
+            let _ = writeln!(
+                text,
+                "!! {} series over processor.max_series were summed into the flowtel.overflow series",
+                report.overflowed_series
+            );
+        }
+        if !report.series.is_empty() {
+            let rows = report
+                .series
+                .iter()
+                .map(|s| (s.attributes.clone(), &s.stats));
+            render(&mut text, rows.collect(), period, Columns::Window(total));
         }
         text.push_str("== END OF WINDOW ==\n");
         self.write_out(&text)
@@ -116,10 +128,14 @@ enum Columns {
     Window(FlowStats),
 }
 
-/// Appends the table of the `TOP` busiest flows to `text`.
-fn render(text: &mut String, flows: &[Flow], period: Duration, columns: Columns) {
-    let mut busiest: Vec<&Flow> = flows.iter().collect();
-    busiest.sort_by_key(|flow| std::cmp::Reverse(flow.stats.bytes()));
+/// Appends the table of the `TOP` busiest flows (or series) to `text`.
+fn render(
+    text: &mut String,
+    mut busiest: Vec<(Attributes, &FlowStats)>,
+    period: Duration,
+    columns: Columns,
+) {
+    busiest.sort_by_key(|(_, stats)| std::cmp::Reverse(stats.bytes()));
 
     let mut header = vec![
         "SOURCE",
@@ -140,29 +156,34 @@ fn render(text: &mut String, flows: &[Flow], period: Duration, columns: Columns)
     let right = |column: usize| column >= 5;
 
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(TOP + 2);
-    for flow in busiest.iter().take(TOP) {
-        let key = &flow.key;
-        let process = match (key.source_process_name(), key.source_pid()) {
-            ("", 0) => "-".to_owned(),
-            (name, pid) => format!("{name}/{pid}"),
+    for (attributes, stats) in busiest.iter().take(TOP) {
+        let text_of = |name| attributes.get(name).map(ToString::to_string);
+        let process = match (
+            text_of("source.process.name"),
+            text_of("source.process.pid"),
+        ) {
+            (Some(name), Some(pid)) => format!("{name}/{pid}"),
+            (Some(name), None) => name,
+            (None, Some(pid)) => pid,
+            (None, None) => "-".to_owned(),
         };
         let mut row = vec![
-            endpoint(key.source_address, key.source_port),
+            end_label(attributes, "source"),
             "->".to_owned(),
-            endpoint(key.destination_address, key.destination_port),
-            key.transport.as_str().to_owned(),
+            end_label(attributes, "destination"),
+            text_of("network.transport").unwrap_or_else(|| "*".to_owned()),
             process,
         ];
-        traffic(&mut row, &flow.stats, period);
+        traffic(&mut row, stats, period);
         if window {
-            churn(&mut row, &flow.stats);
+            churn(&mut row, stats);
         }
         rows.push(row);
     }
     if busiest.len() > TOP {
         let mut rest = FlowStats::default();
-        for flow in &busiest[TOP..] {
-            rest.merge(&flow.stats);
+        for (_, stats) in &busiest[TOP..] {
+            rest.merge(stats);
         }
         let mut row = vec![
             format!("({} more flows)", busiest.len() - TOP),
@@ -256,7 +277,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use processor::{FlowKey, NetworkType};
+    use processor::{Flow, FlowKey, NetworkType};
     use receiver::{Direction, ProcessInfo, ReceiverHealth, Transport};
 
     use super::*;
@@ -387,7 +408,8 @@ mod tests {
         let report = WindowReport {
             start: at(0),
             end: at(300),
-            flows: vec![b, a],
+            series: [b, a].into_iter().map(processor::Series::from).collect(),
+            overflowed_series: 0,
         };
         let mut table = Table::new(Vec::new());
         table.export_window(&report).unwrap();
@@ -396,7 +418,7 @@ mod tests {
         assert_eq!(
             lines[0],
             "== WINDOW TOTALS 2024-01-01T12:00:00.000Z .. 2024-01-01T12:05:00.000Z (5m): \
-             2 flows, 1.0 KiB sent, 2.9 KiB received, 107 bit/s =="
+             2 series, 1.0 KiB sent, 2.9 KiB received, 107 bit/s =="
         );
         assert!(lines[1].starts_with("SOURCE"));
         assert!(

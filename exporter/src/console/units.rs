@@ -65,6 +65,45 @@ pub fn endpoint(address: IpAddr, port: Option<u16>) -> String {
     out
 }
 
+/// One end of a row, from the attributes under `prefix` (`source` or
+/// `destination`): its names (service first) and its address and port,
+/// like `consul 10.1.2.3:8500`; `*` when everything was summed away.
+pub fn end_label(attributes: &processor::Attributes, prefix: &str) -> String {
+    let own = |suffix: &str| attributes.get(&format!("{prefix}.{suffix}"));
+    let mut names: Vec<String> = own("service").map(|s| s.to_string()).into_iter().collect();
+    for (name, value) in attributes.iter() {
+        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+            continue;
+        };
+        let shown_elsewhere = rest == "service"
+            || rest == "address"
+            || rest == "port"
+            || rest.starts_with("process.")
+            || rest == "container.id";
+        if !shown_elsewhere {
+            names.push(format!("{rest}={value}"));
+        }
+    }
+    let address = own("address").and_then(|a| a.to_string().parse::<IpAddr>().ok());
+    let port = match own("port") {
+        Some(processor::AttributeValue::Int(p)) => u16::try_from(*p).ok(),
+        _ => None,
+    };
+    match address {
+        Some(address) => names.push(endpoint(address, port)),
+        None => {
+            if let Some(port) = port {
+                names.push(format!("*:{port}"));
+            }
+        }
+    }
+    if names.is_empty() {
+        "*".to_owned()
+    } else {
+        names.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;

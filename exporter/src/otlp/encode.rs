@@ -11,16 +11,16 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use processor::{Flow, FlowKey, WindowReport};
+use processor::{AttributeValue, Series, WindowReport};
 
 use super::config::Temporality;
 
 /// The instrumentation scope's name.
 pub const SCOPE_NAME: &str = "flowtel";
 
-/// Flows per request: a window with more is split into several requests,
+/// Series per request: a window with more is split into several requests,
 /// which keeps each under the 4 MiB a gRPC server accepts by default
-/// (a flow is at most 11 points of about 200 bytes).
+/// (a series is at most 11 points of about 200 bytes).
 pub const FLOWS_PER_REQUEST: usize = 1000;
 
 /// Builds the requests of each window; keeps the running totals for
@@ -81,25 +81,33 @@ impl Encoder {
         let start_ns = unix_nanos(window.start);
         let end_ns = unix_nanos(window.end);
         window
-            .flows
+            .series
             .chunks(self.flows_per_request)
-            .map(|flows| self.request(flows, start_ns, end_ns))
+            .map(|series| self.request(series, start_ns, end_ns))
             .collect()
     }
 
     fn request(
         &mut self,
-        flows: &[Flow],
+        series: &[Series],
         start_ns: u64,
         end_ns: u64,
     ) -> ExportMetricsServiceRequest {
         let mut metrics = Metrics::default();
-        for flow in flows {
-            let attrs = flow_attributes(&flow.key);
-            let s = &flow.stats;
+        for one in series {
+            let attrs: Attributes = one
+                .attributes
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.clone()))
+                .collect();
+            let s = &one.stats;
             let with = |extra: &[(&str, &str)]| {
                 let mut a = attrs.clone();
-                a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                a.extend(
+                    extra
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), AttributeValue::from(*v))),
+                );
                 a
             };
             metrics.sum(
@@ -122,7 +130,12 @@ impl Encoder {
                 with(&[("network.io.direction", "receive")]),
                 s.packets_received,
             );
-            if flow.key.transport == receiver::Transport::Tcp {
+            // UDP has no retransmits; a series that sums both transports
+            // away shows them when there were some.
+            let transport = one.attributes.get("network.transport");
+            if transport == Some(&AttributeValue::from("tcp"))
+                || (transport.is_none() && s.retransmits > 0)
+            {
                 metrics.sum(&RETRANSMITS, attrs.clone(), s.retransmits);
             }
             metrics.sum(&OPENED, attrs.clone(), s.connections_opened);
@@ -218,7 +231,7 @@ static RTT_VARIANCE: Spec = Spec {
 };
 
 /// A point's attributes, before they become `KeyValue`s.
-type Attributes = Vec<(String, String)>;
+type Attributes = Vec<(String, AttributeValue)>;
 
 /// Points of each metric, in the order metrics first appear.
 type Points<V> = Vec<(&'static Spec, Vec<(Attributes, V)>)>;
@@ -304,7 +317,7 @@ fn metric(spec: &Spec, data: metric::Data) -> Metric {
 }
 
 fn point(
-    attrs: Vec<(String, String)>,
+    attrs: Attributes,
     start_ns: u64,
     end_ns: u64,
     value: number_data_point::Value,
@@ -318,64 +331,19 @@ fn point(
     }
 }
 
-/// A flow's point attributes, as strings; ports and the pid become integers
-/// in [`attribute`].
-fn flow_attributes(key: &FlowKey) -> Vec<(String, String)> {
-    let mut a = vec![
-        (
-            "network.transport".to_owned(),
-            key.transport.as_str().to_owned(),
-        ),
-        (
-            "network.type".to_owned(),
-            key.network_type.as_str().to_owned(),
-        ),
-        ("source.address".to_owned(), key.source_address.to_string()),
-    ];
-    if let Some(port) = key.source_port {
-        a.push(("source.port".to_owned(), port.to_string()));
+/// Ports and pids go out as integers, as the semantic conventions type
+/// them; names as strings.
+fn attribute(key: &str, value: AttributeValue) -> KeyValue {
+    let value = match value {
+        AttributeValue::String(s) => any_value::Value::StringValue(s.to_string()),
+        AttributeValue::Int(n) => any_value::Value::IntValue(n),
+        AttributeValue::Bool(b) => any_value::Value::BoolValue(b),
+    };
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
     }
-    a.push((
-        "destination.address".to_owned(),
-        key.destination_address.to_string(),
-    ));
-    if let Some(port) = key.destination_port {
-        a.push(("destination.port".to_owned(), port.to_string()));
-    }
-    if key.source_pid() != 0 {
-        a.push((
-            "source.process.pid".to_owned(),
-            key.source_pid().to_string(),
-        ));
-    }
-    if !key.source_process_name().is_empty() {
-        a.push((
-            "source.process.name".to_owned(),
-            key.source_process_name().to_owned(),
-        ));
-    }
-    if let Some(id) = key.source_container_id() {
-        a.push(("source.container.id".to_owned(), id.to_owned()));
-    }
-    a
-}
-
-/// Integer-valued attributes (ports, pids) go out as ints, as the semantic
-/// conventions type them; the rest as strings.
-fn attribute(key: &str, value: String) -> KeyValue {
-    const INTEGERS: [&str; 3] = ["source.port", "destination.port", "source.process.pid"];
-    if INTEGERS.contains(&key) {
-        if let Ok(n) = value.parse::<i64>() {
-            return KeyValue {
-                key: key.to_owned(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(n)),
-                }),
-                ..KeyValue::default()
-            };
-        }
-    }
-    string(key, value)
 }
 
 fn string(key: &str, value: String) -> KeyValue {
@@ -407,7 +375,7 @@ mod tests {
     use std::time::Duration;
 
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-    use processor::{FlowStats, NetworkType};
+    use processor::{Flow, FlowKey, FlowStats, NetworkType};
     use receiver::{Direction, ProcessInfo, Transport};
 
     use super::*;
@@ -418,7 +386,8 @@ mod tests {
         WindowReport {
             start: UNIX_EPOCH + Duration::from_secs(start_s),
             end: UNIX_EPOCH + Duration::from_secs(start_s + len_s),
-            flows,
+            series: flows.into_iter().map(processor::Series::from).collect(),
+            overflowed_series: 0,
         }
     }
 

@@ -1,5 +1,8 @@
 //! UDP traffic: one server on an unconnected socket (`recv_from`/`send_to`,
 //! as a DNS server works) answering several clients on connected sockets.
+//! On IPv4 loopback each client has an address of its own (127.0.0.2, .3
+//! ...), as clients on other hosts would: flowtel collapses client ports,
+//! so clients are told apart by address.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -10,7 +13,9 @@ use super::{pattern, IO_TIMEOUT};
 /// What one client exchanged with the server, counted on both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientExchange {
-    /// The client's port: the server-side flow's `destination.port`.
+    /// The client's address: the server-side flow's `destination.address`.
+    pub address: IpAddr,
+    /// The client's port (an ephemeral one, collapsed in flows).
     pub port: u16,
     /// Datagrams the client sent (and the server answered).
     pub datagrams: u64,
@@ -56,8 +61,8 @@ pub fn serve_clients(ip: IpAddr, clients: usize, datagrams: usize) -> Exchange {
     let server_addr = server.local_addr().expect("bound");
 
     let serving = thread::spawn(move || {
-        // Per peer port: (bytes received, bytes sent).
-        let mut seen: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
+        // Per peer: (bytes received, bytes sent).
+        let mut seen: BTreeMap<SocketAddr, (u64, u64)> = BTreeMap::new();
         let mut buf = vec![0; 65536];
         let reply = pattern(reply_size(request_size(clients, datagrams)));
         for _ in 0..clients * datagrams {
@@ -65,7 +70,7 @@ pub fn serve_clients(ip: IpAddr, clients: usize, datagrams: usize) -> Exchange {
             let sent = server
                 .send_to(&reply[..reply_size(len)], peer)
                 .expect("send_to");
-            let entry = seen.entry(peer.port()).or_default();
+            let entry = seen.entry(peer).or_default();
             entry.0 += len as u64;
             entry.1 += sent as u64;
         }
@@ -83,7 +88,7 @@ pub fn serve_clients(ip: IpAddr, clients: usize, datagrams: usize) -> Exchange {
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p));
     for exchange in &mut exchanges {
-        let (received, sent) = seen[&exchange.port];
+        let (received, sent) = seen[&SocketAddr::new(exchange.address, exchange.port)];
         exchange.server_received = received;
         exchange.server_sent = sent;
     }
@@ -93,9 +98,20 @@ pub fn serve_clients(ip: IpAddr, clients: usize, datagrams: usize) -> Exchange {
     }
 }
 
+/// The address client `client` sends from: on IPv4 loopback one of its
+/// own, else the server's.
+pub fn client_address(server: IpAddr, client: usize) -> IpAddr {
+    match server {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2 + client as u8))
+        }
+        other => other,
+    }
+}
+
 /// One client's side: send each request, wait for its answer.
 fn talk(client: usize, server: SocketAddr, datagrams: usize) -> ClientExchange {
-    let ip = server.ip();
+    let ip = client_address(server.ip(), client);
     let socket = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("cannot bind on {ip}: {e}"));
     socket.connect(server).expect("connect");
     socket
@@ -112,6 +128,7 @@ fn talk(client: usize, server: SocketAddr, datagrams: usize) -> ClientExchange {
         received += len as u64;
     }
     ClientExchange {
+        address: ip,
         port,
         datagrams: datagrams as u64,
         client_sent: sent,

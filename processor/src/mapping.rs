@@ -1,0 +1,287 @@
+//! The `processor.mappings` section: rules that name the ends of a flow.
+//!
+//! ```yaml
+//! mappings:
+//!   cidrs:                       # address -> attributes of that end
+//!     10.1.0.0/16: {service: consul}
+//!   ports:                       # port -> `<end>.port.name`
+//!     5432: postgresql
+//!   processes:                   # local process name -> source attributes
+//!     - {match: '^(nginx|envoy)$', service: web}
+//!   containers:                  # local container id -> source attributes
+//!     - {match: '^3f2a', attributes: {service: billing, team: payments}}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Every mapping rule of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mappings {
+    /// Address ranges and the attributes of an end whose address lies in
+    /// them: `source.<name>` when the end is local, `destination.<name>`
+    /// when remote. The longest matching prefix wins.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cidrs: BTreeMap<Cidr, AttributeMap>,
+    /// Port numbers and their names, as `source.port.name` or
+    /// `destination.port.name` for the end with that port.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<Port, String>,
+    /// Rules on the local process name (the kernel's 15-character `comm`);
+    /// the first that matches gives `source.*` attributes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<Rule>,
+    /// Rules on the local container id; the first that matches gives
+    /// `source.*` attributes, over those of the process rules.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Rule>,
+}
+
+impl Mappings {
+    /// The names (without the `source.`/`destination.` prefix) the rules
+    /// can give the source end and the destination end.
+    pub fn names(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut both: Vec<&str> = self
+            .cidrs
+            .values()
+            .flat_map(|attributes| attributes.0.keys().map(String::as_str))
+            .collect();
+        if !self.ports.is_empty() {
+            both.push("port.name");
+        }
+        let mut source = both.clone();
+        for rule in self.processes.iter().chain(&self.containers) {
+            source.extend(rule.attributes().map(|(name, _)| name));
+        }
+        for names in [&mut source, &mut both] {
+            names.sort_unstable();
+            names.dedup();
+        }
+        (source, both)
+    }
+}
+
+/// An address range, `ADDRESS/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr(pub IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Cidr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a CIDR: write ADDRESS/PREFIX, like 10.1.0.0/16 or fd00::/8 (a prefix of at most 32 bits for IPv4, 128 for IPv6)"
+            ))
+        })
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A port number, 1 to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(Port(port)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a port: use a number from 1 to 65535"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Port {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.0)
+    }
+}
+
+/// Attributes a rule gives, by name without the end's prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AttributeMap(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for AttributeMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(d)?;
+        for name in map.keys() {
+            check_attribute_name(name).map_err(serde::de::Error::custom)?;
+        }
+        Ok(AttributeMap(map))
+    }
+}
+
+/// A rule on a name: when `match` matches, the end gets `service` (as
+/// `service`) and `attributes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The pattern, a regular expression searched in the name (anchor it
+    /// with `^...$` to match the whole name).
+    #[serde(rename = "match")]
+    pub pattern: Pattern,
+    /// Shorthand for `attributes: {service: ...}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Attributes by name (without the `source.` prefix).
+    #[serde(default, skip_serializing_if = "attribute_map_is_empty")]
+    pub attributes: AttributeMap,
+}
+
+fn attribute_map_is_empty(map: &AttributeMap) -> bool {
+    map.0.is_empty()
+}
+
+impl Rule {
+    /// What the rule gives, `service` first.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.service
+            .as_deref()
+            .map(|service| ("service", service))
+            .into_iter()
+            .chain(
+                self.attributes
+                    .0
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )
+    }
+}
+
+/// A regular expression from the configuration; compares by its text.
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles `text`; the error is one line.
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        regex::Regex::new(text).map(Pattern).map_err(|e| {
+            format!(
+                "`{text}` is not a valid regular expression: {}",
+                one_line(&e)
+            )
+        })
+    }
+
+    /// True when the pattern matches somewhere in `text`.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// The pattern's text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// regex's syntax errors draw a caret under the pattern over several lines;
+/// the last line says what is wrong.
+fn one_line(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text.lines().rev().find(|line| !line.trim().is_empty());
+    last.unwrap_or(&text)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.as_str())
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Pattern::new(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Attribute names given by rules: lowercase words joined by `.` or `_`,
+/// without the end's prefix (flowtel adds it).
+fn check_attribute_name(name: &str) -> Result<(), String> {
+    if name.starts_with("source.") || name.starts_with("destination.") {
+        return Err(format!(
+            "attribute `{name}`: leave out the `source.`/`destination.` prefix, flowtel adds the right one for each end"
+        ));
+    }
+    let word_ok = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    if !name.split('.').all(word_ok) {
+        return Err(format!(
+            "attribute `{name}` is not a valid name: use lowercase letters, digits and `_`, in words joined by `.` (like `service` or `k8s.pod.name`)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_regex_is_one_line_naming_the_problem() {
+        let error = Pattern::new("(nginx").unwrap_err();
+        assert_eq!(
+            error,
+            "`(nginx` is not a valid regular expression: unclosed group"
+        );
+    }
+
+    #[test]
+    fn attribute_names_are_checked() {
+        assert!(check_attribute_name("service").is_ok());
+        assert!(check_attribute_name("k8s.pod.name").is_ok());
+        assert!(check_attribute_name("source.service")
+            .unwrap_err()
+            .contains("leave out"));
+        assert!(check_attribute_name("Service").is_err());
+        assert!(check_attribute_name("a..b").is_err());
+    }
+
+    #[test]
+    fn names_lists_what_the_rules_give_each_end() {
+        let mut mappings = Mappings::default();
+        mappings.cidrs.insert(
+            Cidr("10.0.0.0/8".parse().unwrap()),
+            AttributeMap([("service".to_owned(), "consul".to_owned())].into()),
+        );
+        mappings.ports.insert(Port(5432), "postgresql".to_owned());
+        mappings.processes.push(Rule {
+            pattern: Pattern::new("^nginx$").unwrap(),
+            service: Some("web".to_owned()),
+            attributes: AttributeMap([("team".to_owned(), "edge".to_owned())].into()),
+        });
+        let (source, destination) = mappings.names();
+        assert_eq!(source, vec!["port.name", "service", "team"]);
+        assert_eq!(destination, vec!["port.name", "service"]);
+    }
+}
