@@ -1,0 +1,326 @@
+//! The configuration file end to end: the example passes `config check`,
+//! bad files exit 2 naming file, line and column, secrets never show, and a
+//! running agent keys its windows by the attributes and mappings the file
+//! gives, with every byte kept when series overflow.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use integration::agent::Agent;
+use integration::privilege;
+use integration::record::Record;
+use integration::traffic::tcp;
+use serde_json::Value;
+
+const FLOWTEL: &str = env!("CARGO_BIN_EXE_flowtel");
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("otel-config/flowtel.yaml")
+}
+
+/// A file of `text` in a fresh temporary directory, removed on drop.
+struct TempFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let dir =
+            std::env::temp_dir().join(format!("flowtel-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("flowtel.yaml");
+        std::fs::write(&path, text).expect("write config");
+        TempFile { dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_check(path: &str, env: &[(&str, &str)]) -> Output {
+    Command::new(FLOWTEL)
+        .args(["config", "check", path])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run flowtel config check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_example_config_passes_check_and_prints_the_effective_config() {
+    let out = config_check(example().to_str().unwrap(), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{stdout}", text(&out.stderr));
+    assert!(
+        stdout.contains(": valid; the effective configuration:"),
+        "{stdout}"
+    );
+    // Defaults are filled in, ${VAR:-default} expanded.
+    assert!(stdout.contains("ring_buffer_bytes: 4194304"), "{stdout}");
+    assert!(stdout.contains("deployment.environment: dev"), "{stdout}");
+}
+
+#[test]
+fn bad_files_exit_2_with_file_line_column_and_a_hint() {
+    let cases = [
+        (
+            "unknown-key",
+            "processor:\n  intervl: 5m\n",
+            ":2:3: unknown field `intervl`, expected one of interval, attributes, max_series, mappings",
+        ),
+        (
+            "bad-duration",
+            "processor:\n  interval: 5 parsecs\n",
+            ":2:13: `5 parsecs` is not a duration (",
+        ),
+        (
+            "bad-cidr",
+            "processor:\n  mappings:\n    cidrs:\n      10.0.0.0/40: {service: x}\n",
+            ":4:7: `10.0.0.0/40` is not a CIDR: write ADDRESS/PREFIX",
+        ),
+        (
+            "bad-regex",
+            "processor:\n  mappings:\n    processes:\n      - {match: '[web', service: web}\n",
+            ":4:17: `[web` is not a valid regular expression: unclosed character class",
+        ),
+        (
+            "unset-variable",
+            "exporters:\n  otlp:\n    endpoint: ${FLOWTEL_TEST_UNSET_ENDPOINT}\n",
+            ":3:15: the environment variable FLOWTEL_TEST_UNSET_ENDPOINT is not set: export it, or give a default with ${FLOWTEL_TEST_UNSET_ENDPOINT:-value}",
+        ),
+        (
+            "unknown-attribute",
+            "processor:\n  attributes: [source.proces.name]\n",
+            ":2:3: processor.attributes: `source.proces.name` is never set: it is not one of flowtel's own attributes and no mapping gives it; did you mean `source.process.name`?",
+        ),
+    ];
+    for (name, yaml, expected) in cases {
+        let file = TempFile::new(name, yaml);
+        let out = config_check(file.path(), &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let line = stderr.trim_end();
+        assert_eq!(line.lines().count(), 1, "{name}: one line: {stderr}");
+        let want = format!("flowtel: error: {}{expected}", file.path());
+        assert!(
+            line.starts_with(&want),
+            "{name}:\n got: {line}\nwant: {want}"
+        );
+        assert!(out.stdout.is_empty(), "{name}: nothing on stdout");
+    }
+
+    // `run --config` refuses the same way, before touching the kernel.
+    let file = TempFile::new("run-unknown-key", "recever: {}\n");
+    let out = Command::new(FLOWTEL)
+        .args(["run", "--config", file.path()])
+        .output()
+        .expect("run flowtel");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "flowtel: error: {}:1:1: unknown field `recever`, expected one of receiver, processor, exporters",
+            file.path()
+        )
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_check_output_or_errors() {
+    const KEY: &str = "dd-test-key-7f3a9c";
+    const TOKEN: &str = "Bearer otlp-test-token-51b2";
+    let file = TempFile::new(
+        "secrets",
+        "exporters:\n  datadog:\n    api_key: ${FLOWTEL_TEST_DD_KEY}\n  otlp:\n    endpoint: http://127.0.0.1:4318\n    headers:\n      authorization: ${FLOWTEL_TEST_TOKEN}\n",
+    );
+    let env = [("FLOWTEL_TEST_DD_KEY", KEY), ("FLOWTEL_TEST_TOKEN", TOKEN)];
+    let out = config_check(file.path(), &env);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("<redacted>"), "{all}");
+    assert!(
+        !all.contains(KEY) && !all.contains("otlp-test-token"),
+        "{all}"
+    );
+
+    // An invalid file holding the key: the error names the problem only.
+    let bad = TempFile::new(
+        "secrets-bad",
+        "exporters:\n  datadog:\n    api_key: ${FLOWTEL_TEST_DD_KEY}\n    temporality: cumulative\n",
+    );
+    let out = config_check(bad.path(), &env);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(!all.contains(KEY), "{all}");
+}
+
+/// Records printed until the agent's last window summary, after `stop`.
+fn stop_and_collect(agent: &mut Agent) -> Vec<Record> {
+    let how = agent.stop();
+    assert!(how.contains("exit status: 0"), "agent ended: {how}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let records = agent.records();
+        let summary = records
+            .iter()
+            .any(|r| matches!(r, Record::Other(v) if v["record"] == "window_summary"));
+        if summary || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The kernel's name for this test's thread: what flowtel reports as
+/// `source.process.name` for its sockets.
+fn this_thread_comm() -> String {
+    std::fs::read_to_string("/proc/thread-self/comm")
+        .expect("read comm")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn windows_are_keyed_by_the_selected_and_mapped_attributes() {
+    privilege::require_root();
+    let comm = this_thread_comm();
+    let file = TempFile::new(
+        "grouped",
+        &format!(
+            "processor:\n  attributes: [source.process.name, source.service, destination.service]\n  \
+             mappings:\n    cidrs:\n      127.0.0.0/8: {{service: loopback-peer}}\n    \
+             processes:\n      - {{match: '^{comm}$', service: tester}}\n"
+        ),
+    );
+    let mut agent = Agent::start_with(FLOWTEL, Duration::from_secs(1), &["--config", file.path()]);
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 3 << 20, 5 << 10);
+    // Both ends of the transfer are this thread's: they fold into one series.
+    let moved = truth.client_sent + truth.server_sent;
+    agent.wait_until("the transfer's polls", |records| {
+        let mine: u64 = records
+            .iter()
+            .filter_map(Record::as_poll)
+            .filter(|f| f.attributes.process_name.as_deref() == Some(comm.as_str()))
+            .map(|f| f.bytes_sent)
+            .sum();
+        mine >= moved
+    });
+    let records = stop_and_collect(&mut agent);
+
+    let windows: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Window(flow) => Some(flow),
+            _ => None,
+        })
+        .collect();
+    let mine: Vec<_> = windows
+        .iter()
+        .filter(|w| w.attributes.process_name.as_deref() == Some(comm.as_str()))
+        .collect();
+    assert_eq!(mine.len(), 1, "one series for this thread: {windows:#?}");
+    let series = mine[0];
+    let mut names: Vec<&str> = ["source.process.name"].into();
+    names.extend(series.attributes.other.keys().map(String::as_str));
+    assert_eq!(
+        names,
+        [
+            "source.process.name",
+            "destination.service",
+            "source.service"
+        ],
+        "only the selected attributes: {series:#?}"
+    );
+    assert_eq!(
+        series.attributes.other["source.service"],
+        Value::from("tester")
+    );
+    assert_eq!(
+        series.attributes.other["destination.service"],
+        Value::from("loopback-peer")
+    );
+    assert_eq!(series.attributes.destination_port, None);
+    assert_eq!(series.bytes_sent, moved, "{series:#?}");
+    assert_eq!(series.bytes_received, moved, "{series:#?}");
+    assert_eq!(series.connections_opened, 2, "client and accepted socket");
+}
+
+#[test]
+fn series_over_the_limit_overflow_into_one_marked_series_and_nothing_is_lost() {
+    privilege::require_root();
+    let file = TempFile::new(
+        "overflow",
+        "processor:\n  attributes: [source.process.name, destination.port]\n  max_series: 1\n",
+    );
+    let mut agent = Agent::start_with(FLOWTEL, Duration::from_secs(1), &["--config", file.path()]);
+    // Two servers: at least three series (two client flows by port, the
+    // servers' flows without one), one more than the limit allows.
+    let a = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 1 << 10);
+    let b = tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
+    let moved = a.client_sent + a.server_sent + b.client_sent + b.server_sent;
+    let comm = this_thread_comm();
+    agent.wait_until("the transfers' polls", |records| {
+        let mine: u64 = records
+            .iter()
+            .filter_map(Record::as_poll)
+            .filter(|f| f.attributes.process_name.as_deref() == Some(comm.as_str()))
+            .map(|f| f.bytes_sent)
+            .sum();
+        mine >= moved
+    });
+    let records = stop_and_collect(&mut agent);
+
+    let windows: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Window(flow) => Some(flow),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        windows.len(),
+        2,
+        "one series and the overflow: {windows:#?}"
+    );
+    let overflow = windows
+        .iter()
+        .find(|w| w.attributes.other.get("flowtel.overflow") == Some(&Value::Bool(true)))
+        .expect("an overflow series");
+    assert_eq!(overflow.attributes.other.len(), 1, "{overflow:#?}");
+    let summary = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Other(v) if v["record"] == "window_summary" => Some(v.clone()),
+            _ => None,
+        })
+        .expect("a window summary");
+    assert!(
+        summary["overflowed_series"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+
+    // Every byte of every poll (flows are never capped) is in the window.
+    let polled: u64 = records
+        .iter()
+        .filter_map(Record::as_poll)
+        .map(|f| f.bytes_sent + f.bytes_received)
+        .sum();
+    let windowed: u64 = windows
+        .iter()
+        .map(|w| w.bytes_sent + w.bytes_received)
+        .sum();
+    assert_eq!(windowed, polled);
+    assert!(windowed >= 2 * moved);
+}
