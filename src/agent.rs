@@ -10,6 +10,7 @@ use processor::Processor;
 use receiver::Receiver;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::checkpoint::{Saved, Store};
 use crate::cli::Settings;
 
 /// Runs the agent until SIGINT or SIGTERM. Must run inside a tokio runtime.
@@ -17,11 +18,32 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Listen before saying we are watching, so that a signal sent right
     // after the readiness line is not fatal.
     let mut stop = StopSignals::listen().context("could not listen for SIGINT and SIGTERM")?;
+    let store = settings
+        .receiver
+        .persistence
+        .as_ref()
+        .map(|p| Store::new(&p.state_dir));
+    let saved = store.as_ref().and_then(Store::load);
     let mut receiver =
-        Receiver::start(&settings.receiver).context("could not start the receiver")?;
+        Receiver::start_resuming(&settings.receiver, saved.as_ref().map(|s| s.conns_map_id))
+            .context("could not start the receiver")?;
     crate::privileges::drop_all()?;
     let started = SystemTime::now();
-    let mut processor = Processor::new(settings.processor.clone(), started)?;
+    let mut processor = match saved {
+        Some(saved) if receiver.resumed() => {
+            tracing::info!(
+                "flowtel: continuing the previous agent's counters ({} connections, checkpoint at {})",
+                saved.checkpoint.counted.len(),
+                humantime::format_rfc3339_millis(saved.checkpoint.at),
+            );
+            Processor::resume(settings.processor.clone(), started, saved.checkpoint)?
+        }
+        _ => Processor::new(settings.processor.clone(), started)?,
+    };
+    let checkpoints = store.map(|store| Checkpoints {
+        store,
+        conns_map_id: receiver.conns_map_id(),
+    });
     let plan = exporter::otlp::OtlpEnv::from_process()
         .and_then(|env| settings.exporters.plan(&env))
         .context("invalid exporter settings")?;
@@ -47,7 +69,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         if let Some(name) = stopping {
             tracing::info!("flowtel: {name}: last poll, then the partial window");
         }
-        let now = poll(&mut receiver, &mut processor, &mut exporter)?;
+        let now = poll(
+            &mut receiver,
+            &mut processor,
+            &mut exporter,
+            checkpoints.as_ref(),
+        )?;
         next_poll = now + poll_interval;
         if stopping.is_some() {
             let partial = processor.flush(now);
@@ -55,6 +82,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 .export_window(&partial)
                 .context("could not export the last window")?;
             exporter.close().context("could not finish exporting")?;
+            if let Some(checkpoints) = &checkpoints {
+                checkpoints.save(&processor, now)?;
+            }
             tracing::info!("flowtel: stopped");
             return Ok(());
         }
@@ -66,6 +96,7 @@ fn poll(
     receiver: &mut Receiver,
     processor: &mut Processor,
     exporter: &mut impl Exporter,
+    checkpoints: Option<&Checkpoints>,
 ) -> anyhow::Result<SystemTime> {
     let reading = std::time::Instant::now();
     let poll = receiver
@@ -93,8 +124,32 @@ fn poll(
         exporter
             .export_window(&window)
             .context("could not export the window")?;
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.save(processor, now)?;
+        }
     }
     Ok(now)
+}
+
+/// Where checkpoints go, and the pinned map they belong to.
+struct Checkpoints {
+    store: Store,
+    conns_map_id: Option<u32>,
+}
+
+impl Checkpoints {
+    /// Saves what `processor` has counted up to `now`. Called after each
+    /// window is handed to the exporters: a later agent recounts what came
+    /// after, never what went before.
+    fn save(&self, processor: &Processor, now: SystemTime) -> anyhow::Result<()> {
+        let Some(conns_map_id) = self.conns_map_id else {
+            return Ok(());
+        };
+        self.store.save(&Saved {
+            conns_map_id,
+            checkpoint: processor.checkpoint(now),
+        })
+    }
 }
 
 /// Sleeps until the wall clock reads `t`. Timers run on the monotonic

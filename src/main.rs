@@ -3,6 +3,7 @@
 
 mod agent;
 mod check;
+mod checkpoint;
 mod cli;
 mod config;
 mod privileges;

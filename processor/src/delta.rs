@@ -102,6 +102,25 @@ impl DeltaTracker {
         self.last.retain(|_, seen| seen.poll == poll);
     }
 
+    /// The last counters of every remembered connection: what has been
+    /// counted of each so far.
+    pub fn baselines(&self) -> impl Iterator<Item = (ConnectionId, Counters)> + '_ {
+        self.last.iter().map(|(id, seen)| (*id, seen.counters))
+    }
+
+    /// A tracker that takes `baselines` as already counted (a checkpoint of
+    /// an earlier agent whose kernel counters this one continues).
+    pub fn resuming(baselines: impl IntoIterator<Item = (ConnectionId, Counters)>) -> DeltaTracker {
+        DeltaTracker {
+            last: baselines
+                .into_iter()
+                .map(|(id, counters)| (id, Seen { counters, poll: 0 }))
+                .collect(),
+            poll: 0,
+            resets: 0,
+        }
+    }
+
     /// Connections remembered (open at the last poll).
     pub fn len(&self) -> usize {
         self.last.len()

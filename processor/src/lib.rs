@@ -60,7 +60,7 @@ pub use flow::{
     udp_client_end, ClientEnd, ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary,
     BUILT_IN_ATTRIBUTES,
 };
-pub use processor::Processor;
+pub use processor::{Checkpoint, Processor};
 pub use report::{Flow, PollReport, WindowReport};
 pub use resolve::Resolver;
 pub use series::{Series, OVERFLOW_ATTRIBUTE};

@@ -3,13 +3,23 @@
 use foldhash::HashMap;
 use std::time::{Duration, SystemTime};
 
-use receiver::Poll;
+use receiver::{ConnectionId, Counters, Poll};
 
 use crate::series::fold_series;
 use crate::window::{window_end, window_start};
 use crate::{
     Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, Resolver, WindowReport,
 };
+
+/// What an agent has counted: per open connection, its counters at the
+/// last poll, and that poll's time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The last poll's time; windows up to it are exported.
+    pub at: SystemTime,
+    /// Each open connection's counters at that poll.
+    pub counted: Vec<(ConnectionId, Counters)>,
+}
 
 /// Folds polls into flows and aligned windows.
 ///
@@ -64,6 +74,32 @@ impl Processor {
             window: OpenWindow::holding(started, config.interval),
             poll_flows: HashMap::default(),
         })
+    }
+
+    /// Like [`Processor::new`], continuing `checkpoint`: its connections'
+    /// counters count only beyond what it recorded, and the first window
+    /// starts no earlier than the checkpoint's time (the earlier agent
+    /// exported the window up to it).
+    pub fn resume(
+        config: Config,
+        started: SystemTime,
+        checkpoint: Checkpoint,
+    ) -> Result<Processor, Error> {
+        let mut processor = Processor::new(config, started)?;
+        processor.tracker = DeltaTracker::resuming(checkpoint.counted);
+        processor.window.start = processor.window.start.max(checkpoint.at);
+        processor.last_poll = processor.last_poll.max(checkpoint.at);
+        Ok(processor)
+    }
+
+    /// What has been counted so far, at `at` (the time of the last poll,
+    /// after its window was closed or flushed): an agent that continues the
+    /// same kernel counters resumes from it.
+    pub fn checkpoint(&self, at: SystemTime) -> Checkpoint {
+        Checkpoint {
+            at,
+            counted: self.tracker.baselines().collect(),
+        }
     }
 
     /// The window length.
@@ -206,6 +242,32 @@ mod tests {
             sum.merge(&s.stats);
         }
         sum
+    }
+
+    #[test]
+    fn a_resumed_processor_counts_only_beyond_the_checkpoint() {
+        let mut first = five_minutes(at(10));
+        first.ingest(&poll(vec![open(1, counters(100, 10))]), at(20));
+        let partial = first.flush(at(30));
+        assert_eq!(total(&partial.series).bytes_sent, 100);
+        let checkpoint = first.checkpoint(at(30));
+
+        let config = Config {
+            interval: Duration::from_secs(300),
+            ..Config::default()
+        };
+        let mut second = Processor::resume(config, at(40), checkpoint).unwrap();
+        assert_eq!(
+            second.window_start(),
+            at(30),
+            "starts where the first ended"
+        );
+        let report = second.ingest(&poll(vec![closed(1, counters(150, 10), None)]), at(50));
+        assert_eq!(report.start, at(40));
+        let stats = report.flows[0].stats;
+        assert_eq!(stats.bytes_sent, 50);
+        assert_eq!(stats.connections_opened, 0, "opened under the first agent");
+        assert_eq!(stats.connections_closed, 1);
     }
 
     #[test]

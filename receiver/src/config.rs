@@ -37,6 +37,31 @@ pub struct Config {
     /// attach. Default: the cgroup-v2 mount found in /proc/self/mounts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_path: Option<PathBuf>,
+    /// Keep counting through restarts (see [`Persistence`]). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+}
+
+/// Counting through restarts: the programs stay attached and their maps
+/// pinned while no agent runs, and the agent checkpoints what it has
+/// exported, so the next agent counts exactly what moved since.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Persistence {
+    /// A directory on a bpf filesystem for the pins. Default:
+    /// /sys/fs/bpf/flowtel.
+    pub pin_dir: PathBuf,
+    /// Where the agent keeps its checkpoint. Default: /var/lib/flowtel.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            pin_dir: PathBuf::from("/sys/fs/bpf/flowtel"),
+            state_dir: PathBuf::from("/var/lib/flowtel"),
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +72,7 @@ impl Default for Config {
             max_connections: 65536,
             ring_buffer_bytes: 4 << 20,
             cgroup_path: None,
+            persistence: None,
         }
     }
 }

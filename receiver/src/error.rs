@@ -53,4 +53,13 @@ pub enum Error {
 
     #[error("invalid receiver setting: {0}")]
     InvalidConfig(String),
+
+    #[error("pinning for restarts under {}: {source}; check that the directory is on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf) and writable", path.display())]
+    Pins {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("pinning {what} for restarts: {reason}")]
+    Pin { what: String, reason: String },
 }

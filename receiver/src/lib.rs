@@ -27,7 +27,7 @@ use std::time::SystemTime;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
-pub use config::{Config, ProbeSet};
+pub use config::{Config, Persistence, ProbeSet};
 pub use error::Error;
 pub use ports::PortFacts;
 pub use process::container_id_from_cgroup;
@@ -54,7 +54,10 @@ pub struct Receiver {
     recent_closes: RecentCloses,
     capacity: u32,
     probe_set: ProbeSet,
-    // Last: dropping it detaches the programs after the maps are released.
+    resumed: bool,
+    conns_map_id: Option<u32>,
+    // Last: dropping it detaches the programs after the maps are released
+    // (programs whose links are pinned stay attached).
     _programs: aya::Ebpf,
 }
 
@@ -63,13 +66,31 @@ impl Receiver {
     /// Must be called inside a tokio runtime: closed connections are read from
     /// the ring buffer by a background task.
     pub fn start(config: &Config) -> Result<Receiver, Error> {
+        Receiver::start_resuming(config, None)
+    }
+
+    /// Like [`Receiver::start`]; with `config.persistence`, adopts the
+    /// programs and maps a previous agent left pinned when their connection
+    /// map is `checkpoint_map_id` (the one the caller's checkpoint was taken
+    /// from), else starts afresh. [`Receiver::resumed`] says which.
+    pub fn start_resuming(
+        config: &Config,
+        checkpoint_map_id: Option<u32>,
+    ) -> Result<Receiver, Error> {
         config.validate()?;
         preflight::check_capabilities()?;
         preflight::check_btf()?;
         preflight::raise_memlock_limit();
-        let mut loaded = programs::load_and_attach(config, programs::Stage::Attach)?;
+        let mut loaded =
+            programs::load_and_attach(config, programs::Stage::Attach, checkpoint_map_id)?;
+        let resumed = loaded.pins.as_ref().is_some_and(|plan| plan.resume);
         let ebpf = &mut loaded.ebpf;
-        let conns = take_map(ebpf, "conns")?;
+        let conns: BpfHashMap<MapData, ConnKey, ConnInfo> = take_map(ebpf, "conns")?;
+        let conns_map_id = loaded.pins.as_ref().and_then(|plan| {
+            aya::maps::MapInfo::from_pin(plan.dir.join("conns"))
+                .ok()
+                .map(|info| info.id())
+        });
         let stats = take_map(ebpf, "stats")?;
         let ring: RingBuf<MapData> = take_map(ebpf, "events")?;
         let closed = ClosedEvents::new(ring);
@@ -83,8 +104,21 @@ impl Receiver {
             recent_closes: RecentCloses::new(config.max_connections as usize),
             capacity: config.max_connections,
             probe_set: loaded.probe_set,
+            resumed,
+            conns_map_id,
             _programs: loaded.ebpf,
         })
+    }
+
+    /// True when this receiver adopted a previous agent's pinned programs
+    /// and maps: its counters continue that agent's.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The kernel's id of the connection map, for checkpoints.
+    pub fn conns_map_id(&self) -> Option<u32> {
+        self.conns_map_id
     }
 
     /// The probe set in use.

@@ -94,7 +94,9 @@ pub enum ConnectionState {
 
 /// Identity of one tracked connection. Unique for the life of the agent: a
 /// reused 5-tuple or socket gets a new `first_seen_ns`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnectionId {
     /// The kernel's socket cookie: never reused while the kernel runs.
     pub socket_cookie: u64,
@@ -118,7 +120,7 @@ pub struct ProcessInfo {
 }
 
 /// Cumulative counters of one connection since the agent began tracking it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Bytes the local end sent (accepted by `send*`).
     pub bytes_sent: u64,

@@ -86,7 +86,7 @@ pub fn verify_programs(config: &Config) -> Result<ProbeSet, Error> {
     preflight::check_capabilities()?;
     preflight::check_btf()?;
     preflight::raise_memlock_limit();
-    let loaded = programs::load_and_attach(config, programs::Stage::Load)?;
+    let loaded = programs::load_and_attach(config, programs::Stage::Load, None)?;
     Ok(loaded.probe_set)
 }
 

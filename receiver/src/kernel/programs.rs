@@ -3,10 +3,12 @@
 use std::fs::File;
 use std::path::Path;
 
+use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::btf::BtfKind;
 
+use crate::kernel::pins::{self, PinPlan};
 use crate::kernel::preflight;
 use crate::{Config, Error, ProbeSet};
 
@@ -130,6 +132,8 @@ pub struct LoadedPrograms {
     pub ebpf: Ebpf,
     /// Which probe set is attached, for logs and `flowtel check`.
     pub probe_set: ProbeSet,
+    /// The pins, when counting goes on through restarts.
+    pub pins: Option<PinPlan>,
 }
 
 /// Whether programs are attached after loading.
@@ -143,7 +147,16 @@ pub enum Stage {
 
 /// Loads the object with the configured map sizes and loads, then attaches,
 /// every program of the probe set the config resolves to.
-pub fn load_and_attach(config: &Config, stage: Stage) -> Result<LoadedPrograms, Error> {
+///
+/// With persistence configured (and `Stage::Attach`), the maps user space
+/// reads and the links are pinned; when the pins of the same object are
+/// there and their connection map is `checkpoint_map_id`, they are adopted
+/// instead: the programs already attached go on, nothing new is attached.
+pub fn load_and_attach(
+    config: &Config,
+    stage: Stage,
+    checkpoint_map_id: Option<u32>,
+) -> Result<LoadedPrograms, Error> {
     let btf = Btf::from_sys_fs().map_err(|_| Error::BtfMissing)?;
     let probe_set = resolve(config.probes, &btf);
     if probe_set == ProbeSet::Kprobe && stage == Stage::Attach && !kprobes_supported() {
@@ -154,25 +167,92 @@ pub fn load_and_attach(config: &Config, stage: Stage) -> Result<LoadedPrograms, 
         path: cgroup_path.clone(),
         source,
     })?;
+    let names: Vec<&str> = programs_of(probe_set).map(|(n, _)| *n).collect();
+    let pins = match (&config.persistence, stage) {
+        (Some(persistence), Stage::Attach) => Some(plan_pins(
+            &persistence.pin_dir,
+            config,
+            probe_set,
+            &names,
+            checkpoint_map_id,
+        )?),
+        _ => None,
+    };
 
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .btf(Some(&btf))
         .map_max_entries("conns", config.max_connections)
-        .map_max_entries("events", config.ring_buffer_bytes)
-        .load(OBJECT)
-        .map_err(Error::Load)?;
+        .map_max_entries("events", config.ring_buffer_bytes);
+    let pin_paths: Vec<(&str, std::path::PathBuf)> = match &pins {
+        Some(plan) => pins::PINNED_MAPS
+            .iter()
+            .map(|&map| (map, plan.dir.join(map)))
+            .collect(),
+        None => Vec::new(),
+    };
+    for (map, path) in &pin_paths {
+        loader.map_pin_path(map, path.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(Error::Load)?;
 
-    for &(name, hook) in programs_of(probe_set) {
-        let program = ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
-        load(program, name, hook, &btf)?;
-        if stage == Stage::Attach {
-            attach(program, hook, &cgroup, &cgroup_path)?;
-            tracing::debug!(program = name, ?hook, "attached");
+    let resume = pins.as_ref().is_some_and(|plan| plan.resume);
+    if !resume {
+        for &(name, hook) in programs_of(probe_set) {
+            let program = ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
+            load(program, name, hook, &btf)?;
+            if stage == Stage::Attach {
+                let attached = attach(program, hook, &cgroup, &cgroup_path)?;
+                // Without pins the program holds its link: it is detached
+                // when the agent stops.
+                if let Some(plan) = &pins {
+                    pin_link(program, attached, &plan.dir.join(name)).map_err(|reason| {
+                        Error::Pin {
+                            what: format!("the link of {name}"),
+                            reason,
+                        }
+                    })?;
+                }
+                tracing::debug!(program = name, ?hook, "attached");
+            }
         }
     }
-    Ok(LoadedPrograms { ebpf, probe_set })
+    Ok(LoadedPrograms {
+        ebpf,
+        probe_set,
+        pins,
+    })
+}
+
+fn plan_pins(
+    pin_dir: &Path,
+    config: &Config,
+    probe_set: ProbeSet,
+    programs: &[&str],
+    checkpoint_map_id: Option<u32>,
+) -> Result<PinPlan, Error> {
+    if probe_set == ProbeSet::Kprobe {
+        return Err(Error::Pin {
+            what: "the kprobe programs".to_owned(),
+            reason: "aya cannot pin kprobe links; run without receiver.persistence on this kernel"
+                .to_owned(),
+        });
+    }
+    if !pins::is_bpffs(pin_dir.parent().unwrap_or(pin_dir)) && !pins::is_bpffs(pin_dir) {
+        return Err(Error::Pins {
+            path: pin_dir.to_owned(),
+            source: std::io::Error::other("not on a bpf filesystem"),
+        });
+    }
+    let fingerprint = pins::fingerprint(
+        OBJECT,
+        probe_set,
+        config.max_connections,
+        config.ring_buffer_bytes,
+    );
+    pins::plan(pin_dir, &fingerprint, programs, checkpoint_map_id)
 }
 
 fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Result<(), Error> {
@@ -197,32 +277,60 @@ fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Res
     loaded.map_err(|e| load_error(name, e))
 }
 
+/// The link of an attached program, still held by the program.
+enum Attached {
+    Tracepoint(aya::programs::tp_btf::BtfTracePointLinkId),
+    SockAddr(aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId),
+    Sock(aya::programs::cgroup_sock::CgroupSockLinkId),
+    Kprobe,
+}
+
 fn attach(
     program: &mut Program,
     hook: Hook,
     cgroup: &File,
     cgroup_path: &Path,
-) -> Result<(), Error> {
+) -> Result<Attached, Error> {
     let cgroup_target = |kind| format!("cgroup/{kind} at {}", cgroup_path.display());
     match (hook, program) {
         (Hook::Tracepoint(tracepoint), Program::BtfTracePoint(program)) => program
             .attach()
-            .map(drop)
+            .map(Attached::Tracepoint)
             .map_err(attach_error(format!("tracepoint {tracepoint}"))),
         (Hook::Cgroup(kind), Program::CgroupSockAddr(program)) => program
             .attach(cgroup, CGROUP_ATTACH_MODE)
-            .map(drop)
+            .map(Attached::SockAddr)
             .map_err(attach_error(cgroup_target(kind))),
         (Hook::Cgroup(kind), Program::CgroupSock(program)) => program
             .attach(cgroup, CGROUP_ATTACH_MODE)
-            .map(drop)
+            .map(Attached::Sock)
             .map_err(attach_error(cgroup_target(kind))),
         (Hook::Kprobe(function), Program::KProbe(program)) => program
             .attach(function, 0)
-            .map(drop)
+            .map(|_| Attached::Kprobe)
             .map_err(attach_error(format!("kprobe on {function}"))),
         (hook, _) => unreachable!("load() checked that {hook:?} fits its program"),
     }
+}
+
+/// Takes the link from its program and pins it at `path`: it then outlives
+/// the agent, and the program stays attached.
+fn pin_link(program: &mut Program, attached: Attached, path: &Path) -> Result<(), String> {
+    let link: FdLink = match (attached, program) {
+        (Attached::Tracepoint(id), Program::BtfTracePoint(p)) => {
+            p.take_link(id).map_err(|e| one_line(&e))?.into()
+        }
+        (Attached::SockAddr(id), Program::CgroupSockAddr(p)) => {
+            let link = p.take_link(id).map_err(|e| one_line(&e))?;
+            FdLink::try_from(link).map_err(|e| one_line(&e))?
+        }
+        (Attached::Sock(id), Program::CgroupSock(p)) => {
+            let link = p.take_link(id).map_err(|e| one_line(&e))?;
+            FdLink::try_from(link).map_err(|e| one_line(&e))?
+        }
+        _ => return Err("only BPF links can be pinned".to_owned()),
+    };
+    link.pin(path).map(drop).map_err(|e| one_line(&e))
 }
 
 fn load_error(program: &'static str, error: ProgramError) -> Error {

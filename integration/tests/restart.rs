@@ -1,0 +1,179 @@
+//! Restart without loss or double counting: with `receiver.persistence`, a
+//! connection that lives across a restart, bytes moved while no agent runs,
+//! and a connection opened and closed in that gap are all counted exactly
+//! once, by the agent that did not export them yet.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use integration::agent::Agent;
+use integration::privilege;
+use integration::record::{FlowFilter, Record, Totals};
+
+const FLOWTEL: &str = env!("CARGO_BIN_EXE_flowtel");
+
+/// A private bpf filesystem and a state directory, gone on drop (which also
+/// detaches whatever programs stay pinned there).
+struct Sandbox {
+    root: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let root = std::env::temp_dir().join(format!("flowtel-restart-{}", std::process::id()));
+        let bpffs = root.join("bpffs");
+        std::fs::create_dir_all(&bpffs).expect("sandbox dir");
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&bpffs)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a bpf filesystem on {bpffs:?}"
+        );
+        Sandbox { root, bpffs }
+    }
+
+    fn config(&self) -> PathBuf {
+        let path = self.root.join("flowtel.yaml");
+        let text = format!(
+            "receiver:\n  persistence:\n    pin_dir: {}\n    state_dir: {}\n",
+            self.bpffs.join("flowtel").display(),
+            self.root.join("state").display()
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn start(config: &Path) -> Agent {
+    Agent::start_with(
+        FLOWTEL,
+        Duration::from_millis(500),
+        &["--config", config.to_str().unwrap()],
+    )
+}
+
+/// Writes `n` bytes on `from` and reads them on `to`.
+fn send(from: &mut TcpStream, to: &mut TcpStream, n: usize) {
+    let data = vec![0x5a; n];
+    from.write_all(&data).expect("write");
+    let mut got = vec![0; n];
+    to.read_exact(&mut got).expect("read");
+}
+
+fn client_flow(port: u16) -> FlowFilter {
+    FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(port)
+}
+
+fn window_sum(records: &[Record], filter: &FlowFilter) -> u64 {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Window(flow) if filter.matches(&flow.attributes) => Some(flow.bytes_sent),
+            _ => None,
+        })
+        .sum()
+}
+
+fn stop(agent: &mut Agent) -> Vec<Record> {
+    let how = agent.stop();
+    assert!(how.contains("exit status: 0"), "agent ended: {how}");
+    // The stdout reader finishes after the process.
+    std::thread::sleep(Duration::from_millis(300));
+    agent.records()
+}
+
+#[test]
+fn bytes_across_a_restart_are_counted_once() {
+    privilege::require_root();
+    let sandbox = Sandbox::new();
+    let config = sandbox.config();
+    const X: usize = 40_000; // before the restart
+    const Y: usize = 30_000; // while no agent runs
+    const Z: usize = 20_000; // a whole connection while no agent runs
+    const W: usize = 10_000; // after the restart
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+
+    let mut first = start(&config);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    send(&mut client, &mut server, X);
+    first.wait_for_totals(&client_flow(port), |t| t.bytes_sent >= X as u64);
+    let first_records = stop(&mut first);
+
+    // No agent: the pinned programs go on counting.
+    send(&mut client, &mut server, Y);
+    {
+        let mut short = TcpStream::connect(("127.0.0.1", other_port)).unwrap();
+        let (mut accepted, _) = other.accept().unwrap();
+        send(&mut short, &mut accepted, Z);
+    }
+
+    let mut second = start(&config);
+    assert!(
+        second
+            .stderr()
+            .iter()
+            .any(|line| line.contains("continuing the previous agent's counters")),
+        "the second agent did not resume: {:?}",
+        second.stderr()
+    );
+    send(&mut client, &mut server, W);
+    drop(client);
+    drop(server);
+    second.wait_for_totals(&client_flow(port), |t| {
+        t.bytes_sent >= (Y + W) as u64 && t.connections_closed >= 1
+    });
+    second.wait_for_totals(&client_flow(other_port), |t| {
+        t.bytes_sent >= Z as u64 && t.connections_closed >= 1
+    });
+    let second_records = stop(&mut second);
+
+    let sum = |records: &[Record], filter: &FlowFilter| integration::record::sum(records, filter);
+    let before: Totals = sum(&first_records, &client_flow(port));
+    let after: Totals = sum(&second_records, &client_flow(port));
+    println!("first agent: {before:?}\nsecond agent: {after:?}");
+    assert_eq!(before.bytes_sent, X as u64, "first agent");
+    assert_eq!(
+        after.bytes_sent,
+        (Y + W) as u64,
+        "second agent: no byte twice, none lost"
+    );
+    assert_eq!(before.connections_opened, 1);
+    assert_eq!(after.connections_opened, 0, "the connection opened once");
+    assert_eq!(after.connections_closed, 1);
+
+    let gap = sum(&second_records, &client_flow(other_port));
+    assert_eq!(
+        gap.bytes_sent, Z as u64,
+        "a connection that lived in the gap"
+    );
+    assert_eq!((gap.connections_opened, gap.connections_closed), (1, 1));
+
+    // The windows say the same, and the second starts where the first ended.
+    assert_eq!(window_sum(&first_records, &client_flow(port)), X as u64);
+    assert_eq!(
+        window_sum(&second_records, &client_flow(port)),
+        (Y + W) as u64
+    );
+}
