@@ -74,6 +74,7 @@ impl DatadogConfig {
             temporality: Temporality::Delta,
             tls: TlsConfig::default(),
             queue_size: self.queue_size.get(),
+            queue_bytes: crate::otlp::DEFAULT_QUEUE_BYTES,
         };
         destination.check()?;
         Ok(destination)

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::Secret;
 
 /// Settings of the OTLP exporter.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
     /// The URL windows are sent to, used as is (for HTTP, include the
@@ -53,9 +53,36 @@ pub struct OtlpConfig {
     #[serde(skip_serializing_if = "TlsConfig::is_default")]
     pub tls: TlsConfig,
     /// How many closed windows wait, in order, while the backend is slow or
-    /// down; a window that finds the queue full is dropped and counted.
-    /// Default: 64.
+    /// down; when a new window finds the queue full, the oldest is dropped
+    /// and counted. Default: 64.
     pub queue_size: QueueSize,
+    /// The most bytes (of encoded requests) the queue holds; beyond it the
+    /// oldest windows are dropped, as for `queue_size`. Default: 64 MiB.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: u64,
+}
+
+/// The default `queue_bytes`: 64 MiB.
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
+
+fn default_queue_bytes() -> u64 {
+    DEFAULT_QUEUE_BYTES
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: None,
+            protocol: None,
+            headers: BTreeMap::new(),
+            compression: None,
+            timeout: None,
+            temporality: None,
+            tls: TlsConfig::default(),
+            queue_size: QueueSize::default(),
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
 }
 
 /// The OTLP transport.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::queue::{Bounds, WindowQueue};
 use super::retry::{Attempt, Backoff};
 use super::transport::Transport;
 
@@ -24,7 +24,7 @@ pub struct WindowRequests(pub Vec<ExportMetricsServiceRequest>);
 /// Windows lost, by cause; also what the agent's health metrics read.
 #[derive(Debug, Default)]
 pub struct Losses {
-    /// Windows dropped because the queue was full.
+    /// The oldest windows, dropped because the queue was full.
     pub queue_full: AtomicU64,
     /// Requests the backend refused for good (4xx, bad credentials).
     pub refused: AtomicU64,
@@ -35,7 +35,7 @@ pub struct Losses {
 /// The handle the exporter keeps: the queue's sending end and the task.
 #[derive(Debug)]
 pub struct Delivery {
-    queue: Option<mpsc::Sender<WindowRequests>>,
+    queue: Arc<WindowQueue>,
     task: Option<JoinHandle<()>>,
     losses: Arc<Losses>,
     endpoint: String,
@@ -43,34 +43,35 @@ pub struct Delivery {
 
 impl Delivery {
     /// Starts the sending task on the current tokio runtime.
-    pub fn start(transport: Transport, endpoint: String, queue_size: usize) -> Delivery {
-        let (queue, windows) = mpsc::channel(queue_size);
+    pub fn start(transport: Transport, endpoint: String, bounds: Bounds) -> Delivery {
+        let queue = Arc::new(WindowQueue::new(bounds));
         let losses = Arc::new(Losses::default());
         let task = tokio::spawn(send_all(
-            windows,
+            Arc::clone(&queue),
             transport,
             endpoint.clone(),
             Arc::clone(&losses),
         ));
         Delivery {
-            queue: Some(queue),
+            queue,
             task: Some(task),
             losses,
             endpoint,
         }
     }
 
-    /// Queues a window; drops it, counted and logged, when the queue is
-    /// full (the backend has been down for longer than the queue holds).
+    /// Queues a window; when the queue is full (the backend has been down
+    /// for longer than it holds), the oldest windows are dropped, counted
+    /// and logged.
     pub fn enqueue(&self, window: WindowRequests) {
-        let Some(queue) = &self.queue else { return };
-        // Closed only if the task died; the window is lost all the same.
-        if queue.try_send(window).is_err() {
-            let dropped = self.losses.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+        let dropped = self.queue.push(window);
+        if dropped > 0 {
+            let total = self.losses.queue_full.fetch_add(dropped, Ordering::Relaxed) + dropped;
             tracing::warn!(
                 endpoint = %self.endpoint,
                 dropped,
-                "OTLP queue full: a window was dropped; the backend is slower than the windows or down for longer than queue_size windows"
+                total,
+                "OTLP queue full: the oldest windows were dropped; the backend is down for longer than queue_size windows (or queue_bytes) hold"
             );
         }
     }
@@ -83,11 +84,7 @@ impl Delivery {
     /// Closes the queue and waits up to `grace` for what is queued to be
     /// sent; what is left then is counted and logged.
     pub async fn close(&mut self, grace: Duration) {
-        let left = self
-            .queue
-            .as_ref()
-            .map_or(0, |q| q.max_capacity() - q.capacity());
-        self.queue = None;
+        let left = self.queue.close();
         let Some(mut task) = self.task.take() else {
             return;
         };
@@ -108,14 +105,14 @@ impl Delivery {
 
 /// The task: every window, in order, each request until it is settled.
 async fn send_all(
-    mut windows: mpsc::Receiver<WindowRequests>,
+    windows: Arc<WindowQueue>,
     mut transport: Transport,
     endpoint: String,
     losses: Arc<Losses>,
 ) {
     // Log a permanent refusal once per distinct reason, not once per window.
     let mut last_refusal: Option<String> = None;
-    while let Some(WindowRequests(requests)) = windows.recv().await {
+    while let Some(WindowRequests(requests)) = windows.pop().await {
         for request in &requests {
             let mut backoff = Backoff::default();
             let mut retries = 0u32;
@@ -170,7 +167,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::otlp::{Compression, Destination, Protocol, Temporality, TlsConfig};
+    use crate::otlp::{
+        Compression, Destination, Protocol, Temporality, TlsConfig, DEFAULT_QUEUE_BYTES,
+    };
 
     /// A real HTTP client aimed at a loopback port nobody listens on: every
     /// attempt fails to connect, which is retryable.
@@ -188,6 +187,7 @@ mod tests {
             temporality: Temporality::Delta,
             tls: TlsConfig::default(),
             queue_size: 1,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
         };
         (Transport::new(&destination).unwrap(), destination.url)
     }
@@ -197,13 +197,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_window_that_finds_the_queue_full_is_dropped_and_counted() {
+    async fn when_the_queue_is_full_the_oldest_window_is_dropped_and_counted() {
         let (transport, url) = unreachable();
-        let mut delivery = Delivery::start(transport, url, 1);
+        let bounds = Bounds {
+            windows: 1,
+            bytes: u64::MAX,
+        };
+        let mut delivery = Delivery::start(transport, url, bounds);
         delivery.enqueue(window()); // taken by the task, retrying
         tokio::time::sleep(Duration::from_millis(200)).await;
         delivery.enqueue(window()); // waits in the queue
-        delivery.enqueue(window()); // finds it full
+        delivery.enqueue(window()); // pushes the waiting one out
         assert_eq!(delivery.losses().queue_full.load(Ordering::Relaxed), 1);
         delivery.close(Duration::from_millis(100)).await;
         assert_eq!(delivery.losses().at_shutdown.load(Ordering::Relaxed), 1);

@@ -32,8 +32,10 @@ pub struct Destination {
     pub temporality: Temporality,
     /// TLS for `https://` URLs.
     pub tls: TlsConfig,
-    /// Capacity of the window queue.
+    /// Capacity of the window queue, in windows.
     pub queue_size: usize,
+    /// Capacity of the window queue, in bytes of encoded requests.
+    pub queue_bytes: u64,
 }
 
 impl Destination {
@@ -78,6 +80,7 @@ impl Destination {
                 insecure_skip_verify: config.tls.insecure_skip_verify,
             },
             queue_size: config.queue_size.get(),
+            queue_bytes: config.queue_bytes,
         };
         destination.check()?;
         Ok(destination)

@@ -33,7 +33,14 @@ impl OtlpExporter {
         );
         Ok(OtlpExporter {
             encoder: Encoder::new(resource_attributes, destination.temporality),
-            delivery: Delivery::start(transport, destination.url.clone(), destination.queue_size),
+            delivery: Delivery::start(
+                transport,
+                destination.url.clone(),
+                super::queue::Bounds {
+                    windows: destination.queue_size,
+                    bytes: destination.queue_bytes,
+                },
+            ),
         })
     }
 }

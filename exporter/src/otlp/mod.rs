@@ -15,10 +15,13 @@ pub mod destination;
 pub mod encode;
 pub mod env;
 pub mod exporter;
+pub mod queue;
 pub mod retry;
 pub mod transport;
 
-pub use config::{Compression, OtlpConfig, Protocol, QueueSize, Temporality, TlsConfig};
+pub use config::{
+    Compression, OtlpConfig, Protocol, QueueSize, Temporality, TlsConfig, DEFAULT_QUEUE_BYTES,
+};
 pub use destination::Destination;
 pub use env::OtlpEnv;
 pub use exporter::OtlpExporter;
