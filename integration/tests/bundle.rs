@@ -1,0 +1,352 @@
+//! The deployment bundle in `otel-config/`: every YAML file parses, the
+//! collector pipelines convert (or keep) temporality as flowtel needs, the
+//! Kubernetes DaemonSet and the systemd unit grant exactly the three
+//! capabilities README.md's "Privileges" names, and every dashboard panel
+//! queries a flowtel metric. Needs no root. (`otel-config/flowtel.yaml` has
+//! its own test.)
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The capabilities flowtel needs, as Kubernetes and systemd spell them.
+const KUBERNETES_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+const SYSTEMD_CAPABILITIES: [&str; 3] = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"];
+
+fn bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("otel-config")
+}
+
+fn read(relative: &str) -> String {
+    let path = bundle().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every document of a YAML file (empty ones skipped), as JSON values.
+fn yaml_documents(relative: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(&read(relative))
+        .unwrap_or_else(|e| panic!("otel-config/{relative}: {e}"))
+}
+
+fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, found);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            found.push(path);
+        }
+    }
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .collect()
+}
+
+#[test]
+fn every_yaml_file_of_the_bundle_parses() {
+    let mut files = Vec::new();
+    yaml_files(&bundle(), &mut files);
+    files.retain(|path| path.file_name().unwrap() != "flowtel.yaml");
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(bundle()).unwrap().display().to_string())
+        .collect();
+    for expected in [
+        "collector-datadog.yaml",
+        "collector-prometheus.yaml",
+        "kubernetes/daemonset.yaml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing: {names:?}"
+        );
+    }
+    for name in &names {
+        let documents = yaml_documents(name);
+        assert!(!documents.is_empty(), "{name}: no document");
+        for document in documents {
+            assert!(document.is_object(), "{name}: not a mapping: {document}");
+        }
+    }
+}
+
+/// The metrics pipeline of a collector configuration.
+fn metrics_pipeline(config: &Value) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let pipeline = &config["service"]["pipelines"]["metrics"];
+    (
+        strings(&pipeline["receivers"]),
+        strings(&pipeline["processors"]),
+        strings(&pipeline["exporters"]),
+    )
+}
+
+fn assert_receives_flowtel_otlp(name: &str, config: &Value) {
+    let protocols = &config["receivers"]["otlp"]["protocols"];
+    assert_eq!(protocols["grpc"]["endpoint"], "0.0.0.0:4317", "{name}");
+    assert_eq!(protocols["http"]["endpoint"], "0.0.0.0:4318", "{name}");
+    let (receivers, _, _) = metrics_pipeline(config);
+    assert_eq!(receivers, ["otlp"], "{name}");
+    // Every component the pipeline names is defined.
+    let (_, processors, exporters) = metrics_pipeline(config);
+    for p in processors {
+        assert!(config["processors"].get(p).is_some(), "{name}: {p}");
+    }
+    for e in exporters {
+        assert!(config["exporters"].get(e).is_some(), "{name}: {e}");
+    }
+}
+
+#[test]
+fn the_prometheus_pipeline_turns_flowtel_deltas_into_cumulative_counters() {
+    let documents = yaml_documents("collector-prometheus.yaml");
+    let config = &documents[0];
+    assert_receives_flowtel_otlp("collector-prometheus.yaml", config);
+    let (_, processors, exporters) = metrics_pipeline(config);
+    assert_eq!(processors.first(), Some(&"memory_limiter"));
+    assert_eq!(processors.last(), Some(&"batch"));
+    assert!(processors.contains(&"deltatocumulative"), "{processors:?}");
+    assert!(exporters.contains(&"prometheus"), "{exporters:?}");
+    // A series gets a point once per window (5m by default): it must not be
+    // forgotten or expired between two windows.
+    assert_eq!(
+        config["processors"]["deltatocumulative"]["max_stale"],
+        "15m"
+    );
+    assert_eq!(
+        config["exporters"]["prometheus"]["metric_expiration"],
+        "15m"
+    );
+}
+
+#[test]
+fn the_datadog_pipeline_keeps_delta_temporality() {
+    let documents = yaml_documents("collector-datadog.yaml");
+    let config = &documents[0];
+    assert_receives_flowtel_otlp("collector-datadog.yaml", config);
+    let (_, processors, exporters) = metrics_pipeline(config);
+    assert!(!processors.contains(&"deltatocumulative"), "{processors:?}");
+    assert_eq!(exporters, ["datadog"]);
+    let api = &config["exporters"]["datadog"]["api"];
+    assert_eq!(api["key"], "${env:DD_API_KEY}");
+    assert_eq!(api["site"], "${env:DD_SITE}");
+}
+
+fn kubernetes_object<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
+    let mut found = documents.iter().filter(|d| d["kind"] == kind);
+    let object = found.next().unwrap_or_else(|| panic!("no {kind}"));
+    assert!(found.next().is_none(), "more than one {kind}");
+    object
+}
+
+/// Every `privileged` key anywhere in `value`, with its value.
+fn privileged_keys(value: &Value, found: &mut Vec<Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "privileged" {
+                    found.push(v.clone());
+                }
+                privileged_keys(v, found);
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| privileged_keys(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_daemonset_adds_exactly_three_capabilities_and_is_not_privileged() {
+    let documents = yaml_documents("kubernetes/daemonset.yaml");
+    let kinds: Vec<&str> = documents
+        .iter()
+        .filter_map(|d| d["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"]
+    );
+    let mut privileged = Vec::new();
+    privileged_keys(&Value::Array(documents.clone()), &mut privileged);
+    assert!(
+        privileged.iter().all(|v| v == &Value::Bool(false)),
+        "{privileged:?}"
+    );
+
+    let pod = &kubernetes_object(&documents, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["hostNetwork"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    assert_eq!(
+        strings(&container["command"]),
+        [
+            "/usr/local/bin/flowtel",
+            "run",
+            "--config",
+            "/etc/flowtel/flowtel.yaml"
+        ]
+    );
+    let security = &container["securityContext"];
+    let mut added = strings(&security["capabilities"]["add"]);
+    added.sort_unstable();
+    assert_eq!(added, KUBERNETES_CAPABILITIES);
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+
+    // host.name from the node's name, through the downward API.
+    let env = container["env"].as_array().unwrap();
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no env {name}"))
+    };
+    assert_eq!(
+        var("NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        var("OTEL_RESOURCE_ATTRIBUTES")["value"],
+        "host.name=$(NODE_NAME)"
+    );
+
+    // The host's cgroup-v2 root, read-only, where receiver.cgroup_path says.
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["hostPath"]["path"] == "/sys/fs/cgroup")
+        .expect("no hostPath volume of /sys/fs/cgroup");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the cgroup volume is not mounted");
+    assert_eq!(mount["readOnly"], true);
+    let config_map = kubernetes_object(&documents, "ConfigMap");
+    let flowtel_yaml = config_map["data"]["flowtel.yaml"].as_str().unwrap();
+    let config: Value = serde_saphyr::from_str(flowtel_yaml).unwrap();
+    assert_eq!(config["receiver"]["cgroup_path"], mount["mountPath"]);
+}
+
+#[test]
+fn the_daemonset_config_map_is_a_valid_flowtel_configuration() {
+    let documents = yaml_documents("kubernetes/daemonset.yaml");
+    let config_map = kubernetes_object(&documents, "ConfigMap");
+    let text = config_map["data"]["flowtel.yaml"].as_str().unwrap();
+    let path = std::env::temp_dir().join(format!("flowtel-bundle-{}.yaml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flowtel"))
+        .args(["config", "check"])
+        .arg(&path)
+        // The check resolves the exporters against the environment: keep
+        // the test's own OTEL_* variables out of it.
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "flowtel config check: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let effective = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        effective.contains("endpoint: http://otel-collector.flowtel.svc.cluster.local:4317"),
+        "{effective}"
+    );
+}
+
+/// The values of `key=` in the unit, in order (systemd-style, no sections
+/// merged: the unit has each key once).
+fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    unit.lines()
+        .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+        .collect()
+}
+
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    match unit_values(unit, key)[..] {
+        [value] => value,
+        ref other => panic!("{key}= set {} times: {other:?}", other.len()),
+    }
+}
+
+#[test]
+fn the_systemd_unit_runs_unprivileged_with_three_ambient_capabilities() {
+    let unit = read("systemd/flowtel.service");
+    let capabilities =
+        |key| -> BTreeSet<&str> { unit_value(&unit, key).split_whitespace().collect() };
+    let expected: BTreeSet<&str> = SYSTEMD_CAPABILITIES.into_iter().collect();
+    assert_eq!(capabilities("AmbientCapabilities"), expected);
+    assert_eq!(capabilities("CapabilityBoundingSet"), expected);
+    assert_eq!(
+        unit_value(&unit, "ExecStart"),
+        "/usr/local/bin/flowtel run --config /etc/flowtel/flowtel.yaml"
+    );
+    assert_eq!(unit_value(&unit, "DynamicUser"), "yes");
+    assert!(unit_values(&unit, "User").is_empty(), "not root");
+    assert_eq!(unit_value(&unit, "NoNewPrivileges"), "yes");
+    assert_eq!(unit_value(&unit, "ProtectSystem"), "strict");
+    assert_eq!(unit_value(&unit, "Restart"), "on-failure");
+    // Other users' /proc/PID must stay readable, and the capabilities must
+    // be the initial user namespace's.
+    assert!(unit_values(&unit, "ProtectProc").is_empty());
+    assert!(unit_values(&unit, "PrivateUsers").is_empty());
+}
+
+#[test]
+fn every_dashboard_panel_queries_a_flowtel_metric() {
+    let dashboard: Value = serde_json::from_str(&read("grafana/flowtel-dashboard.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 4, "{} panels", panels.len());
+    let mut exprs = Vec::new();
+    for panel in panels {
+        let title = &panel["title"];
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains("network_flow_"), "{title}: {expr}");
+            exprs.push(expr);
+        }
+    }
+    for metric in [
+        "network_flow_bytes_total",
+        "network_flow_tcp_retransmits_total",
+        "network_flow_connections_opened_total",
+        "network_flow_connections_failed_total",
+    ] {
+        assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+    }
+    assert!(exprs.contains(
+        &"sum by (source_service, destination_service) (rate(network_flow_bytes_total{source_service=~\"$source_service\", destination_service=~\"$destination_service\"}[$__rate_interval]))"
+    ));
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        variables,
+        ["datasource", "source_service", "destination_service"]
+    );
+}
