@@ -29,6 +29,7 @@ pub mod datadog;
 mod duration_serde;
 mod error;
 mod fanout;
+pub mod health;
 pub mod otlp;
 mod secret;
 

@@ -70,8 +70,24 @@ impl Point {
     }
 }
 
-/// Every point of `requests`.
+/// The scope of the agent's own health metrics.
+pub const HEALTH_SCOPE: &str = "flowtel.health";
+
+/// Every flow point of `requests` (the health metrics left out).
 pub fn points(requests: &[ExportMetricsServiceRequest]) -> Vec<Point> {
+    let mut all = every_point(requests);
+    all.retain(|p| p.scope.0 != HEALTH_SCOPE);
+    all
+}
+
+/// Every point of the agent's health metrics in `requests`.
+pub fn health_points(requests: &[ExportMetricsServiceRequest]) -> Vec<Point> {
+    let mut all = every_point(requests);
+    all.retain(|p| p.scope.0 == HEALTH_SCOPE);
+    all
+}
+
+fn every_point(requests: &[ExportMetricsServiceRequest]) -> Vec<Point> {
     let mut out = Vec::new();
     for request in requests {
         for rm in &request.resource_metrics {

@@ -533,3 +533,70 @@ fn grpc_resource_exhausted_is_retried_after_the_servers_retry_info_delay() {
         .iter()
         .any(|l| l.contains("ResourceExhausted") && l.contains("retry 1 in 300ms")));
 }
+
+#[test]
+fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
+    privilege::require_root();
+    let receiver = OtlpReceiver::start(Protocol::Grpc, Behaviour::default());
+    let mut command = receiver.agent_command(env!("CARGO_BIN_EXE_flowtel"));
+    command.args(["--max-connections", "16"]);
+    let mut agent = Agent::launch(command, POLL);
+    // 32 connections (64 sockets) held open: most cannot be tracked.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(std::net::TcpStream::connect(server).unwrap());
+        held.push(listener.accept().unwrap().0);
+    }
+    // A transfer, so that windows have data to carry the health with.
+    tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
+    let dropped = |requests: &[_]| {
+        otlp_metrics::health_points(requests)
+            .iter()
+            .filter(|p| p.metric == "flowtel.connections.dropped")
+            .map(Point::int)
+            .max()
+            .unwrap_or(0)
+    };
+    receiver.wait_for("health with dropped connections", WAIT, |arrivals| {
+        let requests: Vec<_> = arrivals.iter().map(|a| a.request.clone()).collect();
+        dropped(&requests) > 0
+    });
+    agent.stop();
+    drop(held);
+
+    let accepted = receiver.accepted();
+    let health = otlp_metrics::health_points(&accepted);
+    let names: BTreeSet<&str> = health.iter().map(|p| p.metric.as_str()).collect();
+    for name in [
+        "flowtel.connections.dropped",
+        "flowtel.events.untracked",
+        "flowtel.map.fill",
+        "flowtel.windows.dropped",
+        "flowtel.windows.queued",
+        "flowtel.export.failures",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    // The exported count is the agent's own, as its health records say.
+    let reported = agent
+        .health()
+        .iter()
+        .map(|h| h.connections_dropped)
+        .max()
+        .unwrap();
+    assert!(dropped(&accepted) > 0 && dropped(&accepted) as u64 <= reported);
+    let fill = health
+        .iter()
+        .filter(|p| p.metric == "flowtel.map.fill")
+        .map(|p| match p.value {
+            otlp_metrics::Value::Double(d) => d,
+            otlp_metrics::Value::Int(n) => n as f64,
+        })
+        .fold(0.0, f64::max);
+    assert!(fill > 0.9, "the map was full: fill {fill}");
+    // Health rides in the windows' requests, with their resource.
+    assert!(health.iter().all(|p| p.resource.contains_key("host.name")));
+    assert!(health.iter().all(|p| p.scope.0 == "flowtel.health"));
+}

@@ -131,6 +131,7 @@ impl Receiver {
     /// counters.
     pub fn poll(&mut self) -> Result<Poll, Error> {
         let at = SystemTime::now();
+        let reading = std::time::Instant::now();
         // Events first: a connection whose close event is read here has left
         // the map (or is leaving it), so the map read below cannot miss it.
         let mut samples = Vec::new();
@@ -180,10 +181,12 @@ impl Receiver {
         }
         self.recent_closes.expire(at);
         let ports = PortFacts::read(&samples);
+        let mut health = self.health(tracked)?;
+        health.poll_duration = reading.elapsed();
         Ok(Poll {
             at: Some(at),
             samples,
-            health: self.health(tracked)?,
+            health,
             ports,
         })
     }
@@ -241,6 +244,7 @@ impl Receiver {
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)? + stat(abi::STAT_RELEASE_LOST)?,
             tracked_connections: tracked,
             map_capacity: self.capacity.into(),
+            poll_duration: std::time::Duration::ZERO,
         })
     }
 }

@@ -213,4 +213,6 @@ pub struct ReceiverHealth {
     pub tracked_connections: u64,
     /// Capacity of the connection map.
     pub map_capacity: u64,
+    /// How long this poll took to read the maps and the ring buffer.
+    pub poll_duration: Duration,
 }

@@ -304,6 +304,7 @@ mod tests {
                 close_events_deferred: 1,
                 tracked_connections: 7,
                 map_capacity: 65536,
+                ..ReceiverHealth::default()
             },
             counter_resets: 0,
         };

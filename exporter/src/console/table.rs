@@ -379,6 +379,7 @@ mod tests {
             close_events_deferred: 0,
             tracked_connections: 64,
             map_capacity: 64,
+            ..ReceiverHealth::default()
         };
         let text = export_polls(&[
             poll(vec![], full(0, 0)),

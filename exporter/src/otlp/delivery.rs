@@ -81,6 +81,17 @@ impl Delivery {
         &self.losses
     }
 
+    /// The loss counters, shared, for the health metrics.
+    pub fn losses_handle(&self) -> Arc<Losses> {
+        Arc::clone(&self.losses)
+    }
+
+    /// How many windows wait, as a function the health metrics call.
+    pub fn queued_handle(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+        let queue = Arc::clone(&self.queue);
+        Arc::new(move || queue.len() as u64)
+    }
+
     /// Closes the queue and waits up to `grace` for what is queued to be
     /// sent; what is left then is counted and logged.
     pub async fn close(&mut self, grace: Duration) {

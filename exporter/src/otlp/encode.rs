@@ -69,6 +69,19 @@ impl Encoder {
         }
     }
 
+    /// The resource's attributes (host.name, service.name, ...), for the
+    /// health metrics to carry the same.
+    pub fn resource_attributes(&self) -> BTreeMap<String, String> {
+        self.resource
+            .attributes
+            .iter()
+            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some((kv.key.clone(), s.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Splits windows after `n` flows instead of [`FLOWS_PER_REQUEST`].
     pub fn with_flows_per_request(mut self, n: usize) -> Encoder {
         self.flows_per_request = n.max(1);

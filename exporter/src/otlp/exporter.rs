@@ -5,17 +5,21 @@ use std::collections::BTreeMap;
 
 use processor::{PollReport, WindowReport};
 
+use super::config::Temporality;
 use super::delivery::{Delivery, WindowRequests, SHUTDOWN_GRACE};
 use super::destination::Destination;
 use super::encode::Encoder;
 use super::transport::Transport;
+use crate::health::Health;
 use crate::{ConfigError, Error, Exporter};
 
-/// Sends closed windows to one OTLP backend.
+/// Sends closed windows, and the agent's health after each, to one OTLP
+/// backend.
 #[derive(Debug)]
 pub struct OtlpExporter {
     encoder: Encoder,
     delivery: Delivery,
+    health: Health,
 }
 
 impl OtlpExporter {
@@ -31,31 +35,54 @@ impl OtlpExporter {
             protocol = %destination.protocol,
             "flowtel: exporting windows over OTLP"
         );
+        let encoder = Encoder::new(resource_attributes, destination.temporality);
+        let delivery = Delivery::start(
+            transport,
+            destination.url.clone(),
+            super::queue::Bounds {
+                windows: destination.queue_size,
+                bytes: destination.queue_bytes,
+            },
+        );
+        let health = Health::new(
+            &encoder.resource_attributes(),
+            destination.temporality == Temporality::Delta,
+            delivery.losses_handle(),
+            delivery.queued_handle(),
+        );
         Ok(OtlpExporter {
-            encoder: Encoder::new(resource_attributes, destination.temporality),
-            delivery: Delivery::start(
-                transport,
-                destination.url.clone(),
-                super::queue::Bounds {
-                    windows: destination.queue_size,
-                    bytes: destination.queue_bytes,
-                },
-            ),
+            encoder,
+            delivery,
+            health,
         })
     }
 }
 
 impl Exporter for OtlpExporter {
-    /// Polls are not exported over OTLP: only closed windows are.
-    fn export_poll(&mut self, _report: &PollReport) -> Result<(), Error> {
+    /// Polls are not exported over OTLP (only closed windows are); their
+    /// health feeds the health metrics.
+    fn export_poll(&mut self, report: &PollReport) -> Result<(), Error> {
+        self.health.record_poll(&report.health);
         Ok(())
     }
 
+    /// The window's requests, the agent's health riding in the last one
+    /// (same resource, scope `flowtel.health`). An empty window sends
+    /// nothing: its health goes with the next window that has data.
     fn export_window(&mut self, report: &WindowReport) -> Result<(), Error> {
-        let requests = self.encoder.encode(report);
-        if !requests.is_empty() {
-            self.delivery.enqueue(WindowRequests(requests));
+        self.health.record_overflow(report.overflowed_series);
+        let mut requests = self.encoder.encode(report);
+        let Some(last) = requests.last_mut() else {
+            return Ok(());
+        };
+        if let (Some(health), Some(window)) =
+            (self.health.collect(), last.resource_metrics.first_mut())
+        {
+            for resource_metrics in health.resource_metrics {
+                window.scope_metrics.extend(resource_metrics.scope_metrics);
+            }
         }
+        self.delivery.enqueue(WindowRequests(requests));
         Ok(())
     }
 

@@ -88,6 +88,20 @@ impl WindowQueue {
         }
     }
 
+    /// How many windows wait.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .windows
+            .len()
+    }
+
+    /// True when none waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// No more windows will come; returns how many are still waiting.
     pub fn close(&self) -> usize {
         let waiting = {

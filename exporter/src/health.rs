@@ -1,0 +1,281 @@
+//! The agent's own health as OTLP metrics (`flowtel.*`), made with the
+//! OpenTelemetry SDK: instruments read the receiver's loss counters, the
+//! map's fill, the export queue, and time each poll. At each closed window
+//! the SDK's reader is flushed into a [`Capture`] exporter, and the request
+//! travels to the backend in the same queue as the windows, with the same
+//! retries, TLS and headers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::Resource;
+use receiver::ReceiverHealth;
+
+use crate::otlp::delivery::Losses;
+
+/// The instrumentation scope of the health metrics (the flows' is `flowtel`).
+pub const HEALTH_SCOPE: &str = "flowtel.health";
+
+/// The figures the observable instruments read, updated by the agent.
+#[derive(Debug, Default)]
+struct Figures {
+    connections_dropped: AtomicU64,
+    untracked_events: AtomicU64,
+    tracked_connections: AtomicU64,
+    map_capacity: AtomicU64,
+}
+
+/// The health metrics of one OTLP destination.
+pub struct Health {
+    provider: SdkMeterProvider,
+    captured: Arc<Mutex<Option<ExportMetricsServiceRequest>>>,
+    figures: Arc<Figures>,
+    poll_duration: Histogram<f64>,
+    overflowed_series: Counter<u64>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").finish_non_exhaustive()
+    }
+}
+
+/// The SDK's exporter end: keeps the last collection as an OTLP request
+/// for [`Health::collect`] to take.
+#[derive(Debug)]
+struct Capture {
+    captured: Arc<Mutex<Option<ExportMetricsServiceRequest>>>,
+    temporality: Temporality,
+}
+
+impl PushMetricExporter for Capture {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let request = ExportMetricsServiceRequest::from(metrics);
+        *self.captured.lock().unwrap_or_else(|e| e.into_inner()) = Some(request);
+        Ok(())
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.temporality
+    }
+}
+
+/// The reader only collects when flushed, at each window; its own timer
+/// is set beyond any agent's life.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Health {
+    /// Health metrics with `resource_attributes` (as the windows'), in
+    /// `temporality`, reading the export `losses` of their destination.
+    pub fn new(
+        resource_attributes: &BTreeMap<String, String>,
+        delta: bool,
+        losses: Arc<Losses>,
+        queued: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Health {
+        let temporality = if delta {
+            Temporality::Delta
+        } else {
+            Temporality::Cumulative
+        };
+        let captured = Arc::new(Mutex::new(None));
+        let reader = PeriodicReader::builder(Capture {
+            captured: Arc::clone(&captured),
+            temporality,
+        })
+        .with_interval(NEVER)
+        .build();
+        let resource = Resource::builder_empty()
+            .with_attributes(
+                resource_attributes
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(reader)
+            .build();
+        let meter = provider.meter(HEALTH_SCOPE);
+        let figures = Arc::new(Figures::default());
+
+        let read = |f: fn(&Figures) -> &AtomicU64| {
+            let figures = Arc::clone(&figures);
+            move || f(&figures).load(Ordering::Relaxed)
+        };
+        let dropped = read(|f| &f.connections_dropped);
+        meter
+            .u64_observable_counter("flowtel.connections.dropped")
+            .with_unit("{connection}")
+            .with_description("New TCP connections not tracked: the connection map was full.")
+            .with_callback(move |o| o.observe(dropped(), &[]))
+            .build();
+        let untracked = read(|f| &f.untracked_events);
+        meter
+            .u64_observable_counter("flowtel.events.untracked")
+            .with_unit("{event}")
+            .with_description("Socket events of connections left out of the full map.")
+            .with_callback(move |o| o.observe(untracked(), &[]))
+            .build();
+        let (tracked, capacity) = (read(|f| &f.tracked_connections), read(|f| &f.map_capacity));
+        meter
+            .f64_observable_gauge("flowtel.map.fill")
+            .with_unit("1")
+            .with_description("Tracked connections over the connection map's capacity.")
+            .with_callback(move |o| {
+                let capacity = capacity();
+                if capacity > 0 {
+                    o.observe(tracked() as f64 / capacity as f64, &[]);
+                }
+            })
+            .build();
+        let windows_dropped = Arc::clone(&losses);
+        meter
+            .u64_observable_counter("flowtel.windows.dropped")
+            .with_unit("{window}")
+            .with_description("Oldest windows dropped because the export queue was full.")
+            .with_callback(move |o| {
+                o.observe(windows_dropped.queue_full.load(Ordering::Relaxed), &[])
+            })
+            .build();
+        meter
+            .u64_observable_gauge("flowtel.windows.queued")
+            .with_unit("{window}")
+            .with_description("Windows waiting for the backend.")
+            .with_callback(move |o| o.observe(queued(), &[]))
+            .build();
+        meter
+            .u64_observable_counter("flowtel.export.failures")
+            .with_unit("{request}")
+            .with_description("Requests the backend refused for good.")
+            .with_callback(move |o| o.observe(losses.refused.load(Ordering::Relaxed), &[]))
+            .build();
+        let poll_duration = meter
+            .f64_histogram("flowtel.poll.duration")
+            .with_unit("s")
+            .with_description("Time to read the kernel's maps and fold them, per poll.")
+            .build();
+        let overflowed_series = meter
+            .u64_counter("flowtel.series.overflowed")
+            .with_unit("{series}")
+            .with_description("Series summed into the flowtel.overflow series.")
+            .build();
+        Health {
+            provider,
+            captured,
+            figures,
+            poll_duration,
+            overflowed_series,
+        }
+    }
+
+    /// Takes one poll's receiver health.
+    pub fn record_poll(&self, health: &ReceiverHealth) {
+        let f = &self.figures;
+        f.connections_dropped
+            .store(health.connections_dropped, Ordering::Relaxed);
+        f.untracked_events
+            .store(health.untracked_events, Ordering::Relaxed);
+        f.tracked_connections
+            .store(health.tracked_connections, Ordering::Relaxed);
+        f.map_capacity.store(health.map_capacity, Ordering::Relaxed);
+        self.poll_duration
+            .record(health.poll_duration.as_secs_f64(), &[]);
+    }
+
+    /// Counts the series a window folded into its overflow series.
+    pub fn record_overflow(&self, series: u64) {
+        self.overflowed_series.add(series, &[]);
+    }
+
+    /// Collects every instrument now, as one OTLP request.
+    pub fn collect(&self) -> Option<ExportMetricsServiceRequest> {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!("flowtel: could not collect the health metrics: {e}");
+            return None;
+        }
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+impl Drop for Health {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+
+    use super::*;
+
+    fn value(request: &ExportMetricsServiceRequest, name: &str) -> Option<f64> {
+        let scope = &request.resource_metrics[0].scope_metrics[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, HEALTH_SCOPE);
+        let metric = scope.metrics.iter().find(|m| m.name == name)?;
+        let point = match metric.data.as_ref()? {
+            Data::Sum(sum) => sum.data_points.first()?,
+            Data::Gauge(gauge) => gauge.data_points.first()?,
+            Data::Histogram(h) => return Some(h.data_points.first()?.count as f64),
+            _ => return None,
+        };
+        match point.value? {
+            Value::AsInt(n) => Some(n as f64),
+            Value::AsDouble(d) => Some(d),
+        }
+    }
+
+    #[test]
+    fn health_figures_become_otlp_metrics() {
+        let losses = Arc::new(Losses::default());
+        losses.queue_full.store(3, Ordering::Relaxed);
+        let health = Health::new(
+            &BTreeMap::from([("host.name".to_owned(), "h1".to_owned())]),
+            false,
+            Arc::clone(&losses),
+            Arc::new(|| 2),
+        );
+        health.record_poll(&ReceiverHealth {
+            connections_dropped: 7,
+            untracked_events: 11,
+            tracked_connections: 16,
+            map_capacity: 64,
+            poll_duration: Duration::from_millis(3),
+            ..ReceiverHealth::default()
+        });
+        health.record_overflow(5);
+        let request = health.collect().unwrap();
+        assert_eq!(value(&request, "flowtel.connections.dropped"), Some(7.0));
+        assert_eq!(value(&request, "flowtel.events.untracked"), Some(11.0));
+        assert_eq!(value(&request, "flowtel.map.fill"), Some(0.25));
+        assert_eq!(value(&request, "flowtel.windows.dropped"), Some(3.0));
+        assert_eq!(value(&request, "flowtel.windows.queued"), Some(2.0));
+        assert_eq!(value(&request, "flowtel.export.failures"), Some(0.0));
+        assert_eq!(value(&request, "flowtel.series.overflowed"), Some(5.0));
+        assert_eq!(value(&request, "flowtel.poll.duration"), Some(1.0));
+        let resource = request.resource_metrics[0].resource.as_ref().unwrap();
+        assert!(resource.attributes.iter().any(|kv| kv.key == "host.name"));
+    }
+}
