@@ -29,6 +29,7 @@ pub struct PrometheusExporter {
     exposition: Exposition,
     page: Page,
     server: JoinHandle<()>,
+    local_addr: std::net::SocketAddr,
 }
 
 impl PrometheusExporter {
@@ -54,6 +55,7 @@ impl PrometheusExporter {
         // at start with a message.
         let listener = std::net::TcpListener::bind(config.listen).map_err(cannot)?;
         listener.set_nonblocking(true).map_err(cannot)?;
+        let local_addr = listener.local_addr().map_err(cannot)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(cannot)?;
         let page: Page = Arc::new(Mutex::new(exposition.render()));
         let shared = Arc::clone(&page);
@@ -64,7 +66,7 @@ impl PrometheusExporter {
                 async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], text) }
             }),
         );
-        let listen = config.listen;
+        let listen = local_addr;
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::warn!(%listen, "the Prometheus endpoint stopped: {e}");
@@ -75,7 +77,13 @@ impl PrometheusExporter {
             exposition,
             page,
             server,
+            local_addr,
         })
+    }
+
+    /// The address it listens on (the port the system chose for port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
     }
 }
 
@@ -96,5 +104,85 @@ impl Exporter for PrometheusExporter {
 impl Drop for PrometheusExporter {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use processor::{FlowStats, Series};
+
+    use super::*;
+
+    /// `GET path` over plain HTTP/1.1; the whole response.
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: flowtel\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn serves_the_last_window_at_metrics() {
+        let config = PrometheusConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..PrometheusConfig::default()
+        };
+        let mut exporter = PrometheusExporter::start(&config, &BTreeMap::new()).unwrap();
+        let addr = exporter.local_addr();
+        let window = WindowReport {
+            start: UNIX_EPOCH,
+            end: UNIX_EPOCH + Duration::from_secs(1),
+            series: vec![Series {
+                attributes: [("destination.port", processor::AttributeValue::Int(5432))]
+                    .into_iter()
+                    .collect(),
+                stats: FlowStats {
+                    bytes_sent: 7,
+                    ..FlowStats::default()
+                },
+            }],
+            overflowed_series: 0,
+        };
+        exporter.export_window(&window).unwrap();
+        exporter.export_window(&window).unwrap();
+        let (metrics, missing) =
+            tokio::task::spawn_blocking(move || (get(addr, "/metrics"), get(addr, "/nothing")))
+                .await
+                .unwrap();
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(
+            metrics.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("\ntarget_info{host_name="), "{metrics}");
+        assert!(
+            metrics.contains(
+                "\nnetwork_flow_bytes_total{destination_port=\"5432\",network_io_direction=\"transmit\"} 14\n"
+            ),
+            "{metrics}"
+        );
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let error = PrometheusExporter::start(
+            &PrometheusConfig {
+                listen: addr,
+                ..PrometheusConfig::default()
+            },
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with(&format!(
+                "exporters.prometheus.listen: cannot listen on {addr}: "
+            )),
+            "{error}"
+        );
     }
 }
