@@ -35,18 +35,19 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// `run` as the tests start it: JSON lines, the given poll interval, and a
 /// window long enough that only polls matter.
 fn run_args(poll_interval: Duration) -> Vec<String> {
-    [
-        "run",
-        "--format",
-        "json",
-        "--interval",
-        "1h",
-        "--poll-interval",
-    ]
-    .map(str::to_owned)
-    .into_iter()
-    .chain([format!("{}ms", poll_interval.as_millis())])
-    .collect()
+    let mut args = json_run_args(poll_interval);
+    args.extend(["--interval", "1h"].map(str::to_owned));
+    args
+}
+
+/// `run` with JSON lines and the given poll interval; the window as
+/// configured.
+fn json_run_args(poll_interval: Duration) -> Vec<String> {
+    ["run", "--format", "json", "--poll-interval"]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([format!("{}ms", poll_interval.as_millis())])
+        .collect()
 }
 
 /// A running `flowtel run --format json`.
@@ -91,6 +92,21 @@ impl Agent {
     pub fn start_with(binary: impl AsRef<Path>, poll_interval: Duration, args: &[&str]) -> Agent {
         let mut command = Command::new(binary.as_ref());
         command.args(run_args(poll_interval)).args(args);
+        Agent::launch(command, poll_interval)
+    }
+
+    /// Like [`Agent::start`], with the configuration file `config` and
+    /// without `--interval`: the file's `processor.interval` is the window.
+    pub fn start_with_config(
+        binary: impl AsRef<Path>,
+        poll_interval: Duration,
+        config: &Path,
+    ) -> Agent {
+        let mut command = Command::new(binary.as_ref());
+        command
+            .args(json_run_args(poll_interval))
+            .arg("--config")
+            .arg(config);
         Agent::launch(command, poll_interval)
     }
 

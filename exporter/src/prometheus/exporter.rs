@@ -72,7 +72,7 @@ impl PrometheusExporter {
                 tracing::warn!(%listen, "the Prometheus endpoint stopped: {e}");
             }
         });
-        tracing::info!(%listen, "flowtel: serving Prometheus metrics at http://{listen}/metrics");
+        tracing::info!("flowtel: serving Prometheus metrics at http://{listen}/metrics");
         Ok(PrometheusExporter {
             exposition,
             page,
