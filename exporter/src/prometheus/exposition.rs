@@ -427,11 +427,7 @@ mod tests {
         assert_eq!(escape("a\\b\"c\nd", true), "a\\\\b\\\"c\\nd");
         assert_eq!(escape("say \"hi\"\n", false), "say \"hi\"\\n");
         // Two attributes, one label: values joined in the order of their names.
-        let joined = labels(
-            [("a_b", "2".to_owned()), ("a.b", "1".to_owned())]
-                .into_iter()
-                .map(|(k, v)| (k, v)),
-        );
+        let joined = labels([("a_b", "2".to_owned()), ("a.b", "1".to_owned())].into_iter());
         assert_eq!(joined, [("a_b".to_owned(), "1;2".to_owned())]);
     }
 
