@@ -450,28 +450,34 @@ impl Agent {
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
     /// says how it ended.
     pub fn stop(&mut self) -> String {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        terminate(&mut self.child)
+    }
+}
+
+/// Asks `child` to stop (SIGTERM), kills it after a grace period, reaps it,
+/// and says how it ended.
+pub fn terminate(child: &mut Child) -> String {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status.to_string();
+    }
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill has no memory preconditions; the pid is our own
+        // child, not yet reaped, so it cannot name another process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
             return status.to_string();
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill has no memory preconditions; the pid is our own
-            // child, not yet reaped, so it cannot name another process.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    match child.wait() {
+        Ok(status) => {
+            format!("{status} (killed after {EXIT_GRACE:?} without exiting on SIGTERM)")
         }
-        let deadline = Instant::now() + EXIT_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.to_string();
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        match self.child.wait() {
-            Ok(status) => {
-                format!("{status} (killed after {EXIT_GRACE:?} without exiting on SIGTERM)")
-            }
-            Err(e) => format!("unknown ({e})"),
-        }
+        Err(e) => format!("unknown ({e})"),
     }
 }
 

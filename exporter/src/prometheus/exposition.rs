@@ -431,6 +431,13 @@ mod tests {
         assert_eq!(joined, [("a_b".to_owned(), "1;2".to_owned())]);
     }
 
+    fn rtt(smoothed_us: u64, variance_us: u64) -> receiver::Rtt {
+        receiver::Rtt {
+            smoothed: Duration::from_micros(smoothed_us),
+            variance: Duration::from_micros(variance_us),
+        }
+    }
+
     fn sample<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         text.lines()
             .filter(|l| l.starts_with(prefix))
@@ -446,28 +453,21 @@ mod tests {
             retransmits: 2,
             ..FlowStats::default()
         };
-        stats.rtt.record(receiver::Rtt {
-            smoothed: Duration::from_millis(4),
-            variance: Duration::from_millis(1),
-        });
+        stats.rtt.record(rtt(4_000, 1_000));
         exposition.add(&window(vec![curl_to(80, stats)]));
         let mut later = FlowStats {
             bytes_sent: 50,
             retransmits: 1,
             ..FlowStats::default()
         };
-        later.rtt.record(receiver::Rtt {
-            smoothed: Duration::from_millis(2),
-            variance: Duration::from_micros(500),
-        });
+        later.rtt.record(rtt(2_000, 500));
         exposition.add(&window(vec![curl_to(80, later), curl_to(443, stats)]));
         let text = exposition.render();
-        let transmit = "network_flow_bytes_total{destination_port=\"80\"";
         assert_eq!(
-            text.lines()
-                .filter(|l| l.starts_with(transmit) && l.contains("transmit"))
-                .map(|l| l.rsplit_once(' ').unwrap().1)
-                .collect::<Vec<_>>(),
+            sample(
+                &text,
+                "network_flow_bytes_total{destination_port=\"80\",network_io_direction=\"transmit\""
+            ),
             ["150"]
         );
         assert_eq!(
@@ -501,10 +501,7 @@ mod tests {
             bytes_sent: 10,
             ..FlowStats::default()
         };
-        stats.rtt.record(receiver::Rtt {
-            smoothed: Duration::from_millis(4),
-            variance: Duration::from_millis(1),
-        });
+        stats.rtt.record(rtt(4_000, 1_000));
         exposition.add(&window(vec![curl_to(80, stats)]));
         let with_rtt = exposition.len();
         exposition.add(&window(vec![]));
