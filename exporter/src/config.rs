@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::console::Format;
 use crate::datadog::DatadogConfig;
 use crate::otlp::{Destination, OtlpConfig, OtlpEnv};
+use crate::prometheus::PrometheusConfig;
 use crate::ConfigError;
 
 /// Settings of the exporters.
@@ -28,6 +29,9 @@ pub struct Config {
     /// Windows to Datadog's OTLP intake.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datadog: Option<DatadogConfig>,
+    /// Cumulative counters for Prometheus to scrape at `GET /metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusConfig>,
     /// Extra resource attributes on every exported window, e.g.
     /// `deployment.environment: prod`; added to (and winning over) those of
     /// `OTEL_RESOURCE_ATTRIBUTES`.
@@ -50,6 +54,8 @@ pub struct Plan {
     pub console: Option<Format>,
     /// OTLP destinations (the `otlp` exporter, then `datadog`).
     pub destinations: Vec<Destination>,
+    /// The Prometheus endpoint, if it runs.
+    pub prometheus: Option<PrometheusConfig>,
     /// Resource attributes: the environment's, then the file's.
     pub resource_attributes: BTreeMap<String, String>,
 }
@@ -57,7 +63,10 @@ pub struct Plan {
 impl Config {
     /// True when no exporter is configured in the file.
     pub fn is_empty(&self) -> bool {
-        self.console.is_none() && self.otlp.is_none() && self.datadog.is_none()
+        self.console.is_none()
+            && self.otlp.is_none()
+            && self.datadog.is_none()
+            && self.prometheus.is_none()
     }
 
     /// Checks the section against the process environment; the error is one
@@ -80,9 +89,12 @@ impl Config {
         if let Some(datadog) = &self.datadog {
             destinations.push(datadog.destination()?);
         }
+        if let Some(prometheus) = &self.prometheus {
+            prometheus.validate()?;
+        }
         let console = match &self.console {
             Some(console) => Some(console.format),
-            None if destinations.is_empty() => Some(Format::Table),
+            None if destinations.is_empty() && self.prometheus.is_none() => Some(Format::Table),
             None => None,
         };
         let mut resource_attributes = env.resource_attributes.clone();
@@ -90,6 +102,7 @@ impl Config {
         Ok(Plan {
             console,
             destinations,
+            prometheus: self.prometheus.clone(),
             resource_attributes,
         })
     }
@@ -159,6 +172,32 @@ mod tests {
         assert!(!printed.contains("t0psecret"), "{printed}");
         assert!(printed.contains(r#""x-token":"<redacted>""#), "{printed}");
         assert!(printed.contains(r#""timeout":"2s""#), "{printed}");
+    }
+
+    #[test]
+    fn prometheus_alone_quiets_the_console_and_prints_back() {
+        let config = parse(r#"{"prometheus": {"listen": "127.0.0.1:9999"}}"#).unwrap();
+        let plan = config.plan(&OtlpEnv::default()).unwrap();
+        assert_eq!(plan.console, None);
+        let prometheus = plan.prometheus.unwrap();
+        assert_eq!(prometheus.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(prometheus.idle_windows, 12);
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"prometheus":{"listen":"127.0.0.1:9999","idle_windows":12}}"#
+        );
+        let default = parse(r#"{"prometheus": {}}"#).unwrap();
+        assert_eq!(
+            default.prometheus.unwrap().listen.to_string(),
+            "127.0.0.1:9464"
+        );
+        assert!(parse(r#"{"prometheus": {"port": 9464}}"#).is_err());
+        assert!(parse(r#"{"prometheus": {"listen": "localhost"}}"#).is_err());
+        let error = parse(r#"{"prometheus": {"idle_windows": 0}}"#)
+            .unwrap()
+            .plan(&OtlpEnv::default())
+            .unwrap_err();
+        assert!(error.to_string().contains("idle_windows"), "{error}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use processor::{PollReport, WindowReport};
 
 use crate::console;
 use crate::otlp::OtlpExporter;
+use crate::prometheus::PrometheusExporter;
 use crate::{ConfigError, Error, Exporter, Plan};
 
 /// Every exporter of a [`Plan`], each given every report in turn.
@@ -14,7 +15,7 @@ pub struct Fanout {
 impl Fanout {
     /// Starts the exporters `plan` names; the console writes to `stdout`.
     /// Must be called inside a tokio runtime (the OTLP exporters spawn
-    /// their sending tasks).
+    /// their sending tasks, the Prometheus exporter its HTTP server).
     pub fn start(
         plan: &Plan,
         stdout: impl std::io::Write + Send + 'static,
@@ -26,6 +27,12 @@ impl Fanout {
         for destination in &plan.destinations {
             exporters.push(Box::new(OtlpExporter::start(
                 destination,
+                &plan.resource_attributes,
+            )?));
+        }
+        if let Some(prometheus) = &plan.prometheus {
+            exporters.push(Box::new(PrometheusExporter::start(
+                prometheus,
                 &plan.resource_attributes,
             )?));
         }

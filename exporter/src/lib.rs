@@ -5,7 +5,9 @@
 //! write them to a terminal or a pipe, as a table of the busiest flows
 //! ([`console::Table`]) or as JSON lines ([`console::JsonLines`]). The OTLP
 //! exporter ([`otlp::OtlpExporter`]) sends each closed window as OTLP
-//! metrics to a collector or to Datadog's intake ([`datadog`]). [`Config`]
+//! metrics to a collector or to Datadog's intake ([`datadog`]). The
+//! Prometheus exporter ([`prometheus::PrometheusExporter`]) adds them into
+//! cumulative counters that Prometheus scrapes at `GET /metrics`. [`Config`]
 //! is the `exporters` section; its [`Plan`] says which run, and [`Fanout`]
 //! drives them together.
 //!
@@ -30,7 +32,9 @@ mod duration_serde;
 mod error;
 mod fanout;
 pub mod health;
+pub mod metrics;
 pub mod otlp;
+pub mod prometheus;
 mod secret;
 
 pub use config::{Config, ConsoleConfig, Plan};

@@ -35,18 +35,19 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// `run` as the tests start it: JSON lines, the given poll interval, and a
 /// window long enough that only polls matter.
 fn run_args(poll_interval: Duration) -> Vec<String> {
-    [
-        "run",
-        "--format",
-        "json",
-        "--interval",
-        "1h",
-        "--poll-interval",
-    ]
-    .map(str::to_owned)
-    .into_iter()
-    .chain([format!("{}ms", poll_interval.as_millis())])
-    .collect()
+    let mut args = json_run_args(poll_interval);
+    args.extend(["--interval", "1h"].map(str::to_owned));
+    args
+}
+
+/// `run` with JSON lines and the given poll interval; the window as
+/// configured.
+fn json_run_args(poll_interval: Duration) -> Vec<String> {
+    ["run", "--format", "json", "--poll-interval"]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([format!("{}ms", poll_interval.as_millis())])
+        .collect()
 }
 
 /// A running `flowtel run --format json`.
@@ -91,6 +92,21 @@ impl Agent {
     pub fn start_with(binary: impl AsRef<Path>, poll_interval: Duration, args: &[&str]) -> Agent {
         let mut command = Command::new(binary.as_ref());
         command.args(run_args(poll_interval)).args(args);
+        Agent::launch(command, poll_interval)
+    }
+
+    /// Like [`Agent::start`], with the configuration file `config` and
+    /// without `--interval`: the file's `processor.interval` is the window.
+    pub fn start_with_config(
+        binary: impl AsRef<Path>,
+        poll_interval: Duration,
+        config: &Path,
+    ) -> Agent {
+        let mut command = Command::new(binary.as_ref());
+        command
+            .args(json_run_args(poll_interval))
+            .arg("--config")
+            .arg(config);
         Agent::launch(command, poll_interval)
     }
 
@@ -434,28 +450,34 @@ impl Agent {
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
     /// says how it ended.
     pub fn stop(&mut self) -> String {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        terminate(&mut self.child)
+    }
+}
+
+/// Asks `child` to stop (SIGTERM), kills it after a grace period, reaps it,
+/// and says how it ended.
+pub fn terminate(child: &mut Child) -> String {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status.to_string();
+    }
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill has no memory preconditions; the pid is our own
+        // child, not yet reaped, so it cannot name another process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
             return status.to_string();
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill has no memory preconditions; the pid is our own
-            // child, not yet reaped, so it cannot name another process.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    match child.wait() {
+        Ok(status) => {
+            format!("{status} (killed after {EXIT_GRACE:?} without exiting on SIGTERM)")
         }
-        let deadline = Instant::now() + EXIT_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.to_string();
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        match self.child.wait() {
-            Ok(status) => {
-                format!("{status} (killed after {EXIT_GRACE:?} without exiting on SIGTERM)")
-            }
-            Err(e) => format!("unknown ({e})"),
-        }
+        Err(e) => format!("unknown ({e})"),
     }
 }
 

@@ -31,6 +31,7 @@ pub mod netns;
 pub mod otlp_metrics;
 pub mod otlp_receiver;
 pub mod privilege;
+pub mod prometheus;
 pub mod record;
 pub mod traffic;
 pub mod vm;

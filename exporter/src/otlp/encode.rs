@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use processor::{AttributeValue, Series, WindowReport};
 
+use crate::metrics::{points, resource, Attributes, Spec, Value};
+
 use super::config::Temporality;
 
 /// The instrumentation scope's name.
@@ -50,17 +52,12 @@ impl Encoder {
         resource_attributes: &BTreeMap<String, String>,
         temporality: Temporality,
     ) -> Encoder {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("service.name".to_owned(), "flowtel".to_owned());
-        attributes.insert(
-            "service.version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        );
-        attributes.insert("host.name".to_owned(), host_name());
-        attributes.extend(resource_attributes.clone());
         Encoder {
             resource: Resource {
-                attributes: attributes.into_iter().map(|(k, v)| string(&k, v)).collect(),
+                attributes: resource(resource_attributes)
+                    .into_iter()
+                    .map(|(k, v)| string(&k, v))
+                    .collect(),
                 ..Resource::default()
             },
             temporality,
@@ -108,58 +105,10 @@ impl Encoder {
     ) -> ExportMetricsServiceRequest {
         let mut metrics = Metrics::default();
         for one in series {
-            let attrs: Attributes = one
-                .attributes
-                .iter()
-                .map(|(name, value)| (name.to_owned(), value.clone()))
-                .collect();
-            let s = &one.stats;
-            let with = |extra: &[(&str, &str)]| {
-                let mut a = attrs.clone();
-                a.extend(
-                    extra
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), AttributeValue::from(*v))),
-                );
-                a
-            };
-            metrics.sum(
-                &BYTES,
-                with(&[("network.io.direction", "transmit")]),
-                s.bytes_sent,
-            );
-            metrics.sum(
-                &BYTES,
-                with(&[("network.io.direction", "receive")]),
-                s.bytes_received,
-            );
-            metrics.sum(
-                &PACKETS,
-                with(&[("network.io.direction", "transmit")]),
-                s.packets_sent,
-            );
-            metrics.sum(
-                &PACKETS,
-                with(&[("network.io.direction", "receive")]),
-                s.packets_received,
-            );
-            // UDP has no retransmits; a series that sums both transports
-            // away shows them when there were some.
-            let transport = one.attributes.get("network.transport");
-            if transport == Some(&AttributeValue::from("tcp"))
-                || (transport.is_none() && s.retransmits > 0)
-            {
-                metrics.sum(&RETRANSMITS, attrs.clone(), s.retransmits);
-            }
-            metrics.sum(&OPENED, attrs.clone(), s.connections_opened);
-            metrics.sum(&CLOSED, attrs.clone(), s.connections_closed);
-            for (error_type, n) in s.connections_failed.nonzero() {
-                metrics.sum(&FAILED, with(&[("error.type", error_type)]), n);
-            }
-            if let (Some(rtt), Some(var)) = (s.rtt.mean(), s.rtt.mean_variance()) {
-                metrics.gauge(&RTT, attrs.clone(), rtt.as_secs_f64());
-                metrics.gauge(&RTT_VARIANCE, attrs, var.as_secs_f64());
-            }
+            points(one, |spec, attrs, value| match value {
+                Value::Sum(n) => add(&mut metrics.sums, spec, attrs, n),
+                Value::Gauge(v) => add(&mut metrics.gauges, spec, attrs, v),
+            });
         }
         let metrics = metrics.into_otlp(self, start_ns, end_ns);
         ExportMetricsServiceRequest {
@@ -195,57 +144,6 @@ impl Encoder {
     }
 }
 
-/// A metric of DESIGN.md's table.
-struct Spec {
-    name: &'static str,
-    unit: &'static str,
-    description: &'static str,
-}
-
-static BYTES: Spec = Spec {
-    name: "network.flow.bytes",
-    unit: "By",
-    description: "Bytes the flow moved, by direction as seen from the source.",
-};
-static PACKETS: Spec = Spec {
-    name: "network.flow.packets",
-    unit: "{packet}",
-    description: "TCP segments or UDP datagrams, by direction.",
-};
-static RETRANSMITS: Spec = Spec {
-    name: "network.flow.tcp.retransmits",
-    unit: "{segment}",
-    description: "TCP segments the source retransmitted.",
-};
-static OPENED: Spec = Spec {
-    name: "network.flow.connections.opened",
-    unit: "{connection}",
-    description: "Connections opened.",
-};
-static CLOSED: Spec = Spec {
-    name: "network.flow.connections.closed",
-    unit: "{connection}",
-    description: "Connections closed.",
-};
-static FAILED: Spec = Spec {
-    name: "network.flow.connections.failed",
-    unit: "{connection}",
-    description: "Connections that failed, by error.type.",
-};
-static RTT: Spec = Spec {
-    name: "network.flow.tcp.rtt",
-    unit: "s",
-    description: "Mean smoothed TCP round-trip time of the flow's active connections.",
-};
-static RTT_VARIANCE: Spec = Spec {
-    name: "network.flow.tcp.rtt.variance",
-    unit: "s",
-    description: "Mean TCP round-trip time variance (jitter).",
-};
-
-/// A point's attributes, before they become `KeyValue`s.
-type Attributes = Vec<(String, AttributeValue)>;
-
 /// Points of each metric, in the order metrics first appear.
 type Points<V> = Vec<(&'static Spec, Vec<(Attributes, V)>)>;
 
@@ -264,14 +162,6 @@ fn add<V>(points: &mut Points<V>, spec: &'static Spec, attrs: Attributes, value:
 }
 
 impl Metrics {
-    fn sum(&mut self, spec: &'static Spec, attrs: Attributes, value: u64) {
-        add(&mut self.sums, spec, attrs, value);
-    }
-
-    fn gauge(&mut self, spec: &'static Spec, attrs: Attributes, value: f64) {
-        add(&mut self.gauges, spec, attrs, value);
-    }
-
     fn into_otlp(self, encoder: &mut Encoder, start_ns: u64, end_ns: u64) -> Vec<Metric> {
         let temporality = match encoder.temporality {
             Temporality::Delta => AggregationTemporality::Delta,
@@ -373,13 +263,6 @@ fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// This host's name, from the kernel (`/proc/sys/kernel/hostname`).
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 #[cfg(test)]
