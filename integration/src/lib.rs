@@ -32,5 +32,6 @@ pub mod otlp_metrics;
 pub mod otlp_receiver;
 pub mod privilege;
 pub mod record;
+pub mod tmux;
 pub mod traffic;
 pub mod vm;
