@@ -1,7 +1,8 @@
 //! `flowtel top` in a real terminal: a tmux session of 160 x 40 runs it
 //! while a thread of this test sends steadily over loopback TCP; the screen
 //! gets a row keyed by that thread's name (its kernel `comm`, the flow's
-//! `source.process.name`) and the server's port; `q` quits with status 0
+//! `source.process.name`) and the server's port; `g` and `s` change the
+//! grouping and the sort; `q` quits with status 0
 //! and gives the terminal back (the alternate screen left, raw mode off).
 //! Without a terminal, `top` refuses with one line.
 
@@ -16,7 +17,7 @@ use integration::traffic::tcp::Steady;
 /// connection.
 const CLIENT: &str = "top-e2e-client";
 
-/// How long the first row may take: loading the programs, then two polls.
+/// How long the first poll, and then the first row, may take.
 const ROW_TIMEOUT: Duration = Duration::from_secs(40);
 
 #[test]
@@ -34,6 +35,16 @@ fn top_shows_this_tests_flow_and_quits_on_q() {
         ],
         160,
         40,
+    );
+    // Connections older than the agent have no direction and keep both
+    // ports: the traffic starts once top has polled.
+    let (screen, polled) = top.wait_for_screen(ROW_TIMEOUT, |screen| screen.contains("poll at "));
+    assert!(
+        polled,
+        "flowtel top did not poll within {ROW_TIMEOUT:?}; exit status {:?}, stderr: {}\n\
+         screen:\n{screen}",
+        top.exit_status(),
+        top.stderr()
     );
     let traffic = Steady::start("127.0.0.1".parse().unwrap(), CLIENT);
     let port = traffic.server_port.to_string();
@@ -66,6 +77,19 @@ fn top_shows_this_tests_flow_and_quits_on_q() {
         matches!(ours[3], "KiB" | "MiB") && ours[4..6] == ["0", "B"],
         "{ours:?}"
     );
+
+    // g: the next group-by preset; s: the next sort column.
+    top.send_key("g");
+    let (screen, regrouped) = top.wait_for_screen(Duration::from_secs(5), |screen| {
+        screen.contains("group by: destination.address,destination.port")
+            && row(screen, &["127.0.0.1", &port]).is_some()
+    });
+    assert!(regrouped, "g did not regroup:\n{screen}");
+    top.send_key("s");
+    let (screen, resorted) = top.wait_for_screen(Duration::from_secs(5), |screen| {
+        screen.contains("sort: sent")
+    });
+    assert!(resorted, "s did not change the sort:\n{screen}");
 
     top.send_key("q");
     let status = top.wait_for_exit(Duration::from_secs(5));
