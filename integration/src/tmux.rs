@@ -5,7 +5,7 @@
 //! [`Tmux`] is dropped, also when a test panics.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -77,15 +77,12 @@ impl Tmux {
 
     /// The screen as text, one line per row, trailing blanks trimmed.
     pub fn capture(&self) -> String {
-        let target = self.name.clone();
-        let out = self.run(&["capture-pane", "-p", "-t", &target]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.run(&["capture-pane", "-p", "-t", &self.name])
     }
 
     /// Types `key` (tmux key names: `q`, `Escape`, `C-c`).
     pub fn send_key(&self, key: &str) {
-        let target = self.name.clone();
-        self.run(&["send-keys", "-t", &target, key]);
+        self.run(&["send-keys", "-t", &self.name, key]);
     }
 
     /// Waits up to `timeout` until the screen satisfies `done`; returns the
@@ -144,20 +141,9 @@ impl Tmux {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux (apt-get install tmux): {e}"));
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+    /// Runs `tmux args...` on this test's server; its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        crate::vm::run_ok(Command::new("tmux").arg("-L").arg(&self.socket).args(args))
     }
 }
 
