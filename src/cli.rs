@@ -32,6 +32,12 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Watch this host's flows live, full screen: one row per group of
+    /// flows, refreshed every poll. Keys: s cycles the sort column, g cycles
+    /// the group-by (the given one, destination.address,destination.port,
+    /// source.process.name), q, Esc or Ctrl-C quits. Needs a terminal (for
+    /// scripts: flowtel run --format json) and the privileges of `run`.
+    Top(TopArgs),
 }
 
 /// `flowtel config ...`.
@@ -110,6 +116,60 @@ pub struct RunArgs {
     /// unless asked.
     #[arg(long, value_enum)]
     pub format: Option<ConsoleFormat>,
+}
+
+/// `flowtel top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The configuration file, for its receiver settings and its mappings
+    /// (service names and other attributes); its exporters are not used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How often the view is refreshed, e.g. 1s, 500ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub poll_interval: Duration,
+
+    /// The attributes a row is keyed by, one column each, joined by commas.
+    /// A flow that no mapping gives a destination.service is shown by its
+    /// destination.address in that column, and by its source.address for
+    /// source.service; any other attribute a flow lacks shows as "-".
+    #[arg(
+        long,
+        value_name = "ATTRIBUTES",
+        value_parser = crate::top::GroupBy::parse,
+        default_value = crate::top::DEFAULT_GROUP_BY
+    )]
+    pub group_by: crate::top::GroupBy,
+
+    /// Only the flows meeting every condition, joined by commas:
+    /// attr=value, attr!=value, attr=~regex (found anywhere in the value;
+    /// anchor with ^ and $). A flow without the attribute has no value: it
+    /// equals nothing and differs from everything. Values cannot contain
+    /// commas. The attributes are the flow's own (before the group-by's
+    /// address fallback), e.g. destination.port=5432.
+    #[arg(long = "where", value_name = "CONDITIONS", value_parser = crate::top::Filter::parse)]
+    pub filter: Option<crate::top::Filter>,
+
+    /// The column rows are sorted by, largest first (bytes: sent and
+    /// received together).
+    #[arg(long, value_enum, default_value_t = crate::top::Sort::Bytes)]
+    pub sort: crate::top::Sort,
+}
+
+impl TopArgs {
+    /// The settings `run` would have with this file and poll interval.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        RunArgs {
+            config: self.config.clone(),
+            poll_interval: Some(self.poll_interval),
+            probes: None,
+            max_connections: None,
+            interval: None,
+            format: None,
+        }
+        .settings()
+    }
 }
 
 /// `--format`.

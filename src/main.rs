@@ -7,6 +7,7 @@ mod checkpoint;
 mod cli;
 mod config;
 mod privileges;
+mod top;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -23,7 +24,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Log lines would tear top's screen: it shows what matters itself.
+    if !matches!(cli.command, Command::Top(_)) {
+        init_logging();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -59,18 +63,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let settings = args.settings()?;
-            // The receiver's ring buffer reader and the poll loop: two
-            // workers at most, one on a single-core machine.
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name("flowtel")
-                .enable_all()
-                .build()
-                .context("could not start the async runtime")?;
-            runtime.block_on(agent::run(settings))
+            runtime()?.block_on(agent::run(settings))
         }
+        Command::Top(args) => top::run(args),
     }
+}
+
+/// The runtime the receiver and the poll loop run on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // The receiver's ring buffer reader and the poll loop: two workers at
+    // most, one on a single-core machine.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("flowtel")
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
 }
 
 /// Logs to stderr; `RUST_LOG` filters, `info` by default.

@@ -33,5 +33,6 @@ pub mod otlp_receiver;
 pub mod privilege;
 pub mod prometheus;
 pub mod record;
+pub mod tmux;
 pub mod traffic;
 pub mod vm;

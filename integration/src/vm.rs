@@ -212,7 +212,8 @@ fn which(program: &str, package: &str) -> PathBuf {
     })
 }
 
-fn run_ok(command: &mut Command) -> String {
+/// Runs `command`; its stdout. Panics, with its stderr, unless it succeeds.
+pub(crate) fn run_ok(command: &mut Command) -> String {
     let shown = format!("{command:?}");
     let output = command
         .output()

@@ -5,7 +5,7 @@
 mod format;
 mod json;
 mod table;
-mod units;
+pub mod units;
 
 pub use format::{exporter, Format, UnknownFormat};
 pub use json::JsonLines;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use processor::{Attributes, FlowStats, PollReport, WindowReport};
 
-use super::units::{bits_per_second, bytes, duration, end_label, timestamp};
+use super::units::{bits_per_second, bytes, duration, end_label, rtt_text, timestamp};
 use crate::{Error, Exporter};
 
 /// How many flows a table shows; the rest are summed up in one line.
@@ -258,18 +258,6 @@ fn churn(row: &mut Vec<String>, stats: &FlowStats) {
             None => "-".to_owned(),
         },
     ]);
-}
-
-/// `87us`, `1.2ms`, `310ms`.
-fn rtt_text(rtt: Duration) -> String {
-    let us = rtt.as_micros();
-    if us < 1000 {
-        format!("{us}us")
-    } else if us < 10_000 {
-        format!("{:.1}ms", us as f64 / 1000.0)
-    } else {
-        format!("{}ms", rtt.as_millis())
-    }
 }
 
 #[cfg(test)]

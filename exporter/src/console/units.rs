@@ -50,6 +50,18 @@ pub fn bits_per_second(bps: f64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A round-trip time: `87us`, `1.2ms`, `310ms`.
+pub fn rtt_text(rtt: Duration) -> String {
+    let us = rtt.as_micros();
+    if us < 1000 {
+        format!("{us}us")
+    } else if us < 10_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{}ms", rtt.as_millis())
+    }
+}
+
 /// `addr:port`, `[v6addr]:port`, with `*` for a collapsed port.
 pub fn endpoint(address: IpAddr, port: Option<u16>) -> String {
     let mut out = String::with_capacity(24);

@@ -149,6 +149,80 @@ pub fn short_connections(server_ip: IpAddr, count: u64, size: usize) -> ShortCon
     }
 }
 
+/// A connection that keeps sending until it is dropped: for views that
+/// refresh every poll and need a flow that is active in each. The client
+/// runs on a thread named `client_thread` (at most 15 bytes: it is the
+/// kernel's `comm` of the connection, its `source.process.name`).
+pub struct Steady {
+    /// The server's (listening) port.
+    pub server_port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: Option<JoinHandle<u64>>,
+    server: Option<JoinHandle<u64>>,
+}
+
+impl Steady {
+    /// How long a steady connection sends at most, should nothing stop it.
+    pub const LIMIT: Duration = Duration::from_secs(120);
+
+    /// Listens on `server_ip`, connects from a thread named `client_thread`
+    /// and sends 64 KiB about every 10 ms until dropped (or [`Steady::LIMIT`]).
+    pub fn start(server_ip: IpAddr, client_thread: &str) -> Steady {
+        assert!(client_thread.len() <= 15, "a comm has at most 15 bytes");
+        let listener = TcpListener::bind((server_ip, 0))
+            .unwrap_or_else(|e| panic!("cannot listen on {server_ip}: {e}"));
+        let server_port = listener.local_addr().expect("bound").port();
+        let server = std::thread::spawn(move || read_to_end(&mut accept(&listener)));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let client = std::thread::Builder::new()
+            .name(client_thread.to_owned())
+            .spawn(move || {
+                let mut stream = connect(SocketAddr::new(server_ip, server_port));
+                let started = Instant::now();
+                let mut sent = 0;
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Steady::LIMIT
+                {
+                    sent += write_all(&mut stream, 64 * 1024);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                sent
+            })
+            .expect("spawn the client thread");
+        Steady {
+            server_port,
+            stop,
+            client: Some(client),
+            server: Some(server),
+        }
+    }
+
+    /// Stops sending, closes both ends and returns the bytes the client
+    /// sent and the server received.
+    pub fn stop(mut self) -> (u64, u64) {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The client's stream closes as its thread ends; the server reads
+        // to that EOF.
+        let sent = self.client.take().map_or(0, join);
+        let received = self.server.take().map_or(0, join);
+        (sent, received)
+    }
+}
+
+impl Drop for Steady {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !std::thread::panicking() {
+            self.finish();
+        }
+    }
+}
+
 /// Connects to a port on `ip` where nothing listens (one just released) and
 /// returns that port. Panics unless the attempt fails with ECONNREFUSED.
 pub fn connect_refused(ip: IpAddr) -> u16 {
