@@ -199,8 +199,8 @@ impl RunArgs {
     /// stage's part before anything is loaded into the kernel.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let file = match &self.config {
-            Some(path) => crate::config::FileConfig::load(path)?,
-            None => crate::config::FileConfig::default(),
+            Some(path) => flowtel::config::FileConfig::load(path)?,
+            None => flowtel::config::FileConfig::default(),
         };
         let mut receiver = file.receiver;
         if let Some(poll_interval) = self.poll_interval {

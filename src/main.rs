@@ -5,7 +5,6 @@ mod agent;
 mod check;
 mod checkpoint;
 mod cli;
-mod config;
 mod privileges;
 mod top;
 
@@ -17,6 +16,7 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, ConfigCommand};
+use flowtel::config;
 
 /// The exit code of a configuration file that cannot be used (clap uses 2
 /// for command-line usage errors too).
