@@ -139,7 +139,7 @@ mod tests {
     fn otlp_datadog_and_console_run_together() {
         let config = parse(
             r#"{"console": {"format": "json"},
-                "otlp": {"endpoint": "http://c:4317", "protocol": "grpc", "compression": "gzip",
+                "otlp": {"endpoint": "http://c:4317", "insecure": true, "protocol": "grpc", "compression": "gzip",
                          "timeout": "2s", "temporality": "cumulative", "headers": {"x-token": "t0psecret"}},
                 "datadog": {"api_key": "k"},
                 "resource_attributes": {"deployment.environment": "prod"}}"#,

@@ -75,6 +75,7 @@ impl DatadogConfig {
             tls: TlsConfig::default(),
             queue_size: self.queue_size.get(),
             queue_bytes: crate::otlp::DEFAULT_QUEUE_BYTES,
+            insecure: false,
         };
         destination.check()?;
         Ok(destination)

@@ -52,6 +52,12 @@ pub struct OtlpConfig {
     /// TLS for `https://` endpoints.
     #[serde(skip_serializing_if = "TlsConfig::is_default")]
     pub tls: TlsConfig,
+    /// Allow a cleartext `http://` endpoint on another host (flows and
+    /// headers then cross the network unencrypted). Default:
+    /// `OTEL_EXPORTER_OTLP_INSECURE`, else false: only loopback endpoints
+    /// may be `http://`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
     /// How many closed windows wait, in order, while the backend is slow or
     /// down; when a new window finds the queue full, the oldest is dropped
     /// and counted. Default: 64.
@@ -79,6 +85,7 @@ impl Default for OtlpConfig {
             timeout: None,
             temporality: None,
             tls: TlsConfig::default(),
+            insecure: None,
             queue_size: QueueSize::default(),
             queue_bytes: DEFAULT_QUEUE_BYTES,
         }

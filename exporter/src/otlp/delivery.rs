@@ -199,6 +199,7 @@ mod tests {
             tls: TlsConfig::default(),
             queue_size: 1,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            insecure: false,
         };
         (Transport::new(&destination).unwrap(), destination.url)
     }

@@ -32,6 +32,8 @@ pub struct Destination {
     pub temporality: Temporality,
     /// TLS for `https://` URLs.
     pub tls: TlsConfig,
+    /// Cleartext `http://` to another host was allowed.
+    pub insecure: bool,
     /// Capacity of the window queue, in windows.
     pub queue_size: usize,
     /// Capacity of the window queue, in bytes of encoded requests.
@@ -79,6 +81,7 @@ impl Destination {
                 key_file: config.tls.key_file.clone().or_else(|| env.key_file.clone()),
                 insecure_skip_verify: config.tls.insecure_skip_verify,
             },
+            insecure: config.insecure.or(env.insecure).unwrap_or(false),
             queue_size: config.queue_size.get(),
             queue_bytes: config.queue_bytes,
         };
@@ -89,6 +92,12 @@ impl Destination {
     /// Checks what only makes sense together.
     pub fn check(&self) -> Result<(), ConfigError> {
         check_url(&self.url)?;
+        if !self.insecure && self.url.starts_with("http://") && !is_loopback_url(&self.url) {
+            return Err(ConfigError::new(format!(
+                "otlp endpoint {} would send flows and headers in cleartext to another host: use https://, or allow it with exporters.otlp.insecure: true (OTEL_EXPORTER_OTLP_INSECURE=true)",
+                self.url
+            )));
+        }
         if self.timeout.is_zero() {
             return Err(ConfigError::new(
                 "the otlp timeout is zero: give a duration such as 10s",
@@ -122,6 +131,23 @@ fn append_metrics_path(base: &str) -> String {
     } else {
         format!("{base}/{HTTP_METRICS_PATH}")
     }
+}
+
+/// True when the URL's host is this machine: `localhost`, 127.0.0.0/8 or
+/// `[::1]`.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn check_url(url: &str) -> Result<(), ConfigError> {
@@ -164,12 +190,16 @@ mod tests {
 
     #[test]
     fn the_generic_endpoint_gets_the_path_for_http_only() {
-        let env = env_with(|e| e.endpoint = Some("http://collector:4318".into()));
+        let env = env_with(|e| {
+            e.endpoint = Some("http://collector:4318".into());
+            e.insecure = Some(true);
+        });
         let d = Destination::resolve(&OtlpConfig::default(), &env).unwrap();
         assert_eq!(d.url, "http://collector:4318/v1/metrics");
         let env = env_with(|e| {
             e.endpoint = Some("http://collector:4317/".into());
             e.protocol = Some(Protocol::Grpc);
+            e.insecure = Some(true);
         });
         let d = Destination::resolve(&OtlpConfig::default(), &env).unwrap();
         assert_eq!(d.url, "http://collector:4317/");
@@ -182,6 +212,7 @@ mod tests {
             e.metrics_endpoint = Some("http://specific:9999/custom".into());
             e.timeout = Some(Duration::from_secs(3));
             e.headers.insert("a".into(), Secret::new("env"));
+            e.insecure = Some(true);
         });
         let d = Destination::resolve(&OtlpConfig::default(), &env).unwrap();
         assert_eq!(d.url, "http://specific:9999/custom");
@@ -197,6 +228,39 @@ mod tests {
         assert_eq!(d.url, "https://file:4318/v1/metrics");
         assert_eq!(d.timeout, Duration::from_secs(1));
         assert_eq!(d.headers["a"].expose(), "file");
+    }
+
+    #[test]
+    fn cleartext_to_another_host_needs_insecure_but_loopback_does_not() {
+        let to = |url: &str, insecure: Option<bool>| {
+            let config = OtlpConfig {
+                endpoint: Some(url.into()),
+                insecure,
+                ..OtlpConfig::default()
+            };
+            Destination::resolve(&config, &OtlpEnv::default())
+        };
+        let error = to("http://collector:4318/v1/metrics", None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "otlp endpoint http://collector:4318/v1/metrics would send flows and headers in cleartext to another host: use https://, or allow it with exporters.otlp.insecure: true (OTEL_EXPORTER_OTLP_INSECURE=true)"
+        );
+        assert!(to("http://10.0.0.5:4317", None).is_err());
+        assert!(to("http://collector:4318/v1/metrics", Some(true)).is_ok());
+        assert!(to("https://collector:4318/v1/metrics", None).is_ok());
+        for loopback in [
+            "http://localhost:4318/v1/metrics",
+            "http://127.0.0.1:4317",
+            "http://127.3.2.1:4317",
+            "http://[::1]:4317",
+        ] {
+            assert!(to(loopback, None).is_ok(), "{loopback}");
+        }
+        let env = env_with(|e| {
+            e.endpoint = Some("http://collector:4318".into());
+            e.insecure = Some(true);
+        });
+        assert!(Destination::resolve(&OtlpConfig::default(), &env).is_ok());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct OtlpEnv {
     pub cert_file: Option<PathBuf>,
     /// `..._CLIENT_KEY`: the client certificate's PEM private key.
     pub key_file: Option<PathBuf>,
+    /// `..._INSECURE`: `true` allows cleartext `http://` to another host.
+    pub insecure: Option<bool>,
 }
 
 impl OtlpEnv {
@@ -90,6 +92,10 @@ impl OtlpEnv {
                 ("lowmemory", Temporality::Delta),
             ],
         )?;
+        let insecure = choice(
+            pick("INSECURE").map(|(name, v)| (name, v.to_ascii_lowercase())),
+            &[("true", true), ("false", false)],
+        )?;
         let timeout = match pick("TIMEOUT") {
             None => None,
             Some((name, v)) => Some(Duration::from_millis(v.trim().parse().map_err(|_| {
@@ -116,6 +122,7 @@ impl OtlpEnv {
             ca_file: pick("CERTIFICATE").map(|(_, v)| PathBuf::from(v)),
             cert_file: pick("CLIENT_CERTIFICATE").map(|(_, v)| PathBuf::from(v)),
             key_file: pick("CLIENT_KEY").map(|(_, v)| PathBuf::from(v)),
+            insecure,
         })
     }
 
