@@ -1,6 +1,7 @@
-//! A connection map too small for the host's connections: the connections
-//! that do not fit are counted as dropped and reported, the agent keeps
-//! running, and once room frees up new connections are counted exactly.
+//! A connection map too small for the host's connections (1,000 entries,
+//! 5,000 live connections): the connections that do not fit are counted as
+//! dropped and reported, the agent keeps running with flat memory, and once
+//! room frees up new connections are counted exactly.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -10,13 +11,35 @@ use integration::privilege;
 use integration::traffic::tcp;
 
 /// The map's capacity, and how many connections are held open at once
-/// (each has two sockets on loopback, so four times the capacity).
-const CAPACITY: usize = 64;
-const HELD_OPEN: usize = 2 * CAPACITY;
+/// (each has two sockets on loopback: ten times the capacity).
+const CAPACITY: usize = 1000;
+const HELD_OPEN: usize = 5000;
+
+/// Lets this process hold `n` descriptors (10,000 sockets and more).
+fn allow_descriptors(n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit reads the struct we own; root may raise the limit.
+    let done = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(done, 0, "cannot allow {n} open files");
+}
+
+/// The agent's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
 
 #[test]
 fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
     privilege::require_root();
+    allow_descriptors(4 * HELD_OPEN as u64);
     let capacity = CAPACITY.to_string();
     let mut agent = Agent::start_with(
         env!("CARGO_BIN_EXE_flowtel"),
@@ -52,6 +75,19 @@ fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
     let last = *agent.health().last().expect("health records");
     assert_eq!(last.map_capacity, CAPACITY as u64, "{last:?}");
     assert!(last.tracked_connections <= CAPACITY as u64, "{last:?}");
+
+    // Memory stays flat while the map stays full and the polls go on.
+    let before = rss_kib(agent.pid());
+    let polls = agent.health().len();
+    while agent.health().len() < polls + 10 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = rss_kib(agent.pid());
+    println!("agent RSS with a full map: {before} KiB, ten polls later {after} KiB");
+    assert!(
+        after <= before + before / 10,
+        "the agent's memory grew from {before} KiB to {after} KiB"
+    );
 
     // Closing them frees the map; new connections are tracked again, exactly.
     drop(held);
