@@ -113,7 +113,11 @@ impl Health {
             .with_resource(resource)
             .with_reader(reader)
             .build();
-        let meter = provider.meter(HEALTH_SCOPE);
+        let meter = provider.meter_with_scope(
+            opentelemetry::InstrumentationScope::builder(HEALTH_SCOPE)
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
         let figures = Arc::new(Figures::default());
 
         let read = |f: fn(&Figures) -> &AtomicU64| {
@@ -233,7 +237,9 @@ mod tests {
 
     fn value(request: &ExportMetricsServiceRequest, name: &str) -> Option<f64> {
         let scope = &request.resource_metrics[0].scope_metrics[0];
-        assert_eq!(scope.scope.as_ref().unwrap().name, HEALTH_SCOPE);
+        let identity = scope.scope.as_ref().unwrap();
+        assert_eq!(identity.name, HEALTH_SCOPE);
+        assert_eq!(identity.version, env!("CARGO_PKG_VERSION"));
         let metric = scope.metrics.iter().find(|m| m.name == name)?;
         let point = match metric.data.as_ref()? {
             Data::Sum(sum) => sum.data_points.first()?,
