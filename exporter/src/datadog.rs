@@ -76,6 +76,7 @@ impl DatadogConfig {
             queue_size: self.queue_size.get(),
             queue_bytes: crate::otlp::DEFAULT_QUEUE_BYTES,
             insecure: false,
+            spill_dir: None,
         };
         destination.check()?;
         Ok(destination)

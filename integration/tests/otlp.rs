@@ -600,3 +600,79 @@ fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
     assert!(health.iter().all(|p| p.resource.contains_key("host.name")));
     assert!(health.iter().all(|p| p.scope.0 == "flowtel.health"));
 }
+
+#[test]
+fn windows_unsent_at_shutdown_are_kept_on_disk_and_sent_by_the_next_agent() {
+    privilege::require_root();
+    let dir = std::env::temp_dir().join(format!("flowtel-spill-test-{}", std::process::id()));
+    let spill = dir.join("spill");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("flowtel.yaml");
+    std::fs::write(
+        &config,
+        format!("exporters:\n  otlp:\n    spill_dir: {}\n", spill.display()),
+    )
+    .unwrap();
+    let with_config = |receiver: &OtlpReceiver| {
+        let mut command = receiver.agent_command(env!("CARGO_BIN_EXE_flowtel"));
+        command.arg("--config").arg(&config);
+        Agent::launch(command, POLL)
+    };
+
+    // The backend is down for the first agent's whole life.
+    let down = OtlpReceiver::start(
+        Protocol::Http,
+        Behaviour {
+            unavailable_first: u32::MAX,
+            ..Behaviour::default()
+        },
+    );
+    let mut first = with_config(&down);
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 1 << 10);
+    let expected = (truth.client_sent + truth.server_sent) as i64;
+    std::thread::sleep(Duration::from_millis(2500));
+    first.stop();
+    let first_stopped = std::time::SystemTime::now();
+    let kept = std::fs::read_dir(&spill).map_or(0, |d| d.count());
+    assert!(kept > 0, "nothing kept on disk: {:?}", first.stderr());
+    assert!(down.accepted().is_empty());
+
+    // The next agent sends them first, with their own timestamps.
+    let up = OtlpReceiver::start(Protocol::Http, Behaviour::default());
+    let mut second = with_config(&up);
+    up.wait_for("the kept windows", WAIT, |arrivals| {
+        let requests: Vec<_> = arrivals.iter().map(|a| a.request.clone()).collect();
+        bytes(
+            &otlp_metrics::points(&requests),
+            truth.server_port,
+            "transmit",
+        ) >= expected
+    });
+    second.stop();
+    let points = otlp_metrics::points(&up.accepted());
+    assert_eq!(bytes(&points, truth.server_port, "transmit"), expected);
+    let stopped_ns = first_stopped
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let port = truth.server_port.to_string();
+    let transfer: Vec<_> = points
+        .iter()
+        .filter(|p| mine(p) && p.metric == "network.flow.bytes")
+        .filter(|p| {
+            p.attribute("destination.port") == Some(&port)
+                || p.attribute("source.port") == Some(&port)
+        })
+        .collect();
+    assert!(!transfer.is_empty());
+    assert!(
+        transfer.iter().all(|p| p.time_ns <= stopped_ns),
+        "the kept windows keep their original timestamps"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spill).map_or(0, |d| d.count()),
+        0,
+        "sent once, then gone from disk"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

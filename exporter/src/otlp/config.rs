@@ -66,6 +66,11 @@ pub struct OtlpConfig {
     /// oldest windows are dropped, as for `queue_size`. Default: 64 MiB.
     #[serde(default = "default_queue_bytes")]
     pub queue_bytes: u64,
+    /// A directory where the windows the backend has not taken when the
+    /// agent stops are kept; the next agent sends them first, with their
+    /// original timestamps. Default: none (they are counted as lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// The default `queue_bytes`: 64 MiB.
@@ -88,6 +93,7 @@ impl Default for OtlpConfig {
             insecure: None,
             queue_size: QueueSize::default(),
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            spill_dir: None,
         }
     }
 }

@@ -93,24 +93,33 @@ impl Delivery {
     }
 
     /// Closes the queue and waits up to `grace` for what is queued to be
-    /// sent; what is left then is counted and logged.
-    pub async fn close(&mut self, grace: Duration) {
-        let left = self.queue.close();
+    /// sent; returns what is left then (the window being sent included),
+    /// oldest first, for the caller to spill or count as lost.
+    pub async fn close(&mut self, grace: Duration) -> Vec<Arc<WindowRequests>> {
+        self.queue.close();
         let Some(mut task) = self.task.take() else {
-            return;
+            return Vec::new();
         };
         if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();
-            self.losses
-                .at_shutdown
-                .store(left as u64, Ordering::Relaxed);
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                "OTLP export still failing at shutdown after {}: up to {} queued windows not sent",
-                humantime::format_duration(grace),
-                left.max(1)
-            );
+            let _ = task.await;
         }
+        self.queue.drain()
+    }
+
+    /// Counts and logs `left` windows as lost at shutdown.
+    pub fn lost_at_shutdown(&self, left: usize, grace: Duration) {
+        if left == 0 {
+            return;
+        }
+        self.losses
+            .at_shutdown
+            .store(left as u64, Ordering::Relaxed);
+        tracing::warn!(
+            endpoint = %self.endpoint,
+            "OTLP export still failing at shutdown after {}: {left} queued windows not sent (set exporters.otlp.spill_dir to keep them for the next start)",
+            humantime::format_duration(grace),
+        );
     }
 }
 
@@ -123,8 +132,8 @@ async fn send_all(
 ) {
     // Log a permanent refusal once per distinct reason, not once per window.
     let mut last_refusal: Option<String> = None;
-    while let Some(WindowRequests(requests)) = windows.pop().await {
-        for request in &requests {
+    while let Some(window) = windows.front().await {
+        for request in &window.0 {
             let mut backoff = Backoff::default();
             let mut retries = 0u32;
             loop {
@@ -170,6 +179,7 @@ async fn send_all(
                 }
             }
         }
+        windows.confirm(&window);
     }
 }
 
@@ -200,6 +210,7 @@ mod tests {
             queue_size: 1,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             insecure: false,
+            spill_dir: None,
         };
         (Transport::new(&destination).unwrap(), destination.url)
     }
@@ -216,12 +227,12 @@ mod tests {
             bytes: u64::MAX,
         };
         let mut delivery = Delivery::start(transport, url, bounds);
-        delivery.enqueue(window()); // taken by the task, retrying
+        delivery.enqueue(window()); // being sent, retried, still queued
         tokio::time::sleep(Duration::from_millis(200)).await;
-        delivery.enqueue(window()); // waits in the queue
-        delivery.enqueue(window()); // pushes the waiting one out
-        assert_eq!(delivery.losses().queue_full.load(Ordering::Relaxed), 1);
-        delivery.close(Duration::from_millis(100)).await;
-        assert_eq!(delivery.losses().at_shutdown.load(Ordering::Relaxed), 1);
+        delivery.enqueue(window()); // pushes the oldest out
+        delivery.enqueue(window()); // and again
+        assert_eq!(delivery.losses().queue_full.load(Ordering::Relaxed), 2);
+        let left = delivery.close(Duration::from_millis(100)).await;
+        assert_eq!(left.len(), 1, "the newest window is left to spill");
     }
 }

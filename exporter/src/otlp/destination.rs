@@ -38,6 +38,8 @@ pub struct Destination {
     pub queue_size: usize,
     /// Capacity of the window queue, in bytes of encoded requests.
     pub queue_bytes: u64,
+    /// Where unsent windows go at shutdown.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Destination {
@@ -84,6 +86,7 @@ impl Destination {
             insecure: config.insecure.or(env.insecure).unwrap_or(false),
             queue_size: config.queue_size.get(),
             queue_bytes: config.queue_bytes,
+            spill_dir: config.spill_dir.clone(),
         };
         destination.check()?;
         Ok(destination)

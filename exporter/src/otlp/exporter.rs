@@ -9,6 +9,7 @@ use super::config::Temporality;
 use super::delivery::{Delivery, WindowRequests, SHUTDOWN_GRACE};
 use super::destination::Destination;
 use super::encode::Encoder;
+use super::spill::Spill;
 use super::transport::Transport;
 use crate::health::Health;
 use crate::{ConfigError, Error, Exporter};
@@ -20,6 +21,7 @@ pub struct OtlpExporter {
     encoder: Encoder,
     delivery: Delivery,
     health: Health,
+    spill: Option<Spill>,
 }
 
 impl OtlpExporter {
@@ -44,6 +46,20 @@ impl OtlpExporter {
                 bytes: destination.queue_bytes,
             },
         );
+        let spill = destination.spill_dir.as_deref().map(Spill::new);
+        if let Some(spill) = &spill {
+            let spilled = spill.take();
+            if !spilled.is_empty() {
+                tracing::info!(
+                    endpoint = %destination.url,
+                    "flowtel: sending first {} windows kept at the last shutdown",
+                    spilled.len()
+                );
+            }
+            for window in spilled {
+                delivery.enqueue(window);
+            }
+        }
         let health = Health::new(
             &encoder.resource_attributes(),
             destination.temporality == Temporality::Delta,
@@ -54,6 +70,7 @@ impl OtlpExporter {
             encoder,
             delivery,
             health,
+            spill,
         })
     }
 }
@@ -90,7 +107,23 @@ impl Exporter for OtlpExporter {
         // The agent's loop is synchronous per poll; at shutdown it may wait
         // here, on a runtime worker, for the queue to drain.
         let handle = tokio::runtime::Handle::current();
-        tokio::task::block_in_place(|| handle.block_on(self.delivery.close(SHUTDOWN_GRACE)));
+        let left =
+            tokio::task::block_in_place(|| handle.block_on(self.delivery.close(SHUTDOWN_GRACE)));
+        if left.is_empty() {
+            return Ok(());
+        }
+        let saved = match &self.spill {
+            Some(spill) => spill.save(left.iter().map(|w| &**w)).unwrap_or_else(|e| {
+                tracing::warn!("flowtel: could not keep the unsent windows on disk: {e}");
+                0
+            }),
+            None => 0,
+        };
+        if saved > 0 {
+            tracing::info!("flowtel: {saved} unsent windows kept on disk for the next start");
+        }
+        self.delivery
+            .lost_at_shutdown(left.len() - saved, SHUTDOWN_GRACE);
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub mod env;
 pub mod exporter;
 pub mod queue;
 pub mod retry;
+pub mod spill;
 pub mod transport;
 
 pub use config::{

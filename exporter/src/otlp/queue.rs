@@ -4,7 +4,7 @@
 //! the most recent data.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
 use tokio::sync::Notify;
@@ -31,7 +31,7 @@ pub struct WindowQueue {
 
 #[derive(Debug, Default)]
 struct State {
-    windows: VecDeque<(WindowRequests, u64)>,
+    windows: VecDeque<(Arc<WindowRequests>, u64)>,
     bytes: u64,
     closed: bool,
 }
@@ -54,7 +54,7 @@ impl WindowQueue {
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.bytes += size;
-            state.windows.push_back((window, size));
+            state.windows.push_back((Arc::new(window), size));
             while state.windows.len() > self.bounds.windows.max(1)
                 || (state.bytes > self.bounds.bytes && state.windows.len() > 1)
             {
@@ -70,15 +70,15 @@ impl WindowQueue {
     }
 
     /// The oldest window, waiting for one; `None` once the queue is closed
-    /// and empty.
-    pub async fn pop(&self) -> Option<WindowRequests> {
+    /// and empty. It stays queued until [`WindowQueue::confirm`]: a window
+    /// being sent when the agent stops is still there to spill.
+    pub async fn front(&self) -> Option<Arc<WindowRequests>> {
         loop {
             let ready = self.ready.notified();
             {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((window, size)) = state.windows.pop_front() {
-                    state.bytes -= size;
-                    return Some(window);
+                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((window, _)) = state.windows.front() {
+                    return Some(Arc::clone(window));
                 }
                 if state.closed {
                     return None;
@@ -86,6 +86,28 @@ impl WindowQueue {
             }
             ready.await;
         }
+    }
+
+    /// Removes `window`, settled (sent, or refused for good), if it is still
+    /// the oldest (it may have been dropped meanwhile to make room).
+    pub fn confirm(&self, window: &Arc<WindowRequests>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .windows
+            .front()
+            .is_some_and(|(front, _)| Arc::ptr_eq(front, window))
+        {
+            if let Some((_, size)) = state.windows.pop_front() {
+                state.bytes -= size;
+            }
+        }
+    }
+
+    /// Takes every window still queued, oldest first.
+    pub fn drain(&self) -> Vec<Arc<WindowRequests>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.bytes = 0;
+        state.windows.drain(..).map(|(window, _)| window).collect()
     }
 
     /// How many windows wait.
@@ -149,10 +171,14 @@ mod tests {
         assert_eq!(queue.push(window("a", 10)), 0);
         assert_eq!(queue.push(window("b", 10)), 0);
         assert_eq!(queue.push(window("c", 10)), 1);
-        assert_eq!(mark(&queue.pop().await.unwrap()), 'b');
+        let b = queue.front().await.unwrap();
+        assert_eq!(mark(&b), 'b');
+        queue.confirm(&b);
         assert_eq!(queue.close(), 1);
-        assert_eq!(mark(&queue.pop().await.unwrap()), 'c');
-        assert!(queue.pop().await.is_none());
+        let c = queue.front().await.unwrap();
+        assert_eq!(mark(&c), 'c');
+        queue.confirm(&c);
+        assert!(queue.front().await.is_none());
     }
 
     #[tokio::test]
@@ -169,6 +195,27 @@ mod tests {
             2,
             "b and c go; d stays alone"
         );
-        assert_eq!(mark(&queue.pop().await.unwrap()), 'd');
+        assert_eq!(mark(&queue.front().await.unwrap()), 'd');
+    }
+
+    #[tokio::test]
+    async fn a_window_being_sent_stays_until_confirmed_and_drains_in_order() {
+        let queue = WindowQueue::new(Bounds {
+            windows: 10,
+            bytes: u64::MAX,
+        });
+        queue.push(window("a", 10));
+        queue.push(window("b", 10));
+        let a = queue.front().await.unwrap();
+        assert_eq!(
+            mark(&queue.front().await.unwrap()),
+            'a',
+            "not confirmed yet"
+        );
+        queue.close();
+        let left: Vec<char> = queue.drain().iter().map(|w| mark(w)).collect();
+        assert_eq!(left, vec!['a', 'b']);
+        queue.confirm(&a); // too late: nothing to remove
+        assert!(queue.is_empty());
     }
 }
