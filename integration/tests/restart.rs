@@ -1,7 +1,8 @@
 //! Restart without loss or double counting: with `receiver.persistence`, a
 //! connection that lives across a restart, bytes moved while no agent runs,
 //! and a connection opened and closed in that gap are all counted exactly
-//! once, by the agent that did not export them yet.
+//! once, by the agent that did not export them yet; after a crash, the next
+//! agent counts from the last window the crashed one exported.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,8 +24,9 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn new() -> Sandbox {
-        let root = std::env::temp_dir().join(format!("flowtel-restart-{}", std::process::id()));
+    fn new(tag: &str) -> Sandbox {
+        let root =
+            std::env::temp_dir().join(format!("flowtel-restart-{}-{tag}", std::process::id()));
         let bpffs = root.join("bpffs");
         std::fs::create_dir_all(&bpffs).expect("sandbox dir");
         let status = Command::new("mount")
@@ -102,7 +104,7 @@ fn stop(agent: &mut Agent) -> Vec<Record> {
 #[test]
 fn bytes_across_a_restart_are_counted_once() {
     privilege::require_root();
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::new("sigterm");
     let config = sandbox.config();
     const X: usize = 40_000; // before the restart
     const Y: usize = 30_000; // while no agent runs
@@ -176,4 +178,46 @@ fn bytes_across_a_restart_are_counted_once() {
         window_sum(&second_records, &client_flow(port)),
         (Y + W) as u64
     );
+}
+
+#[test]
+fn after_a_crash_the_next_agent_counts_from_the_last_exported_window() {
+    privilege::require_root();
+    let sandbox = Sandbox::new("crash");
+    let config = sandbox.config();
+    // One-second windows, so that the first agent checkpoints at each.
+    let text = std::fs::read_to_string(&config).unwrap() + "processor:\n  interval: 1s\n";
+    std::fs::write(&config, text).unwrap();
+    const X: usize = 25_000; // exported by the first agent before it dies
+    const Y: usize = 15_000; // moved after its last window, and while down
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut first = Agent::start_with_config(FLOWTEL, Duration::from_millis(200), &config);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    send(&mut client, &mut server, X);
+    first.wait_until("a closed window with the first bytes", |records| {
+        window_sum(records, &client_flow(port)) >= X as u64
+    });
+    // Let one more (empty) window close after it, then kill: no shutdown,
+    // no last checkpoint.
+    std::thread::sleep(Duration::from_millis(1200));
+    let pid = libc::pid_t::try_from(first.pid()).unwrap();
+    // SAFETY: kill has no memory preconditions; the pid is our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    let first_records = first.records();
+    send(&mut client, &mut server, Y);
+
+    let mut second = Agent::start_with_config(FLOWTEL, Duration::from_millis(200), &config);
+    second.wait_for_totals(&client_flow(port), |t| t.bytes_sent >= Y as u64);
+    let second_records = stop(&mut second);
+
+    let exported = window_sum(&first_records, &client_flow(port));
+    let after = integration::record::sum(&second_records, &client_flow(port));
+    println!("first agent exported {exported} B in windows; second agent counted {after:?}");
+    assert_eq!(exported, X as u64);
+    assert_eq!(after.bytes_sent, Y as u64, "nothing exported counted again");
+    assert_eq!(after.connections_opened, 0);
 }
