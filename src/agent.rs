@@ -98,11 +98,10 @@ fn poll(
     exporter: &mut impl Exporter,
     checkpoints: Option<&Checkpoints>,
 ) -> anyhow::Result<SystemTime> {
-    let reading = std::time::Instant::now();
     let poll = receiver
         .poll()
         .context("could not read the connection counters")?;
-    let read_in = reading.elapsed();
+    let processing = std::time::Instant::now();
     let now = poll.at.unwrap_or_else(SystemTime::now);
     let report = processor.ingest(&poll, now);
     if report.counter_resets > 0 {
@@ -114,8 +113,8 @@ fn poll(
     tracing::debug!(
         "flowtel: poll read {} connections in {:?}, processed in {:?}",
         poll.samples.len(),
-        read_in,
-        reading.elapsed() - read_in,
+        poll.health.poll_duration,
+        processing.elapsed(),
     );
     exporter
         .export_poll(&report)

@@ -22,6 +22,7 @@
 //! reasons; RTTs are whole microseconds, `null` without an estimate;
 //! `bandwidth_bps` is bytes both ways × 8 over the record's period.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
@@ -62,7 +63,7 @@ impl<W: Write> JsonLines<W> {
         record: &'static str,
         start: SystemTime,
         end: SystemTime,
-        mut flows: Vec<(Attributes, &FlowStats)>,
+        mut flows: Vec<(Cow<'_, Attributes>, &FlowStats)>,
     ) -> Result<(), Error> {
         let period = end.duration_since(start).unwrap_or_default();
         let (start, end) = (timestamp(start), timestamp(end));
@@ -96,7 +97,7 @@ impl<W: Write> Exporter for JsonLines<W> {
         let flows = report
             .flows
             .iter()
-            .map(|flow| (flow.key.attributes(), &flow.stats))
+            .map(|flow| (Cow::Owned(flow.key.attributes()), &flow.stats))
             .collect();
         self.flows("poll", report.start, report.end, flows)?;
         self.line(&HealthRecord::new(report.end, &report.health))?;
@@ -107,7 +108,7 @@ impl<W: Write> Exporter for JsonLines<W> {
         let series = report
             .series
             .iter()
-            .map(|s| (s.attributes.clone(), &s.stats))
+            .map(|s| (Cow::Borrowed(&s.attributes), &s.stats))
             .collect();
         self.flows("window", report.start, report.end, series)?;
         self.line(&WindowSummary {

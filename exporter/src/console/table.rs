@@ -1,6 +1,7 @@
 //! The terminal view: the busiest flows of every poll, and the totals of
 //! every window, clearly marked.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::time::Duration;
@@ -62,7 +63,10 @@ impl<W: Write> Exporter for Table<W> {
             }
         }
         if !report.flows.is_empty() {
-            let rows = report.flows.iter().map(|f| (f.key.attributes(), &f.stats));
+            let rows = report
+                .flows
+                .iter()
+                .map(|f| (Cow::Owned(f.key.attributes()), &f.stats));
             render(&mut text, rows.collect(), period, Columns::Poll);
         }
         let health = &report.health;
@@ -113,7 +117,7 @@ impl<W: Write> Exporter for Table<W> {
             let rows = report
                 .series
                 .iter()
-                .map(|s| (s.attributes.clone(), &s.stats));
+                .map(|s| (Cow::Borrowed(&s.attributes), &s.stats));
             render(&mut text, rows.collect(), period, Columns::Window(total));
         }
         text.push_str("== END OF WINDOW ==\n");
@@ -131,7 +135,7 @@ enum Columns {
 /// Appends the table of the `TOP` busiest flows (or series) to `text`.
 fn render(
     text: &mut String,
-    mut busiest: Vec<(Attributes, &FlowStats)>,
+    mut busiest: Vec<(Cow<'_, Attributes>, &FlowStats)>,
     period: Duration,
     columns: Columns,
 ) {
