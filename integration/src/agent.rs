@@ -88,6 +88,18 @@ impl Agent {
         self.child.id()
     }
 
+    /// The agent's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid();
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in the agent's status")
+    }
+
     /// Like [`Agent::start`], with more arguments for `flowtel run`.
     pub fn start_with(binary: impl AsRef<Path>, poll_interval: Duration, args: &[&str]) -> Agent {
         let mut command = Command::new(binary.as_ref());

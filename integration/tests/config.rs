@@ -183,6 +183,32 @@ fn stop_and_collect(agent: &mut Agent) -> Vec<Record> {
     }
 }
 
+/// Waits until this thread's polled bytes reach `moved`, then stops the
+/// agent and returns everything it printed.
+fn collect_after(agent: &mut Agent, comm: &str, moved: u64) -> Vec<Record> {
+    agent.wait_until("this thread's polls", |records| {
+        let mine: u64 = records
+            .iter()
+            .filter_map(Record::as_poll)
+            .filter(|f| f.attributes.process_name.as_deref() == Some(comm))
+            .map(|f| f.bytes_sent)
+            .sum();
+        mine >= moved
+    });
+    stop_and_collect(agent)
+}
+
+/// The window records among `records`.
+fn windows(records: &[Record]) -> Vec<&integration::record::Flow> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Window(flow) => Some(flow),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The kernel's name for this test's thread: what flowtel reports as
 /// `source.process.name` for its sockets.
 fn this_thread_comm() -> String {
@@ -208,24 +234,8 @@ fn windows_are_keyed_by_the_selected_and_mapped_attributes() {
     let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 3 << 20, 5 << 10);
     // Both ends of the transfer are this thread's: they fold into one series.
     let moved = truth.client_sent + truth.server_sent;
-    agent.wait_until("the transfer's polls", |records| {
-        let mine: u64 = records
-            .iter()
-            .filter_map(Record::as_poll)
-            .filter(|f| f.attributes.process_name.as_deref() == Some(comm.as_str()))
-            .map(|f| f.bytes_sent)
-            .sum();
-        mine >= moved
-    });
-    let records = stop_and_collect(&mut agent);
-
-    let windows: Vec<_> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Window(flow) => Some(flow),
-            _ => None,
-        })
-        .collect();
+    let records = collect_after(&mut agent, &comm, moved);
+    let windows = windows(&records);
     let mine: Vec<_> = windows
         .iter()
         .filter(|w| w.attributes.process_name.as_deref() == Some(comm.as_str()))
@@ -271,24 +281,8 @@ fn series_over_the_limit_overflow_into_one_marked_series_and_nothing_is_lost() {
     let b = tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
     let moved = a.client_sent + a.server_sent + b.client_sent + b.server_sent;
     let comm = this_thread_comm();
-    agent.wait_until("the transfers' polls", |records| {
-        let mine: u64 = records
-            .iter()
-            .filter_map(Record::as_poll)
-            .filter(|f| f.attributes.process_name.as_deref() == Some(comm.as_str()))
-            .map(|f| f.bytes_sent)
-            .sum();
-        mine >= moved
-    });
-    let records = stop_and_collect(&mut agent);
-
-    let windows: Vec<_> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Window(flow) => Some(flow),
-            _ => None,
-        })
-        .collect();
+    let records = collect_after(&mut agent, &comm, moved);
+    let windows = windows(&records);
     assert_eq!(
         windows.len(),
         2,

@@ -26,16 +26,6 @@ fn allow_descriptors(n: u64) {
     assert_eq!(done, 0, "cannot allow {n} open files");
 }
 
-/// The agent's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
     privilege::require_root();
@@ -77,12 +67,12 @@ fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
     assert!(last.tracked_connections <= CAPACITY as u64, "{last:?}");
 
     // Memory stays flat while the map stays full and the polls go on.
-    let before = rss_kib(agent.pid());
+    let before = agent.rss_kib();
     let polls = agent.health().len();
     while agent.health().len() < polls + 10 {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after = rss_kib(agent.pid());
+    let after = agent.rss_kib();
     println!("agent RSS with a full map: {before} KiB, ten polls later {after} KiB");
     assert!(
         after <= before + before / 10,

@@ -28,15 +28,6 @@ fn soak_duration() -> Duration {
     Duration::from_secs(secs)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 /// A server that reads each connection's request and closes it first (so
 /// TIME_WAIT stays on the server's side and client ports recycle).
 fn serve(listener: TcpListener, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
@@ -105,11 +96,11 @@ fn ten_minutes_of_churn_keep_memory_flat_and_every_byte_counted() {
 
     let first_minute = (duration / 10).min(Duration::from_secs(60));
     thread::sleep(first_minute);
-    let rss_early = rss_kib(agent.pid());
+    let rss_early = agent.rss_kib();
     for handle in load {
         handle.join().expect("client thread");
     }
-    let rss_late = rss_kib(agent.pid());
+    let rss_late = agent.rss_kib();
     stop.store(true, Ordering::Relaxed);
     let received = server.join().expect("server thread");
     let sent = sent.load(Ordering::Relaxed);
