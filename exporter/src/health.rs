@@ -6,7 +6,7 @@
 //! retries, TLS and headers.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,20 +25,13 @@ use crate::otlp::delivery::Losses;
 /// The instrumentation scope of the health metrics (the flows' is `flowtel`).
 pub const HEALTH_SCOPE: &str = "flowtel.health";
 
-/// The figures the observable instruments read, updated by the agent.
-#[derive(Debug, Default)]
-struct Figures {
-    connections_dropped: AtomicU64,
-    untracked_events: AtomicU64,
-    tracked_connections: AtomicU64,
-    map_capacity: AtomicU64,
-}
-
 /// The health metrics of one OTLP destination.
 pub struct Health {
     provider: SdkMeterProvider,
     captured: Arc<Mutex<Option<ExportMetricsServiceRequest>>>,
-    figures: Arc<Figures>,
+    /// The last poll's receiver health, which the observable instruments
+    /// read.
+    last_poll: Arc<Mutex<ReceiverHealth>>,
     poll_duration: Histogram<f64>,
     overflowed_series: Counter<u64>,
 }
@@ -118,27 +111,26 @@ impl Health {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         );
-        let figures = Arc::new(Figures::default());
-
-        let read = |f: fn(&Figures) -> &AtomicU64| {
-            let figures = Arc::clone(&figures);
-            move || f(&figures).load(Ordering::Relaxed)
+        let last_poll = Arc::new(Mutex::new(ReceiverHealth::default()));
+        let read = |field: fn(&ReceiverHealth) -> u64| {
+            let last_poll = Arc::clone(&last_poll);
+            move || field(&last_poll.lock().unwrap_or_else(|e| e.into_inner()))
         };
-        let dropped = read(|f| &f.connections_dropped);
+        let dropped = read(|h| h.connections_dropped);
         meter
             .u64_observable_counter("flowtel.connections.dropped")
             .with_unit("{connection}")
             .with_description("New TCP connections not tracked: the connection map was full.")
             .with_callback(move |o| o.observe(dropped(), &[]))
             .build();
-        let untracked = read(|f| &f.untracked_events);
+        let untracked = read(|h| h.untracked_events);
         meter
             .u64_observable_counter("flowtel.events.untracked")
             .with_unit("{event}")
             .with_description("Socket events of connections left out of the full map.")
             .with_callback(move |o| o.observe(untracked(), &[]))
             .build();
-        let (tracked, capacity) = (read(|f| &f.tracked_connections), read(|f| &f.map_capacity));
+        let (tracked, capacity) = (read(|h| h.tracked_connections), read(|h| h.map_capacity));
         meter
             .f64_observable_gauge("flowtel.map.fill")
             .with_unit("1")
@@ -184,7 +176,7 @@ impl Health {
         Health {
             provider,
             captured,
-            figures,
+            last_poll,
             poll_duration,
             overflowed_series,
         }
@@ -192,14 +184,7 @@ impl Health {
 
     /// Takes one poll's receiver health.
     pub fn record_poll(&self, health: &ReceiverHealth) {
-        let f = &self.figures;
-        f.connections_dropped
-            .store(health.connections_dropped, Ordering::Relaxed);
-        f.untracked_events
-            .store(health.untracked_events, Ordering::Relaxed);
-        f.tracked_connections
-            .store(health.tracked_connections, Ordering::Relaxed);
-        f.map_capacity.store(health.map_capacity, Ordering::Relaxed);
+        *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = *health;
         self.poll_duration
             .record(health.poll_duration.as_secs_f64(), &[]);
     }
