@@ -1,14 +1,19 @@
 //! What flowtel costs the data path, measured side by side in one run:
 //! loopback TCP request/response with 64-byte messages (`sockperf
 //! ping-pong`) and bulk throughput (`iperf3`), each run alternately with
-//! nothing attached, with flowtel, and with a bpftrace peer that sums bytes
-//! per (pid, socket) on the same tracepoints. Reports the median ratio of
-//! each to the bare run, and the kernel's own per-program run time
-//! (`kernel.bpf_stats_enabled`).
+//! nothing attached, with empty programs on flowtel's two per-syscall hooks
+//! (the floor any program there pays), with flowtel, and with a bpftrace
+//! peer that sums bytes per (pid, socket) on the same tracepoints. Reports
+//! the median of each round's ratio to the bare run, and the kernel's own
+//! per-program run time (`kernel.bpf_stats_enabled`).
+//!
+//! Each load runs twice: with client and server pinned to one CPU (the
+//! worst case: no cross-CPU wakeups hide the per-syscall cost) and on two
+//! CPUs. Pinning also keeps the scheduler's placement out of the noise.
 //!
 //! `cargo bench --bench datapath` as root (see BENCHMARKS.md). Environment:
-//! `FLOWTEL_BENCH_PAIRS` (default 10), `FLOWTEL_BENCH_SECONDS` (default 3),
-//! `FLOWTEL_BENCH_ONLY=programs` (only the per-program run times).
+//! `FLOWTEL_BENCH_PAIRS` (rounds, default 10), `FLOWTEL_BENCH_SECONDS`
+//! (default 3), `FLOWTEL_BENCH_ONLY=pingpong|bulk|programs`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -21,16 +26,23 @@ const BPFTRACE_PEER: &str = "tracepoint:sock:sock_send_length /args->ret > 0/ { 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watcher {
     Bare,
+    Floor,
     Flowtel,
     Bpftrace,
 }
 
 impl Watcher {
-    const ALL: [Watcher; 3] = [Watcher::Bare, Watcher::Flowtel, Watcher::Bpftrace];
+    const ALL: [Watcher; 4] = [
+        Watcher::Bare,
+        Watcher::Floor,
+        Watcher::Flowtel,
+        Watcher::Bpftrace,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Watcher::Bare => "nothing attached",
+            Watcher::Floor => "empty programs",
             Watcher::Flowtel => "flowtel",
             Watcher::Bpftrace => "bpftrace peer",
         }
@@ -38,9 +50,10 @@ impl Watcher {
 
     /// Starts the watcher and returns once its programs are attached.
     fn attach(self) -> Attached {
-        Attached(match self {
-            Watcher::Bare => None,
-            Watcher::Flowtel => Some(spawn_until(
+        match self {
+            Watcher::Bare => Attached::Nothing,
+            Watcher::Floor => Attached::Programs(floor::attach()),
+            Watcher::Flowtel => Attached::Process(spawn_until(
                 Command::new(env!("CARGO_BIN_EXE_flowtel")).args([
                     "run",
                     "--format",
@@ -51,12 +64,12 @@ impl Watcher {
                 Stream::Stderr,
                 "flowtel: watching",
             )),
-            Watcher::Bpftrace => Some(spawn_until(
+            Watcher::Bpftrace => Attached::Process(spawn_until(
                 Command::new("bpftrace").args(["-e", BPFTRACE_PEER]),
                 Stream::Stdout,
                 "Attaching",
             )),
-        })
+        }
     }
 }
 
@@ -95,13 +108,19 @@ fn spawn_until(command: &mut Command, stream: Stream, ready: &str) -> Child {
     child
 }
 
-/// An attached watcher; detached (SIGTERM, wait) when dropped, also on a
-/// panic, so that none outlives the run and skews later measurements.
-struct Attached(Option<Child>);
+/// An attached watcher; detached when dropped (a process gets SIGTERM and
+/// is waited for), also on a panic, so that none outlives the run and skews
+/// later measurements.
+#[allow(dead_code)] // the programs are held only to stay attached
+enum Attached {
+    Nothing,
+    Programs(aya::Ebpf),
+    Process(Child),
+}
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
+        if let Attached::Process(child) = self {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
@@ -111,6 +130,40 @@ impl Drop for Attached {
 
 fn detach(attached: Attached) {
     drop(attached);
+}
+
+/// Where a load's client and server run: both on one CPU (the worst case
+/// for per-syscall cost, and the least noisy) or one on each of two CPUs.
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    OneCpu,
+    TwoCpus,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Placement::OneCpu => "client and server on one CPU",
+            Placement::TwoCpus => "client and server on two CPUs",
+        }
+    }
+
+    /// `command` run under `taskset`, on the CPU of the given side.
+    fn pinned(self, side: Side, program: &str) -> Command {
+        let cpu = match (self, side) {
+            (Placement::OneCpu, _) | (Placement::TwoCpus, Side::Server) => "1",
+            (Placement::TwoCpus, Side::Client) => "0",
+        };
+        let mut command = Command::new("taskset");
+        command.args(["-c", cpu, program]);
+        command
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Client,
+    Server,
 }
 
 /// One measurement: the rate (round trips/s, bit/s) and the CPU the load's
@@ -123,7 +176,7 @@ struct Sample {
     cpu_ns_per_unit: f64,
 }
 
-type Measure = fn(Duration) -> Sample;
+type Measure = fn(Duration, Placement) -> Sample;
 
 /// CPU time (user + system) of this process's waited-for children so far.
 fn children_cpu() -> Duration {
@@ -139,17 +192,19 @@ fn children_cpu() -> Duration {
 
 /// sockperf ping-pong, 64-byte TCP messages: round trips per second, and
 /// CPU per round trip (client and server).
-fn ping_pong(time: Duration) -> Sample {
+fn ping_pong(time: Duration, placement: Placement) -> Sample {
     let cpu_before = children_cpu();
     let port = "11311";
-    let mut server = Command::new("sockperf")
+    let mut server = placement
+        .pinned(Side::Server, "sockperf")
         .args(["sr", "--tcp", "-i", "127.0.0.1", "-p", port])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("sockperf (apt-get install sockperf)");
+        .expect("sockperf under taskset (apt-get install sockperf util-linux)");
     std::thread::sleep(Duration::from_millis(300));
-    let out = Command::new("sockperf")
+    let out = placement
+        .pinned(Side::Client, "sockperf")
         .args([
             "pp",
             "--tcp",
@@ -190,17 +245,19 @@ fn ping_pong(time: Duration) -> Sample {
 
 /// iperf3, one TCP stream on loopback: bits per second received, and CPU
 /// per MiB moved (client and server).
-fn bulk(time: Duration) -> Sample {
+fn bulk(time: Duration, placement: Placement) -> Sample {
     let cpu_before = children_cpu();
     let port = "15201";
-    let mut server = Command::new("iperf3")
+    let mut server = placement
+        .pinned(Side::Server, "iperf3")
         .args(["-s", "-1", "-p", port])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("iperf3 (apt-get install iperf3)");
+        .expect("iperf3 under taskset (apt-get install iperf3 util-linux)");
     std::thread::sleep(Duration::from_millis(300));
-    let out = Command::new("iperf3")
+    let out = placement
+        .pinned(Side::Client, "iperf3")
         .args(["-c", "127.0.0.1", "-p", port, "-J", "-t"])
         .arg(time.as_secs().to_string())
         .output()
@@ -219,59 +276,105 @@ fn bulk(time: Duration) -> Sample {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
+/// The q-quantile (0 to 1) of `values`, interpolated between neighbours.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let position = q * (sorted.len() - 1) as f64;
+    let (low, high) = (position.floor() as usize, position.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
 }
 
-/// Runs `measure` `rounds` times under each watcher, interleaved, and
-/// prints the medians and the median ratios to the bare runs: of the rate
+/// Each round's value of `f` under one watcher over its value under another.
+fn round_ratios(of: &[Sample], to: &[Sample], f: fn(&Sample) -> f64) -> Vec<f64> {
+    of.iter().zip(to).map(|(s, b)| f(s) / f(b)).collect()
+}
+
+/// "median (middle half low-high)" of per-round ratios.
+fn spread(ratios: &[f64]) -> String {
+    format!(
+        "{:.4} (middle half {:.4}-{:.4})",
+        quantile(ratios, 0.5),
+        quantile(ratios, 0.25),
+        quantile(ratios, 0.75)
+    )
+}
+
+struct Load {
+    title: &'static str,
+    /// Unit of the rate.
+    unit: &'static str,
+    /// Unit of work the CPU time is divided by.
+    per: &'static str,
+    measure: Measure,
+}
+
+const PING_PONG: Load = Load {
+    title: "TCP ping-pong, 64-byte messages (sockperf)",
+    unit: "round trips/s",
+    per: "round trip",
+    measure: ping_pong,
+};
+
+const BULK: Load = Load {
+    title: "TCP bulk, one stream (iperf3)",
+    unit: "bit/s",
+    per: "MiB",
+    measure: bulk,
+};
+
+/// Runs `load` `rounds` times under each watcher, the watchers' order
+/// rotated each round so that none always follows the same one, and prints
+/// the medians and the median per-round ratios to the bare run: of the rate
 /// (higher is better) and of the CPU per unit of work (lower is better).
-fn compare(title: &str, unit: &str, per: &str, measure: Measure, rounds: usize, time: Duration) {
-    println!("\n## {title}: {rounds} rounds of {time:?} per watcher, interleaved");
-    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); Watcher::ALL.len()];
+fn compare(load: &Load, placement: Placement, rounds: usize, time: Duration) {
+    println!(
+        "\n## {} ({}): {rounds} rounds of {time:?} per watcher",
+        load.title,
+        placement.name()
+    );
+    let watchers = Watcher::ALL.len();
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); watchers];
     for round in 0..rounds {
-        let mut row = Vec::new();
-        for (i, watcher) in Watcher::ALL.into_iter().enumerate() {
-            let attached = watcher.attach();
-            let sample = measure(time);
+        let mut row = vec![String::new(); watchers];
+        for offset in 0..watchers {
+            let i = (round + offset) % watchers;
+            let attached = Watcher::ALL[i].attach();
+            let sample = (load.measure)(time, placement);
             detach(attached);
             results[i].push(sample);
-            row.push(format!(
-                "{}={:.0} ({:.0} ns CPU/{per})",
-                watcher.name(),
+            row[i] = format!(
+                "{}={:.0} ({:.0} ns CPU/{})",
+                Watcher::ALL[i].name(),
                 sample.rate,
-                sample.cpu_ns_per_unit
-            ));
+                sample.cpu_ns_per_unit,
+                load.per
+            );
         }
         println!("round {:>2}: {}", round + 1, row.join(", "));
     }
-    let bare = results[0].clone();
+    let bare = &results[0];
     for (i, watcher) in Watcher::ALL.into_iter().enumerate() {
-        let ratio = |f: fn(&Sample) -> f64| {
-            let mut ratios: Vec<f64> = results[i]
-                .iter()
-                .zip(&bare)
-                .map(|(s, b)| f(s) / f(b))
-                .collect();
-            median(&mut ratios)
-        };
-        let mut rates: Vec<f64> = results[i].iter().map(|s| s.rate).collect();
-        let mut cpu: Vec<f64> = results[i].iter().map(|s| s.cpu_ns_per_unit).collect();
+        let rates: Vec<f64> = results[i].iter().map(|s| s.rate).collect();
+        let cpu: Vec<f64> = results[i].iter().map(|s| s.cpu_ns_per_unit).collect();
         println!(
-            "{:<18} median {:>14.0} {unit} (ratio to bare {:.4}); CPU {:>8.0} ns/{per} (ratio to bare {:.4})",
+            "{:<18} median {:>14.0} {}, ratio to bare {}; CPU {:>8.0} ns/{}, ratio to bare {}",
             watcher.name(),
-            median(&mut rates),
-            ratio(|s| s.rate),
-            median(&mut cpu),
-            ratio(|s| s.cpu_ns_per_unit),
+            quantile(&rates, 0.5),
+            load.unit,
+            spread(&round_ratios(&results[i], bare, |s| s.rate)),
+            quantile(&cpu, 0.5),
+            load.per,
+            spread(&round_ratios(&results[i], bare, |s| s.cpu_ns_per_unit)),
         );
     }
+    let floor = &results[1];
+    let flowtel = &results[2];
+    println!(
+        "flowtel over the empty programs (its own work): rate ratio {}; CPU ratio {}",
+        spread(&round_ratios(flowtel, floor, |s| s.rate)),
+        spread(&round_ratios(flowtel, floor, |s| s.cpu_ns_per_unit)),
+    );
 }
 
 /// Mean run time of each flowtel program, and of empty programs on the
@@ -284,8 +387,8 @@ fn program_run_times(time: Duration) {
     std::fs::write(stats, "1").expect("enable bpf_stats (needs root)");
     let floor = floor::attach();
     let agent = Watcher::Flowtel.attach();
-    ping_pong(time);
-    bulk(time);
+    ping_pong(time, Placement::OneCpu);
+    bulk(time, Placement::TwoCpus);
     let out = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -365,25 +468,16 @@ fn main() {
             .status();
     }
     println!("# flowtel data-path overhead");
-    if std::env::var("FLOWTEL_BENCH_ONLY").as_deref() == Ok("programs") {
-        program_run_times(time);
-        return;
+    let only = std::env::var("FLOWTEL_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "pingpong" {
+        compare(&PING_PONG, Placement::OneCpu, rounds, time);
+        compare(&PING_PONG, Placement::TwoCpus, rounds, time);
     }
-    compare(
-        "TCP ping-pong, 64-byte messages (sockperf)",
-        "round trips/s",
-        "round trip",
-        ping_pong,
-        rounds,
-        time,
-    );
-    compare(
-        "TCP bulk, one stream (iperf3)",
-        "bit/s",
-        "MiB",
-        bulk,
-        rounds,
-        time,
-    );
-    program_run_times(time);
+    if only.is_empty() || only == "bulk" {
+        compare(&BULK, Placement::OneCpu, rounds, time);
+        compare(&BULK, Placement::TwoCpus, rounds, time);
+    }
+    if only.is_empty() || only == "programs" {
+        program_run_times(time);
+    }
 }
