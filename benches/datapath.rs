@@ -13,7 +13,7 @@
 //!
 //! `cargo bench --bench datapath` as root (see BENCHMARKS.md). Environment:
 //! `FLOWTEL_BENCH_PAIRS` (rounds, default 10), `FLOWTEL_BENCH_SECONDS`
-//! (default 3), `FLOWTEL_BENCH_ONLY=pingpong|bulk|programs`.
+//! (default 3), `FLOWTEL_BENCH_ONLY=pingpong|bulk|programs|maps`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -52,7 +52,13 @@ impl Watcher {
     fn attach(self) -> Attached {
         match self {
             Watcher::Bare => Attached::Nothing,
-            Watcher::Floor => Attached::Programs(floor::attach()),
+            Watcher::Floor => Attached::Programs(programs::attach(
+                &programs::build("floor.bpf.c"),
+                &[
+                    ("floor_send", "sock_send_length"),
+                    ("floor_recv", "sock_recv_length"),
+                ],
+            )),
             Watcher::Flowtel => Attached::Process(spawn_until(
                 Command::new(env!("CARGO_BIN_EXE_flowtel")).args([
                     "run",
@@ -382,10 +388,14 @@ fn compare(load: &Load, placement: Placement, rounds: usize, time: Duration) {
 /// traffic, from the kernel's own statistics.
 fn program_run_times(time: Duration) {
     println!("\n## mean run time per program (kernel.bpf_stats_enabled), same traffic");
-    let stats = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(stats).unwrap_or_default();
-    std::fs::write(stats, "1").expect("enable bpf_stats (needs root)");
-    let floor = floor::attach();
+    let _stats = RunTimeStats::enable();
+    let floor = programs::attach(
+        &programs::build("floor.bpf.c"),
+        &[
+            ("floor_send", "sock_send_length"),
+            ("floor_recv", "sock_recv_length"),
+        ],
+    );
     let agent = Watcher::Flowtel.attach();
     ping_pong(time, Placement::OneCpu);
     bulk(time, Placement::TwoCpus);
@@ -395,7 +405,6 @@ fn program_run_times(time: Duration) {
         .expect("bpftool (apt-get install bpftool)");
     detach(agent);
     drop(floor);
-    let _ = std::fs::write(stats, before.trim());
     let programs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     for program in programs.as_array().into_iter().flatten() {
         let name = program["name"].as_str().unwrap_or_default();
@@ -407,47 +416,126 @@ fn program_run_times(time: Duration) {
     }
 }
 
-/// Empty programs on the send and receive tracepoints, built from
-/// benches/floor.bpf.c with clang at run time.
-mod floor {
+/// The per-event cost of each way to find a socket's counters
+/// (benches/maps.bpf.c): each candidate runs beside an empty program on
+/// the send hook under one-CPU ping-pong, three times, and the median of
+/// its mean run time minus the empty one's is reported.
+fn map_choice(time: Duration) {
+    println!(
+        "\n## map choice: run time per send above an empty program (ping-pong on one CPU, 3 runs each)"
+    );
+    let _stats = RunTimeStats::enable();
+    let object = programs::build("maps.bpf.c");
+    for candidate in [
+        "hash_wide_key",
+        "hash_cookie",
+        "lru_hash",
+        "per_cpu_hash",
+        "socket_storage",
+        "array_slot",
+    ] {
+        let mut above_floor = Vec::new();
+        for _ in 0..3 {
+            let ebpf = programs::attach(
+                &object,
+                &[
+                    ("empty", "sock_send_length"),
+                    (candidate, "sock_send_length"),
+                ],
+            );
+            ping_pong(time, Placement::OneCpu);
+            above_floor.push(
+                programs::mean_run_ns(&ebpf, candidate) - programs::mean_run_ns(&ebpf, "empty"),
+            );
+        }
+        println!(
+            "{candidate:<16} {:>6.1} ns/run above the empty program (runs: {})",
+            quantile(&above_floor, 0.5),
+            above_floor
+                .iter()
+                .map(|ns| format!("{ns:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+/// `kernel.bpf_stats_enabled` on while this lives, restored when dropped.
+struct RunTimeStats(String);
+
+impl RunTimeStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> RunTimeStats {
+        let before = std::fs::read_to_string(Self::PATH).unwrap_or_default();
+        std::fs::write(Self::PATH, "1").expect("enable bpf_stats (needs root)");
+        RunTimeStats(before)
+    }
+}
+
+impl Drop for RunTimeStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
+}
+
+/// The bench's own eBPF objects (benches/*.bpf.c), built with clang at
+/// run time.
+mod programs {
     use std::process::Command;
 
-    pub fn attach() -> aya::Ebpf {
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/floor.bpf.c");
-        let object = std::env::temp_dir().join(format!("flowtel-floor-{}.o", std::process::id()));
+    /// Builds benches/`file` and returns the object's bytes.
+    pub fn build(file: &str) -> Vec<u8> {
+        let source = format!("{}/benches/{file}", env!("CARGO_MANIFEST_DIR"));
+        let object =
+            std::env::temp_dir().join(format!("flowtel-bench-{}-{file}.o", std::process::id()));
         let status = Command::new("clang")
             .args([
                 "-O2",
+                "-g",
                 "-target",
                 "bpf",
                 "-I/usr/include/x86_64-linux-gnu",
                 "-c",
-                source,
+                &source,
                 "-o",
             ])
             .arg(&object)
             .status()
             .expect("clang");
         assert!(status.success(), "clang could not build {source}");
-        let bytes = std::fs::read(&object).expect("the floor object");
+        let bytes = std::fs::read(&object).expect("the bench object");
         let _ = std::fs::remove_file(&object);
+        bytes
+    }
+
+    /// Loads `object` and attaches the named tp_btf programs, in order.
+    pub fn attach(object: &[u8], programs: &[(&str, &str)]) -> aya::Ebpf {
         let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
-        let mut ebpf = aya::Ebpf::load(&bytes).expect("load the floor object");
-        for (name, tracepoint) in [
-            ("floor_send", "sock_send_length"),
-            ("floor_recv", "sock_recv_length"),
-        ] {
+        let mut ebpf = aya::Ebpf::load(object).expect("load a bench object");
+        for (name, tracepoint) in programs {
             let program: &mut aya::programs::BtfTracePoint = ebpf
                 .program_mut(name)
-                .expect("floor program")
+                .unwrap_or_else(|| panic!("no program {name}"))
                 .try_into()
                 .expect("a tp_btf program");
             program
                 .load(tracepoint, &btf)
-                .expect("load a floor program");
-            program.attach().expect("attach a floor program");
+                .unwrap_or_else(|e| panic!("load {name}: {e}"));
+            program
+                .attach()
+                .unwrap_or_else(|e| panic!("attach {name}: {e}"));
         }
         ebpf
+    }
+
+    /// A program's mean run time so far (bpf_stats must be on).
+    pub fn mean_run_ns(ebpf: &aya::Ebpf, name: &str) -> f64 {
+        let info = ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .unwrap_or_else(|| panic!("no info for {name}"));
+        info.run_time().as_nanos() as f64 / info.run_count().max(1) as f64
     }
 }
 
@@ -479,5 +567,8 @@ fn main() {
     }
     if only.is_empty() || only == "programs" {
         program_run_times(time);
+    }
+    if only.is_empty() || only == "maps" {
+        map_choice(time);
     }
 }
