@@ -11,6 +11,7 @@
  *   tcp:tcp_retransmit_skb                          refresh TCP counters
  *   cgroup/sendmsg4|6, cgroup/recvmsg4|6            peer of unconnected UDP
  *   cgroup/sock_release                             UDP socket gone
+ *   iter/bpf_sk_storage_map                         TCP counts, each poll
  */
 
 #include "kernel_types.h"
@@ -94,6 +95,59 @@ static __always_inline int tcp_refresh_due(struct conn_info *info)
 	return 1;
 }
 
+/* --- TCP bytes in socket storage (tracepoint set). --------------------- */
+
+static __always_inline void add_tcp_counts(struct tcp_counts *counts, int bytes, int sending)
+{
+	if (sending)
+		__sync_fetch_and_add(&counts->bytes_sent, bytes);
+	else
+		__sync_fetch_and_add(&counts->bytes_received, bytes);
+}
+
+/* The fast path of a TCP send or receive: 1 when counted. */
+static __always_inline int count_tcp_in_storage(struct sock *sk, int bytes, int sending)
+{
+	struct tcp_counts *counts;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	counts = bpf_sk_storage_get(&tcp_counts, sk, 0, 0);
+	if (!counts || counts->closed)
+		return 0;
+	add_tcp_counts(counts, bytes, sending);
+	return 1;
+}
+
+/* The first send or receive of a tracked TCP connection gives its socket
+ * storage, starting from the bytes its entry holds (non-zero when a
+ * previous agent's programs counted them); from then on the bytes count
+ * there. A closed connection's residue stays in its entry. */
+static __always_inline int start_tcp_storage(struct sock *sk, struct conn_info *info, int bytes,
+					     int sending)
+{
+	struct tcp_counts start = {};
+	struct tcp_counts *counts;
+
+	if (info->flags & FT_FLAG_CLOSED)
+		return 0;
+	start.cookie = bpf_get_socket_cookie(sk);
+	start.bytes_sent = info->bytes_sent;
+	start.bytes_received = info->bytes_received;
+	counts = bpf_sk_storage_get(&tcp_counts, sk, &start, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!counts || counts->closed)
+		return 0;
+	add_tcp_counts(counts, bytes, sending);
+	return 1;
+}
+
+/* Copies a connection's bytes from its socket storage into its entry. */
+static __always_inline void copy_tcp_counts(const struct tcp_counts *counts, struct conn_info *info)
+{
+	info->bytes_sent = counts->bytes_sent;
+	info->bytes_received = counts->bytes_received;
+}
+
 /* --- The per-event work, in two variants (see sock_access.h). ---------- */
 
 #define FT_VARIANT(name) name##_btf
@@ -104,6 +158,7 @@ static __always_inline int tcp_refresh_due(struct conn_info *info)
  * costs far less than the helper call. */
 #define FT_COOKIE(sk) ((__u64)(sk)->__sk_common.skc_cookie.counter ?: bpf_get_socket_cookie(sk))
 #define FT_TCP_SOCK(sk) bpf_skc_to_tcp_sock(sk)
+#define FT_TCP_STORAGE_ADD(sk, info, bytes, sending) start_tcp_storage(sk, info, bytes, sending)
 #include "sock_access.h"
 #undef FT_VARIANT
 #undef FT_READ
@@ -111,6 +166,7 @@ static __always_inline int tcp_refresh_due(struct conn_info *info)
 #undef FT_NETNS
 #undef FT_COOKIE
 #undef FT_TCP_SOCK
+#undef FT_TCP_STORAGE_ADD
 
 #define FT_VARIANT(name) name##_kp
 #define FT_READ(ptr, field) BPF_CORE_READ((ptr), field)
@@ -120,6 +176,8 @@ static __always_inline int tcp_refresh_due(struct conn_info *info)
 #define FT_COOKIE(sk) FT_KP_COOKIE(sk)
 /* The caller checked sk_protocol: a TCP socket is a tcp_sock. */
 #define FT_TCP_SOCK(sk) ((struct tcp_sock *)(sk))
+/* kprobe programs cannot use socket storage: bytes count in the entry. */
+#define FT_TCP_STORAGE_ADD(sk, info, bytes, sending) 0
 #include "sock_access.h"
 #undef FT_VARIANT
 #undef FT_READ
@@ -127,11 +185,14 @@ static __always_inline int tcp_refresh_due(struct conn_info *info)
 #undef FT_NETNS
 #undef FT_COOKIE
 #undef FT_TCP_SOCK
+#undef FT_TCP_STORAGE_ADD
 
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(flowtel_send, struct sock *sk, int ret, int flags)
 {
+	if (ret > 0 && count_tcp_in_storage(sk, ret, 1))
+		return 0;
 	return count_io_btf(sk, ret, 1);
 }
 
@@ -140,6 +201,8 @@ int BPF_PROG(flowtel_recv, struct sock *sk, int ret, int flags)
 {
 	/* A peek leaves the bytes queued: they count when really read. */
 	if (flags & MSG_PEEK)
+		return 0;
+	if (ret > 0 && count_tcp_in_storage(sk, ret, 0))
 		return 0;
 	return count_io_btf(sk, ret, 0);
 }
@@ -179,6 +242,7 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct conn_key key = {};
 	struct conn_info *info;
+	struct tcp_counts *counts;
 
 	if (tracked_protocol_btf(sk) != IPPROTO_TCP)
 		return 0;
@@ -215,6 +279,11 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 		info = bpf_map_lookup_elem(&conns, &key);
 		if (!info)
 			return 0; /* a listener, or a socket that never moved data */
+		counts = bpf_sk_storage_get(&tcp_counts, sk, 0, 0);
+		if (counts && !counts->closed) {
+			copy_tcp_counts(counts, info);
+			counts->closed = 1;
+		}
 		read_tuple_btf(sk, info);
 		read_tcp_counters_btf(sk, info);
 		info->tcp_state = TCP_CLOSE;
@@ -236,6 +305,28 @@ int BPF_PROG(flowtel_retransmit, struct sock *sk)
 	info = bpf_map_lookup_elem(&conns, &key);
 	if (info)
 		read_tcp_counters_btf(sk, info);
+	return 0;
+}
+
+/* Before each poll, user space runs this over every socket with TCP
+ * counts: it brings the connection's entry up to date (bytes, and the TCP
+ * counters as of now). */
+SEC("iter/bpf_sk_storage_map")
+int flowtel_tcp_refresh(struct bpf_iter__bpf_sk_storage_map *ctx)
+{
+	struct sock *sk = ctx->sk;
+	struct tcp_counts *counts = ctx->value;
+	struct conn_key key = {};
+	struct conn_info *info;
+
+	if (!sk || !counts || counts->closed)
+		return 0;
+	key.cookie = counts->cookie;
+	info = bpf_map_lookup_elem(&conns, &key);
+	if (!info)
+		return 0;
+	copy_tcp_counts(counts, info);
+	read_tcp_counters_btf(sk, info);
 	return 0;
 }
 

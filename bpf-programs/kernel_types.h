@@ -77,6 +77,20 @@ struct tcp_sock {
 	__u32 copied_seq;
 };
 
+/* The context of an iterator over a socket storage map. */
+struct bpf_iter_meta {
+	void *seq;
+};
+
+struct bpf_map;
+
+struct bpf_iter__bpf_sk_storage_map {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+	struct sock *sk;
+	void *value;
+};
+
 /* x86-64 registers at a kprobe, as BPF_KPROBE reads arguments from them. */
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;

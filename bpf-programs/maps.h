@@ -32,6 +32,26 @@ struct {
 	__type(value, struct udp_peer);
 } udp_peers SEC(".maps");
 
+/*
+ * Tracepoint set: a tracked TCP connection's bytes, in its socket's own
+ * storage. Finding them there costs a third of a hash lookup, so sends and
+ * receives count here; an iterator copies them into `conns` before each
+ * poll, and the close copies the final ones.
+ */
+struct tcp_counts {
+	__u64 cookie; /* the connection's key in conns */
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 closed; /* handed over: later reads are residue, counted in conns */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tcp_counts);
+} tcp_counts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FT_STAT_COUNT);

@@ -17,6 +17,10 @@
  *   FT_NETNS(sk)                  the socket's network namespace inode
  *   FT_COOKIE(sk)                 the socket cookie (0: none yet)
  *   FT_TCP_SOCK(sk)               the tcp_sock of a TCP socket, or NULL
+ *   FT_TCP_STORAGE_ADD(sk, info, bytes, sending)
+ *                                 counts a TCP send or receive in the
+ *                                 socket's storage instead of info (1), or
+ *                                 declines (0)
  */
 
 /* Returns the protocol when sk is TCP or UDP over IPv4/IPv6, else 0. */
@@ -165,7 +169,8 @@ static __always_inline int FT_VARIANT(count_io)(struct sock *sk, int bytes, int 
 	info = FT_VARIANT(io_conn)(sk, &protocol);
 	if (!info)
 		return 0;
-	add_io(info, protocol, bytes, sending);
+	if (protocol != IPPROTO_TCP || !FT_TCP_STORAGE_ADD(sk, info, bytes, sending))
+		add_io(info, protocol, bytes, sending);
 	/* UDP has no handshake: whoever moved the first datagram of this
 	 * conversation (socket and peer) is the client. */
 	if (protocol == IPPROTO_UDP && info->direction == FT_DIR_UNKNOWN)

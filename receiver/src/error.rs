@@ -51,6 +51,9 @@ pub enum Error {
     #[error("removing a closed connection from the map: {0}")]
     Reap(#[source] std::io::Error),
 
+    #[error("bringing the TCP connections up to date (the tcp_counts iterator): {0}")]
+    Refresh(#[source] std::io::Error),
+
     #[error("invalid receiver setting: {0}")]
     InvalidConfig(String),
 

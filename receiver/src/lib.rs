@@ -47,6 +47,9 @@ use recent_closes::RecentCloses;
 /// The running kernel side. Dropping it detaches every program.
 pub struct Receiver {
     conns: BpfHashMap<MapData, ConnKey, ConnInfo>,
+    /// Tracepoint set: TCP bytes live in socket storage until this copies
+    /// them into `conns`.
+    tcp_refresh: Option<kernel::iter::MapIterator>,
     stats: PerCpuArray<MapData, u64>,
     closed: ClosedEvents,
     reader: tokio::task::JoinHandle<()>,
@@ -95,7 +98,9 @@ impl Receiver {
         let ring: RingBuf<MapData> = take_map(ebpf, "events")?;
         let closed = ClosedEvents::new(ring);
         let reader = closed.spawn_reader().map_err(Error::RingBuffer)?;
+        let tcp_refresh = loaded.tcp_refresh.take();
         Ok(Receiver {
+            tcp_refresh,
             conns,
             stats,
             closed,
@@ -146,6 +151,9 @@ impl Receiver {
             );
         }
 
+        if let Some(refresh) = &self.tcp_refresh {
+            refresh.run().map_err(Error::Refresh)?;
+        }
         let entries = self.read_connection_map()?;
         let tracked = entries.len() as u64;
         for (key, info) in entries {

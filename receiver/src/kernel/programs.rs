@@ -3,11 +3,15 @@
 use std::fs::File;
 use std::path::Path;
 
+use std::os::fd::AsFd;
+
+use aya::maps::Map;
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, Program, ProgramError};
+use aya::programs::{CgroupAttachMode, Iter, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::btf::BtfKind;
 
+use crate::kernel::iter::MapIterator;
 use crate::kernel::pins::{self, PinPlan};
 use crate::kernel::preflight;
 use crate::{Config, Error, ProbeSet};
@@ -70,6 +74,11 @@ const KPROBE_IO: &[(&str, Hook)] = &[
     // kprobes read socket cookies; this makes one for every new socket.
     ("flowtel_sock_create", Hook::Cgroup("sock_create")),
 ];
+
+/// Tracepoint set: before each poll, copies TCP connections' bytes from
+/// their sockets' storage into the connection map.
+const TCP_REFRESH: &str = "flowtel_tcp_refresh";
+const TCP_COUNTS_MAP: &str = "tcp_counts";
 
 /// The tracepoint whose presence makes `auto` choose the tracepoint set.
 pub const SEND_TRACEPOINT: &str = "sock_send_length";
@@ -134,6 +143,8 @@ pub struct LoadedPrograms {
     pub probe_set: ProbeSet,
     /// The pins, when counting goes on through restarts.
     pub pins: Option<PinPlan>,
+    /// Tracepoint set, attached: run before each read of the connection map.
+    pub tcp_refresh: Option<MapIterator>,
 }
 
 /// Whether programs are attached after loading.
@@ -219,11 +230,51 @@ pub fn load_and_attach(
             }
         }
     }
+    // Also on resume: the iterator is this agent's own, over the pinned map.
+    let tcp_refresh = match probe_set {
+        ProbeSet::Tracepoint => load_tcp_refresh(&mut ebpf, &btf, stage)?,
+        ProbeSet::Kprobe | ProbeSet::Auto => None,
+    };
     Ok(LoadedPrograms {
         ebpf,
         probe_set,
         pins,
+        tcp_refresh,
     })
+}
+
+/// Loads the TCP refresh iterator and, for `Stage::Attach`, attaches it to
+/// the `tcp_counts` map.
+fn load_tcp_refresh(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    stage: Stage,
+) -> Result<Option<MapIterator>, Error> {
+    let program: &mut Iter = ebpf
+        .program_mut(TCP_REFRESH)
+        .unwrap_or_else(|| panic!("program {TCP_REFRESH} is missing from flowtel.bpf.o"))
+        .try_into()
+        .map_err(|e| load_error(TCP_REFRESH, e))?;
+    program
+        .load("bpf_sk_storage_map", btf)
+        .map_err(|e| load_error(TCP_REFRESH, e))?;
+    if stage == Stage::Load {
+        return Ok(None);
+    }
+    let attach_failed = |reason: String| Error::Attach {
+        hook: format!("an iterator over the {TCP_COUNTS_MAP} map"),
+        reason,
+    };
+    let program_fd = program
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+        .map_err(|e| attach_failed(one_line(&e)))?;
+    let Some(Map::SkStorage(map)) = ebpf.map(TCP_COUNTS_MAP) else {
+        panic!("map {TCP_COUNTS_MAP} is missing from flowtel.bpf.o or not socket storage");
+    };
+    MapIterator::attach(program_fd.as_fd(), map.fd().as_fd())
+        .map(Some)
+        .map_err(|e| attach_failed(e.to_string()))
 }
 
 fn plan_pins(
