@@ -114,7 +114,7 @@ fn spawn_until(command: &mut Command, stream: Stream, ready: &str) -> Child {
     child
 }
 
-/// An attached watcher; detached when dropped (a process gets SIGTERM and
+/// An attached watcher; detached when dropped (a process gets SIGINT and
 /// is waited for), also on a panic, so that none outlives the run and skews
 /// later measurements.
 #[allow(dead_code)] // the programs are held only to stay attached
@@ -127,8 +127,18 @@ enum Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         if let Attached::Process(child) = self {
+            // SIGINT: what bpftrace stops on (it can sit through a
+            // SIGTERM), and flowtel too. Never wait for it forever.
             // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("watcher {} ignored SIGINT for 5 s: killed", child.id());
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
