@@ -10,8 +10,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 
 use super::abi::{ConnInfo, ConnKey};
 use super::reap::map_fd;
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+use super::sys::{self, BPF_MAP_LOOKUP_BATCH};
 
 /// Entries asked for per syscall. A hash bucket larger than this would make
 /// the kernel answer ENOSPC; the chunk then grows.
@@ -60,17 +59,10 @@ pub fn read_all(
             map_fd: fd,
             ..BatchAttr::default()
         };
-        // SAFETY: the buffers hold `count` keys and values of the sizes the
-        // map was created with, and outlive the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let error = (ret != 0).then(io::Error::last_os_error);
+        // SAFETY: attr is the batch commands' layout; the buffers hold
+        // `count` keys and values of the sizes the map was created with, and
+        // outlive the call.
+        let error = unsafe { sys::bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let filled = attr.count as usize;
         entries.extend(
             keys.iter()

@@ -3,15 +3,15 @@
 //! up to date.
 //!
 //! aya 0.14 attaches iterators without the map a map iterator needs, so the
-//! link and each run are made here with two `bpf(2)` calls.
+//! link and each run are made here with two `bpf(2)` calls (`sys`).
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// `enum bpf_cmd` and `enum bpf_attach_type` values from `linux/bpf.h`.
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ITER_CREATE: libc::c_long = 33;
+use super::sys::{self, BPF_ITER_CREATE, BPF_LINK_CREATE};
+
+/// `enum bpf_attach_type` value from `linux/bpf.h`.
 const BPF_TRACE_ITER: u32 = 28;
 
 /// `union bpf_iter_link_info`, its map member (the union is 16 bytes).
@@ -53,7 +53,7 @@ impl MapIterator {
             map_fd: map.as_raw_fd() as u32,
             _rest: [0; 3],
         };
-        let attr = LinkCreateAttr {
+        let mut attr = LinkCreateAttr {
             prog_fd: program.as_raw_fd() as u32,
             target_fd: 0,
             attach_type: BPF_TRACE_ITER,
@@ -62,17 +62,20 @@ impl MapIterator {
             iter_info_len: std::mem::size_of::<IterLinkInfo>() as u32,
             _pad: 0,
         };
-        let link = bpf(BPF_LINK_CREATE, &attr)?;
+        // SAFETY: attr is link_create's layout; iter_info points to `info`,
+        // which outlives the call.
+        let link = new_fd(unsafe { sys::bpf(BPF_LINK_CREATE, &mut attr) }?);
         Ok(MapIterator { link })
     }
 
     /// Runs the program over every element of the map, once.
     pub fn run(&self) -> io::Result<()> {
-        let attr = IterCreateAttr {
+        let mut attr = IterCreateAttr {
             link_fd: self.link.as_fd().as_raw_fd() as u32,
             flags: 0,
         };
-        let mut iterator = File::from(bpf(BPF_ITER_CREATE, &attr)?);
+        // SAFETY: attr is iter_create's layout and holds no pointers.
+        let mut iterator = File::from(new_fd(unsafe { sys::bpf(BPF_ITER_CREATE, &mut attr) }?));
         // The program writes nothing; reading to the end runs it.
         let mut sink = [0u8; 64];
         while iterator.read(&mut sink)? > 0 {}
@@ -80,24 +83,11 @@ impl MapIterator {
     }
 }
 
-/// `bpf(cmd, attr)` for a command that returns a new file descriptor.
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
-    // SAFETY: attr points to a live, initialised #[repr(C)] struct laid out
-    // as the kernel's bpf_attr member for cmd, and its size is passed; the
-    // kernel reads at most that many bytes (the rest of bpf_attr is zero).
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const T,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: on success the kernel returned a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// The descriptor a successful `BPF_LINK_CREATE` or `BPF_ITER_CREATE`
+/// returned, now owned.
+fn new_fd(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: the kernel made this descriptor for us and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
 #[cfg(test)]

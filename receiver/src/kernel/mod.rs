@@ -9,3 +9,4 @@ pub mod pins;
 pub mod preflight;
 pub mod programs;
 pub mod reap;
+pub mod sys;

@@ -1,9 +1,8 @@
 //! Loads `flowtel.bpf.o` and attaches each program to its hook.
 
 use std::fs::File;
-use std::path::Path;
-
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use aya::maps::Map;
 use aya::programs::links::FdLink;

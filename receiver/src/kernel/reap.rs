@@ -10,8 +10,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 
 use super::abi::{ConnInfo, ConnKey};
-
-const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+use super::sys::{self, BPF_MAP_LOOKUP_AND_DELETE_ELEM};
 
 /// The `bpf_attr` layout of the map element commands.
 #[repr(C)]
@@ -29,33 +28,22 @@ pub fn take_entry(
     key: &ConnKey,
 ) -> io::Result<Option<ConnInfo>> {
     let mut value = MaybeUninit::<ConnInfo>::uninit();
-    let attr = MapElemAttr {
+    let mut attr = MapElemAttr {
         map_fd: map_fd(map),
         _pad: 0,
         key: key as *const ConnKey as u64,
         value: value.as_mut_ptr() as u64,
         flags: 0,
     };
-    // SAFETY: attr points to valid key and value buffers of the sizes the map
-    // was created with, and lives for the duration of the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-            &attr as *const MapElemAttr,
-            std::mem::size_of::<MapElemAttr>(),
-        )
-    };
-    if ret == 0 {
+    // SAFETY: attr is the element commands' layout and points to valid key
+    // and value buffers of the sizes the map was created with, which outlive
+    // the call.
+    match unsafe { sys::bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
         // SAFETY: the kernel filled the value on success; ConnInfo is valid
         // for any bit pattern.
-        Ok(Some(unsafe { value.assume_init() }))
-    } else {
-        let error = io::Error::last_os_error();
-        match error.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(error),
-        }
+        Ok(_) => Ok(Some(unsafe { value.assume_init() })),
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
