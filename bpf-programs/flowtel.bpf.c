@@ -97,26 +97,25 @@ static __always_inline int tcp_refresh_due(struct conn_info *info)
 
 /* --- TCP bytes in socket storage (tracepoint set). --------------------- */
 
-static __always_inline void add_tcp_counts(struct tcp_counts *counts, int bytes, int sending)
+/* Adds a send or receive to a connection's socket storage: 1 when counted,
+ * 0 when there is none or it was handed over (the caller counts in conns). */
+static __always_inline int add_tcp_counts(struct tcp_counts *counts, int bytes, int sending)
 {
+	if (!counts || counts->closed)
+		return 0;
 	if (sending)
 		__sync_fetch_and_add(&counts->bytes_sent, bytes);
 	else
 		__sync_fetch_and_add(&counts->bytes_received, bytes);
+	return 1;
 }
 
 /* The fast path of a TCP send or receive: 1 when counted. */
 static __always_inline int count_tcp_in_storage(struct sock *sk, int bytes, int sending)
 {
-	struct tcp_counts *counts;
-
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	counts = bpf_sk_storage_get(&tcp_counts, sk, 0, 0);
-	if (!counts || counts->closed)
-		return 0;
-	add_tcp_counts(counts, bytes, sending);
-	return 1;
+	return add_tcp_counts(bpf_sk_storage_get(&tcp_counts, sk, 0, 0), bytes, sending);
 }
 
 /* The first send or receive of a tracked TCP connection gives its socket
@@ -127,18 +126,15 @@ static __always_inline int start_tcp_storage(struct sock *sk, struct conn_info *
 					     int sending)
 {
 	struct tcp_counts start = {};
-	struct tcp_counts *counts;
 
 	if (info->flags & FT_FLAG_CLOSED)
 		return 0;
 	start.cookie = bpf_get_socket_cookie(sk);
 	start.bytes_sent = info->bytes_sent;
 	start.bytes_received = info->bytes_received;
-	counts = bpf_sk_storage_get(&tcp_counts, sk, &start, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!counts || counts->closed)
-		return 0;
-	add_tcp_counts(counts, bytes, sending);
-	return 1;
+	return add_tcp_counts(bpf_sk_storage_get(&tcp_counts, sk, &start,
+						 BPF_SK_STORAGE_GET_F_CREATE),
+			      bytes, sending);
 }
 
 /* Copies a connection's bytes from its socket storage into its entry. */
