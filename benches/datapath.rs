@@ -52,13 +52,7 @@ impl Watcher {
     fn attach(self) -> Attached {
         match self {
             Watcher::Bare => Attached::Nothing,
-            Watcher::Floor => Attached::Programs(programs::attach(
-                &programs::build("floor.bpf.c"),
-                &[
-                    ("floor_send", "sock_send_length"),
-                    ("floor_recv", "sock_recv_length"),
-                ],
-            )),
+            Watcher::Floor => Attached::Programs(programs::attach_floor()),
             Watcher::Flowtel => Attached::Process(spawn_until(
                 Command::new(env!("CARGO_BIN_EXE_flowtel")).args([
                     "run",
@@ -369,7 +363,11 @@ fn compare(load: &Load, placement: Placement, rounds: usize, time: Duration) {
         }
         println!("round {:>2}: {}", round + 1, row.join(", "));
     }
-    let bare = &results[0];
+    let of = |watcher: Watcher| {
+        let i = Watcher::ALL.iter().position(|&w| w == watcher);
+        &results[i.expect("every watcher is in Watcher::ALL")]
+    };
+    let bare = of(Watcher::Bare);
     for (i, watcher) in Watcher::ALL.into_iter().enumerate() {
         let rates: Vec<f64> = results[i].iter().map(|s| s.rate).collect();
         let cpu: Vec<f64> = results[i].iter().map(|s| s.cpu_ns_per_unit).collect();
@@ -384,8 +382,8 @@ fn compare(load: &Load, placement: Placement, rounds: usize, time: Duration) {
             spread(&round_ratios(&results[i], bare, |s| s.cpu_ns_per_unit)),
         );
     }
-    let floor = &results[1];
-    let flowtel = &results[2];
+    let floor = of(Watcher::Floor);
+    let flowtel = of(Watcher::Flowtel);
     println!(
         "flowtel over the empty programs (its own work): rate ratio {}; CPU ratio {}",
         spread(&round_ratios(flowtel, floor, |s| s.rate)),
@@ -399,13 +397,7 @@ fn compare(load: &Load, placement: Placement, rounds: usize, time: Duration) {
 fn program_run_times(time: Duration) {
     println!("\n## mean run time per program (kernel.bpf_stats_enabled), same traffic");
     let _stats = RunTimeStats::enable();
-    let floor = programs::attach(
-        &programs::build("floor.bpf.c"),
-        &[
-            ("floor_send", "sock_send_length"),
-            ("floor_recv", "sock_recv_length"),
-        ],
-    );
+    let floor = programs::attach_floor();
     let agent = Watcher::Flowtel.attach();
     ping_pong(time, Placement::OneCpu);
     bulk(time, Placement::TwoCpus);
@@ -517,6 +509,18 @@ mod programs {
         let bytes = std::fs::read(&object).expect("the bench object");
         let _ = std::fs::remove_file(&object);
         bytes
+    }
+
+    /// Empty programs on flowtel's send and receive tracepoints
+    /// (benches/floor.bpf.c): the floor any program there pays.
+    pub fn attach_floor() -> aya::Ebpf {
+        attach(
+            &build("floor.bpf.c"),
+            &[
+                ("floor_send", "sock_send_length"),
+                ("floor_recv", "sock_recv_length"),
+            ],
+        )
     }
 
     /// Loads `object` and attaches the named tp_btf programs, in order.
