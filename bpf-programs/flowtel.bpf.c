@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * flowtel's kernel side (tracepoint probe set, kernel 6.3+).
+ * flowtel's kernel side.
  *
- * Per event the work is: filter to TCP/UDP over IPv4/IPv6, find the
- * connection by socket cookie (and peer, for unconnected UDP), add to its
- * counters. Everything else (names, mappings, aggregation) is user space's.
+ * TCP costs nothing per send or receive: a connection is tracked from its
+ * state changes, and its bytes and segments are the kernel's own per-socket
+ * counters, copied at each poll and at the close. UDP has no such counters,
+ * so each datagram is counted as it moves: by socket cookie and, for an
+ * unconnected socket, peer. Everything else (names, mappings, aggregation)
+ * is user space's.
  *
- *   sock:sock_send_length / sock:sock_recv_length   bytes, UDP datagrams
- *   sock:inet_sock_set_state                        TCP open, direction, close
+ *   sock:inet_sock_set_state                        TCP listen, open, close
  *   tcp:tcp_retransmit_skb                          refresh TCP counters
+ *   iter/bpf_sk_storage_map                         TCP counts, each poll
+ *   iter/task_file                                  TCP older than the agent
+ *   sock:sock_send_length / sock:sock_recv_length   UDP datagrams (6.3+)
+ *   kprobes on udp_sendmsg, skb_consume_udp, ...     UDP datagrams (older)
  *   cgroup/sendmsg4|6, cgroup/recvmsg4|6            peer of unconnected UDP
  *   cgroup/sock_release                             UDP socket gone
- *   iter/bpf_sk_storage_map                         TCP counts, each poll
  */
 
 #include "kernel_types.h"
@@ -36,15 +41,32 @@
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+/* enum sock_flags: the peer's FIN has been received. */
+#define SOCK_DONE 1
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Returns the protocol when sk is TCP or UDP over IPv4/IPv6, else 0. */
-static __always_inline void read_process(struct conn_info *info)
+static __always_inline void owner_of_current(struct owner *owner)
 {
-	info->pid = bpf_get_current_pid_tgid() >> 32;
-	info->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(info->comm, sizeof(info->comm));
+	owner->pid = bpf_get_current_pid_tgid() >> 32;
+	owner->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+}
+
+static __always_inline void owner_of_task(struct task_struct *task, struct owner *owner)
+{
+	owner->pid = task->tgid;
+	owner->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	bpf_probe_read_kernel(owner->comm, sizeof(owner->comm), task->comm);
+}
+
+static __always_inline void set_owner(struct conn_info *info, const struct owner *owner)
+{
+	info->pid = owner->pid;
+	info->cgroup_id = owner->cgroup_id;
+	__builtin_memcpy(info->comm, owner->comm, sizeof(info->comm));
 }
 
 enum first_sight {
@@ -68,80 +90,15 @@ static __always_inline void take_udp_peer(struct conn_key *key)
 	bpf_map_delete_elem(&udp_peers, &thread);
 }
 
-static __always_inline void add_io(struct conn_info *info, __u8 protocol, int bytes, int sending)
+static __always_inline void add_udp(struct conn_info *info, int bytes, int sending)
 {
 	if (sending) {
 		__sync_fetch_and_add(&info->bytes_sent, bytes);
-		if (protocol == IPPROTO_UDP)
-			__sync_fetch_and_add(&info->packets_sent, 1);
+		__sync_fetch_and_add(&info->packets_sent, 1);
 	} else {
 		__sync_fetch_and_add(&info->bytes_received, bytes);
-		if (protocol == IPPROTO_UDP)
-			__sync_fetch_and_add(&info->packets_received, 1);
+		__sync_fetch_and_add(&info->packets_received, 1);
 	}
-}
-
-/* The TCP counters are snapshots: copying them once per jiffy (1-10 ms) is
- * as good for a poll every few seconds as copying them on every send, and
- * far cheaper on a busy socket. State changes, retransmits and the close
- * always copy them, so the final counters are exact. */
-static __always_inline int tcp_refresh_due(struct conn_info *info)
-{
-	__u32 now = (__u32)bpf_jiffies64();
-
-	if (info->refreshed_jiffies == now)
-		return 0;
-	info->refreshed_jiffies = now;
-	return 1;
-}
-
-/* --- TCP bytes in socket storage (tracepoint set). --------------------- */
-
-/* Adds a send or receive to a connection's socket storage: 1 when counted,
- * 0 when there is none or it was handed over (the caller counts in conns). */
-static __always_inline int add_tcp_counts(struct tcp_counts *counts, int bytes, int sending)
-{
-	if (!counts || counts->closed)
-		return 0;
-	if (sending)
-		__sync_fetch_and_add(&counts->bytes_sent, bytes);
-	else
-		__sync_fetch_and_add(&counts->bytes_received, bytes);
-	return 1;
-}
-
-/* The fast path of a TCP send or receive: 1 when counted. */
-static __always_inline int count_tcp_in_storage(struct sock *sk, int bytes, int sending)
-{
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	return add_tcp_counts(bpf_sk_storage_get(&tcp_counts, sk, 0, 0), bytes, sending);
-}
-
-/* The first send or receive of a tracked TCP connection gives its socket
- * storage, starting from the bytes its entry holds (non-zero when a
- * previous agent's programs counted them); from then on the bytes count
- * there. A closed connection's residue stays in its entry. */
-static __always_inline int start_tcp_storage(struct sock *sk, struct conn_info *info, int bytes,
-					     int sending)
-{
-	struct tcp_counts start = {};
-
-	if (info->flags & FT_FLAG_CLOSED)
-		return 0;
-	start.cookie = bpf_get_socket_cookie(sk);
-	start.bytes_sent = info->bytes_sent;
-	start.bytes_received = info->bytes_received;
-	return add_tcp_counts(bpf_sk_storage_get(&tcp_counts, sk, &start,
-						 BPF_SK_STORAGE_GET_F_CREATE),
-			      bytes, sending);
-}
-
-/* Copies a connection's bytes from its socket storage into its entry. */
-static __always_inline void copy_tcp_counts(const struct tcp_counts *counts, struct conn_info *info)
-{
-	info->bytes_sent = counts->bytes_sent;
-	info->bytes_received = counts->bytes_received;
 }
 
 /* --- The per-event work, in two variants (see sock_access.h). ---------- */
@@ -154,7 +111,6 @@ static __always_inline void copy_tcp_counts(const struct tcp_counts *counts, str
  * costs far less than the helper call. */
 #define FT_COOKIE(sk) ((__u64)(sk)->__sk_common.skc_cookie.counter ?: bpf_get_socket_cookie(sk))
 #define FT_TCP_SOCK(sk) bpf_skc_to_tcp_sock(sk)
-#define FT_TCP_STORAGE_ADD(sk, info, bytes, sending) start_tcp_storage(sk, info, bytes, sending)
 #include "sock_access.h"
 #undef FT_VARIANT
 #undef FT_READ
@@ -162,7 +118,6 @@ static __always_inline void copy_tcp_counts(const struct tcp_counts *counts, str
 #undef FT_NETNS
 #undef FT_COOKIE
 #undef FT_TCP_SOCK
-#undef FT_TCP_STORAGE_ADD
 
 #define FT_VARIANT(name) name##_kp
 #define FT_READ(ptr, field) BPF_CORE_READ((ptr), field)
@@ -172,8 +127,6 @@ static __always_inline void copy_tcp_counts(const struct tcp_counts *counts, str
 #define FT_COOKIE(sk) FT_KP_COOKIE(sk)
 /* The caller checked sk_protocol: a TCP socket is a tcp_sock. */
 #define FT_TCP_SOCK(sk) ((struct tcp_sock *)(sk))
-/* kprobe programs cannot use socket storage: bytes count in the entry. */
-#define FT_TCP_STORAGE_ADD(sk, info, bytes, sending) 0
 #include "sock_access.h"
 #undef FT_VARIANT
 #undef FT_READ
@@ -181,26 +134,88 @@ static __always_inline void copy_tcp_counts(const struct tcp_counts *counts, str
 #undef FT_NETNS
 #undef FT_COOKIE
 #undef FT_TCP_SOCK
-#undef FT_TCP_STORAGE_ADD
 
+
+/* --- TCP bytes from the socket's own counters. ------------------------ */
+
+/* The socket's flags, which moved into sock_common in Linux 6.13. */
+static __always_inline unsigned long sock_flags(struct sock *sk)
+{
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		return sk->__sk_common.skc_flags;
+	return sk->sk_flags;
+}
+
+/* A TCP socket's payload bytes so far: sent once (retransmissions not
+ * again) and received in order. The counters are RFC 4898's, the ones
+ * tcp_info reports. */
+static __always_inline void read_tcp_bytes(struct sock *sk, __u64 *sent, __u64 *received)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	*sent = 0;
+	*received = 0;
+	if (!tp)
+		return;
+	*sent = tp->bytes_sent - tp->bytes_retrans;
+	*received = tp->bytes_received;
+	/* The peer's FIN takes a sequence number, which bytes_received counts. */
+	if (*received && (sock_flags(sk) & (1UL << SOCK_DONE)))
+		*received -= 1;
+}
+
+/* Gives a tracked TCP connection its socket storage: where its counts
+ * start. A connection seen opening counts from zero (data sent with the SYN
+ * included); an older one from now. An existing storage (a previous agent's,
+ * through a restart) is kept. */
+static __always_inline void start_tcp_bytes(struct sock *sk, __u64 cookie,
+					    const struct conn_info *info)
+{
+	struct tcp_start start = {};
+
+	start.cookie = cookie;
+	if (!(info->flags & FT_FLAG_SEEN_OPEN))
+		read_tcp_bytes(sk, &start.bytes_sent, &start.bytes_received);
+	bpf_sk_storage_get(&tcp_starts, sk, &start, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+/* Brings a connection's bytes up to date. Two counters read while the
+ * socket moves can briefly disagree (a retransmission between its two
+ * increments, a FIN between its sequence number and its flag): totals
+ * never go down, so such a moment is at most one segment early, never
+ * counted twice. */
+static __always_inline void update_tcp_bytes(struct sock *sk, const struct tcp_start *start,
+					     struct conn_info *info)
+{
+	__u64 sent, received;
+
+	read_tcp_bytes(sk, &sent, &received);
+	if (sent >= start->bytes_sent && sent - start->bytes_sent > info->bytes_sent)
+		info->bytes_sent = sent - start->bytes_sent;
+	if (received >= start->bytes_received &&
+	    received - start->bytes_received > info->bytes_received)
+		info->bytes_received = received - start->bytes_received;
+}
+
+/* --- UDP datagrams (tracepoint set, Linux 6.3+). ------------------------
+ *
+ * These tracepoints fire for every protocol; TCP returns at once. */
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(flowtel_send, struct sock *sk, int ret, int flags)
 {
-	if (ret > 0 && count_tcp_in_storage(sk, ret, 1))
+	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
-	return count_io_btf(sk, ret, 1);
+	return count_udp_btf(sk, ret, 1);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(flowtel_recv, struct sock *sk, int ret, int flags)
 {
-	/* A peek leaves the bytes queued: they count when really read. */
-	if (flags & MSG_PEEK)
+	/* A peek leaves the datagram queued: it counts when really read. */
+	if (sk->sk_protocol != IPPROTO_UDP || (flags & MSG_PEEK))
 		return 0;
-	if (ret > 0 && count_tcp_in_storage(sk, ret, 0))
-		return 0;
-	return count_io_btf(sk, ret, 0);
+	return count_udp_btf(sk, ret, 0);
 }
 
 /* Wakes the reader only when the ring is half full: user space drains it
@@ -233,20 +248,66 @@ static __always_inline void hand_over_closed(const struct conn_key *key, struct 
 	bpf_map_delete_elem(&conns, key);
 }
 
+/* listen() runs in its process: remember who listens on the port. */
+static __always_inline void remember_listener(struct sock *sk, const struct owner *owner)
+{
+	struct listener_key key = {};
+	struct owner value = *owner;
+
+	key.netns = sk->__sk_common.skc_net.net->ns.inum;
+	key.port = sk->__sk_common.skc_num;
+	if (!key.port)
+		return; /* not bound yet: listen() binds after this state change */
+	value.listener_cookie = bpf_get_socket_cookie(sk);
+	bpf_map_update_elem(&listeners, &key, &value, BPF_ANY);
+}
+
+static __always_inline void forget_listener(struct sock *sk)
+{
+	struct listener_key key = {};
+	struct owner *owner;
+
+	key.netns = sk->__sk_common.skc_net.net->ns.inum;
+	key.port = sk->__sk_common.skc_num;
+	owner = bpf_map_lookup_elem(&listeners, &key);
+	/* Another listener on the port (SO_REUSEPORT) may have taken it over. */
+	if (owner && owner->listener_cookie == bpf_get_socket_cookie(sk))
+		bpf_map_delete_elem(&listeners, &key);
+}
+
+/* An accepted connection's owner: the process listening on its port. */
+static __always_inline void take_listeners_owner(struct sock *sk, struct conn_info *info)
+{
+	struct listener_key key = {};
+	struct owner *owner;
+
+	key.netns = sk->__sk_common.skc_net.net->ns.inum;
+	key.port = sk->__sk_common.skc_num;
+	owner = bpf_map_lookup_elem(&listeners, &key);
+	if (owner)
+		set_owner(info, owner);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct conn_key key = {};
 	struct conn_info *info;
-	struct tcp_counts *counts;
+	struct tcp_start *start;
+	struct owner owner = {};
 
 	if (tracked_protocol_btf(sk) != IPPROTO_TCP)
 		return 0;
 	key.cookie = bpf_get_socket_cookie(sk);
 
 	switch (newstate) {
+	case TCP_LISTEN:
+		owner_of_current(&owner);
+		remember_listener(sk, &owner);
+		return 0;
 	case TCP_SYN_SENT: /* connect(): process context */
-		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 1);
+		owner_of_current(&owner);
+		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, &owner);
 		if (info)
 			info->direction = FT_DIR_OUTGOING;
 		return 0;
@@ -256,8 +317,11 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 		 * after that state change. */
 		if (oldstate == TCP_SYN_RECV) {
 			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 0);
-			if (info)
+			if (info) {
 				info->direction = FT_DIR_INCOMING;
+				if (!info->pid)
+					take_listeners_owner(sk, info);
+			}
 		} else {
 			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0);
 		}
@@ -268,17 +332,20 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 		 * source port after SYN_SENT). */
 		read_tuple_btf(sk, info);
 		read_tcp_counters_btf(sk, info);
-		/* Nothing was read before the handshake ended. */
-		read_seq_btf(sk, info);
+		start_tcp_bytes(sk, key.cookie, info);
 		return 0;
 	case TCP_CLOSE:
+		if (oldstate == TCP_LISTEN) {
+			forget_listener(sk);
+			return 0;
+		}
 		info = bpf_map_lookup_elem(&conns, &key);
 		if (!info)
-			return 0; /* a listener, or a socket that never moved data */
-		counts = bpf_sk_storage_get(&tcp_counts, sk, 0, 0);
-		if (counts && !counts->closed) {
-			copy_tcp_counts(counts, info);
-			counts->closed = 1;
+			return 0; /* a socket that never connected */
+		start = bpf_sk_storage_get(&tcp_starts, sk, 0, 0);
+		if (start && !start->closed) {
+			update_tcp_bytes(sk, start, info);
+			start->closed = 1;
 		}
 		read_tuple_btf(sk, info);
 		read_tcp_counters_btf(sk, info);
@@ -304,25 +371,75 @@ int BPF_PROG(flowtel_retransmit, struct sock *sk)
 	return 0;
 }
 
-/* Before each poll, user space runs this over every socket with TCP
- * counts: it brings the connection's entry up to date (bytes, and the TCP
- * counters as of now). */
+/* Before each poll, user space runs this over every tracked TCP socket: it
+ * brings the connection's entry up to date (bytes, and the TCP counters as
+ * of now). */
 SEC("iter/bpf_sk_storage_map")
 int flowtel_tcp_refresh(struct bpf_iter__bpf_sk_storage_map *ctx)
 {
 	struct sock *sk = ctx->sk;
-	struct tcp_counts *counts = ctx->value;
+	struct tcp_start *start = ctx->value;
 	struct conn_key key = {};
 	struct conn_info *info;
 
-	if (!sk || !counts || counts->closed)
+	if (!sk || !start || start->closed)
 		return 0;
-	key.cookie = counts->cookie;
+	key.cookie = start->cookie;
 	info = bpf_map_lookup_elem(&conns, &key);
 	if (!info)
 		return 0;
-	copy_tcp_counts(counts, info);
+	update_tcp_bytes(sk, start, info);
 	read_tcp_counters_btf(sk, info);
+	return 0;
+}
+
+/* TCP states of a connection that may still move data. */
+static __always_inline int tcp_connected(__u8 state)
+{
+	return state != TCP_CLOSE && state != TCP_LISTEN && state != TCP_SYN_SENT &&
+	       state != TCP_SYN_RECV;
+}
+
+/* Once at start, user space runs this over every open file of every task:
+ * it finds the TCP sockets older than the agent (connections, which it
+ * tracks from now, and listeners, whose owners accepted connections take),
+ * each with the process that holds it. */
+SEC("iter/task_file")
+int flowtel_discover(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct conn_key key = {};
+	struct conn_info *info;
+	struct owner owner = {};
+	struct socket *sock;
+	struct sock *sk;
+	__u8 state;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk || tracked_protocol_btf(sk) != IPPROTO_TCP)
+		return 0;
+	owner_of_task(task, &owner);
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_LISTEN) {
+		remember_listener(sk, &owner);
+		return 0;
+	}
+	if (!tcp_connected(state))
+		return 0; /* the state program sees it open */
+	key.cookie = bpf_get_socket_cookie(sk);
+	info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, &owner);
+	if (!info)
+		return 0;
+	if (!info->pid)
+		set_owner(info, &owner);
+	info->flags |= FT_FLAG_ESTABLISHED;
+	start_tcp_bytes(sk, key.cookie, info);
 	return 0;
 }
 
@@ -396,10 +513,10 @@ int flowtel_sock_release(struct bpf_sock *ctx)
 	return 1;
 }
 
-/* --- kprobe set: send and receive on kernels before 6.3. ---------------
+/* --- kprobe set: UDP datagrams on kernels before 6.3. -----------------
  *
  * Those kernels lack sock:sock_send_length and sock:sock_recv_length; the
- * state, retransmit and cgroup programs above work there unchanged. */
+ * other programs above work there unchanged. */
 
 /* The socket of a send in flight, by thread, from entry to return. */
 struct {
@@ -428,7 +545,7 @@ static __always_inline int return_send(int sent)
 		return 0;
 	sk = (struct sock *)*socket;
 	bpf_map_delete_elem(&sends_in_flight, &thread);
-	return count_io_kp(sk, sent, 1);
+	return count_udp_kp(sk, sent, 1);
 }
 
 /* A send function's kprobe and kretprobe: flowtel_kp_FN and flowtel_kp_FN_ret. */
@@ -444,60 +561,11 @@ static __always_inline int return_send(int sent)
 		return return_send(sent);                       \
 	}
 
-SEND_PROBES(tcp_sendmsg)
 SEND_PROBES(udp_sendmsg)
 /* For a v4-mapped peer udpv6_sendmsg calls udp_sendmsg, whose return takes
  * the thread's entry first: the outer return finds none, so nothing counts
  * twice. */
 SEND_PROBES(udpv6_sendmsg)
-
-/*
- * TCP receive: tcp_cleanup_rbuf runs at the end of every recvmsg, after the
- * copy. Its `copied` argument is not the bytes read (it is called again,
- * cumulatively, while a read waits, and for MSG_PEEK), so the bytes are the
- * advance of copied_seq since the last receive. A kretprobe on tcp_recvmsg
- * would hold a kretprobe instance for as long as a reader blocks.
- */
-SEC("kprobe/tcp_cleanup_rbuf")
-int BPF_KPROBE(flowtel_kp_tcp_cleanup_rbuf, struct sock *sk, int copied)
-{
-	struct conn_key key = {};
-	struct conn_info *info;
-	__u32 seq, bytes;
-
-	if (copied <= 0 || tracked_protocol_kp(sk) != IPPROTO_TCP)
-		return 0;
-	key.cookie = FT_KP_COOKIE(sk);
-	if (!key.cookie) {
-		stat_inc(FT_STAT_UNTRACKED);
-		return 0;
-	}
-	seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
-	info = bpf_map_lookup_elem(&conns, &key);
-	if (info) {
-		bytes = seq - info->seq_read; /* wraps like the sequence space */
-		info->seq_read = seq;
-		/* Reading the peer's FIN advances copied_seq by one more than
-		 * the bytes read. (A MSG_WAITALL read that waited and then met
-		 * the FIN is the one case this misses: one byte too many.) */
-		if (bytes == (__u32)copied + 1)
-			bytes = copied;
-	} else {
-		/* First sight (older than the agent, or read after close): this
-		 * read is `copied` bytes, unless it waited in between. */
-		info = track_kp(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 1);
-		if (!info)
-			return 0;
-		bytes = copied;
-	}
-	if (bytes)
-		add_io(info, IPPROTO_TCP, bytes, 0);
-	if (tcp_refresh_due(info))
-		read_tcp_counters_kp(sk, info);
-	if (!info->pid)
-		read_process(info);
-	return 0;
-}
 
 /* UDP receive: skb_consume_udp gets the bytes returned to the reader, or a
  * negative length for MSG_PEEK. It runs after the recvmsg cgroup hook has
@@ -505,7 +573,7 @@ int BPF_KPROBE(flowtel_kp_tcp_cleanup_rbuf, struct sock *sk, int copied)
 SEC("kprobe/skb_consume_udp")
 int BPF_KPROBE(flowtel_kp_skb_consume_udp, struct sock *sk, void *skb, int len)
 {
-	return count_io_kp(sk, len, 0);
+	return count_udp_kp(sk, len, 0);
 }
 
 /* Gives every new socket its cookie, which kprobes can read but not make. */

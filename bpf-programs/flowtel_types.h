@@ -16,7 +16,6 @@
 #define FT_FLAG_ESTABLISHED (1 << 1) /* the TCP handshake completed */
 #define FT_FLAG_CLOSED (1 << 2)      /* TCP reached CLOSE */
 #define FT_FLAG_TCP_BASELINE (1 << 3) /* tcp counters were not zero at first sight */
-#define FT_FLAG_RESIDUE (1 << 4)     /* first seen after the TCP connection closed */
 
 /* conn_info.direction */
 #define FT_DIR_UNKNOWN 0
@@ -55,7 +54,7 @@ struct conn_info {
 	__u64 packets_sent;     /* UDP datagrams (TCP uses the snapshot below) */
 	__u64 packets_received;
 	/* TCP: the kernel's own counters (as tcp_info shows them), refreshed at
-	 * each event and at close; base_* is their value at first sight when
+	 * each poll, retransmit and at close; base_* is their value at first sight when
 	 * the agent did not see the connection open. */
 	__u32 tcp_segs_out;
 	__u32 tcp_segs_in;
@@ -75,12 +74,7 @@ struct conn_info {
 	__u8 tcp_state;
 	__u8 direction;
 	__u8 flags;
-	__u8 _pad[2];
-	/* kprobe set only: the socket's copied_seq at the last receive, whose
-	 * advance is the bytes the application read. */
-	__u32 seq_read;
-	/* jiffies at the last copy of the TCP counters (low 32 bits). */
-	__u32 refreshed_jiffies;
+	__u8 _pad[10];
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[FT_COMM_LEN];

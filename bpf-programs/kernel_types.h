@@ -51,10 +51,12 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	atomic64_t skc_cookie;
+	unsigned long skc_flags; /* Linux 6.13+; sock.sk_flags before */
 };
 
 struct sock {
 	struct sock_common __sk_common;
+	unsigned long sk_flags;
 	__u16 sk_protocol;
 	int sk_err;
 };
@@ -74,8 +76,36 @@ struct tcp_sock {
 	__u32 segs_in;
 	__u32 segs_out;
 	__u32 total_retrans;
-	__u32 copied_seq;
+	/* RFC 4898 byte counters (tcp_info's tcpi_bytes_*), Linux 4.19+. */
+	__u64 bytes_sent;
+	__u64 bytes_retrans;
+	__u64 bytes_received;
 };
+
+/* A task's process and cgroup, for sockets found by the task_file iterator. */
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
+struct task_struct {
+	int tgid;
+	char comm[16];
+	struct css_set *cgroups;
+};
+
+struct socket {
+	struct sock *sk;
+};
+
+struct file;
 
 /* The context of an iterator over a socket storage map. */
 struct bpf_iter_meta {
@@ -89,6 +119,14 @@ struct bpf_iter__bpf_sk_storage_map {
 	struct bpf_map *map;
 	struct sock *sk;
 	void *value;
+};
+
+/* The context of an iterator over every task's open files. */
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
 };
 
 /* x86-64 registers at a kprobe, as BPF_KPROBE reads arguments from them. */

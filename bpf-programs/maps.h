@@ -33,24 +33,50 @@ struct {
 } udp_peers SEC(".maps");
 
 /*
- * Tracepoint set: a tracked TCP connection's bytes, in its socket's own
- * storage. Finding them there costs a third of a hash lookup, so sends and
- * receives count here; an iterator copies them into `conns` before each
- * poll, and the close copies the final ones.
+ * A tracked TCP connection's bytes come from its socket's own counters
+ * (tcp_sock.bytes_sent, bytes_retrans, bytes_received), so no program runs
+ * on TCP sends and receives. The socket's storage says where the counts
+ * start: zero for a connection seen opening, the counters at first sight
+ * for one older than the agent. An iterator over this map brings every
+ * connection's entry in `conns` up to date before each poll; the close
+ * copies the final counts.
  */
-struct tcp_counts {
+struct tcp_start {
 	__u64 cookie; /* the connection's key in conns */
 	__u64 bytes_sent;
 	__u64 bytes_received;
-	__u64 closed; /* handed over: later reads are residue, counted in conns */
+	__u64 closed; /* handed over: the iterator leaves it alone */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct tcp_counts);
-} tcp_counts SEC(".maps");
+	__type(value, struct tcp_start);
+} tcp_starts SEC(".maps");
+
+/* Who listens on a port: an accepted connection is made in softirq, where
+ * no process is at hand, so it takes its listener's. */
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct owner {
+	__u64 listener_cookie; /* listeners only: whose entry this is */
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 _pad;
+	char comm[FT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listener_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

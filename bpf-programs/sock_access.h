@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * The per-event work on a socket: find its connection, start tracking it,
- * add to its counters. Included twice by flowtel.bpf.c, because the two
- * probe sets reach the socket differently:
+ * The work on a socket: find its connection, start tracking it, add a UDP
+ * datagram to its counters. Included twice by flowtel.bpf.c, because the
+ * two probe sets reach the socket differently:
  *
  *   BTF programs (tp_btf) hold a typed pointer: fields are plain loads and
  *   bpf_get_socket_cookie() works. FT_VARIANT(f) is f_btf.
@@ -17,10 +17,6 @@
  *   FT_NETNS(sk)                  the socket's network namespace inode
  *   FT_COOKIE(sk)                 the socket cookie (0: none yet)
  *   FT_TCP_SOCK(sk)               the tcp_sock of a TCP socket, or NULL
- *   FT_TCP_STORAGE_ADD(sk, info, bytes, sending)
- *                                 counts a TCP send or receive in the
- *                                 socket's storage instead of info (1), or
- *                                 declines (0)
  */
 
 /* Returns the protocol when sk is TCP or UDP over IPv4/IPv6, else 0. */
@@ -70,23 +66,14 @@ static __always_inline void FT_VARIANT(read_tcp_counters)(struct sock *sk, struc
 	info->tcp_state = FT_READ(sk, __sk_common.skc_state);
 }
 
-/* The TCP receive position (kprobe set: received bytes are its advance). */
-static __always_inline void FT_VARIANT(read_seq)(struct sock *sk, struct conn_info *info)
-{
-	struct tcp_sock *tp = FT_TCP_SOCK(sk);
-
-	if (tp)
-		info->seq_read = FT_READ(tp, copied_seq);
-}
-
 /*
- * Starts tracking a connection. `in_process` says whether the current task
- * owns the socket (a syscall) or not (softirq).
+ * Starts tracking a connection. `owner` is the process that owns the
+ * socket, or NULL when none is at hand (softirq).
  */
 static __always_inline struct conn_info *FT_VARIANT(track)(struct sock *sk,
 							   const struct conn_key *key,
 							   __u8 protocol, enum first_sight sight,
-							   int in_process)
+							   const struct owner *owner)
 {
 	struct conn_info info = {};
 	long err;
@@ -95,22 +82,15 @@ static __always_inline struct conn_info *FT_VARIANT(track)(struct sock *sk,
 	info.protocol = protocol;
 	info.netns = FT_NETNS(sk);
 	FT_VARIANT(read_tuple)(sk, &info);
-	if (in_process)
-		read_process(&info);
+	if (owner)
+		set_owner(&info, owner);
 	if (protocol == IPPROTO_TCP) {
 		FT_VARIANT(read_tcp_counters)(sk, &info);
-		FT_VARIANT(read_seq)(sk, &info);
 		if (sight == SEEN_MID_LIFE) {
 			info.base_segs_out = info.tcp_segs_out;
 			info.base_segs_in = info.tcp_segs_in;
 			info.base_total_retrans = info.tcp_total_retrans;
 			info.flags |= FT_FLAG_TCP_BASELINE;
-			/* Data read after the connection closed (it was still
-			 * queued): its close was already handed over, so this
-			 * entry only carries bytes, and user space reaps it at
-			 * the next poll. */
-			if (info.tcp_state == TCP_CLOSE)
-				info.flags |= FT_FLAG_CLOSED | FT_FLAG_RESIDUE;
 		} else {
 			info.flags |= FT_FLAG_SEEN_OPEN;
 		}
@@ -129,22 +109,23 @@ static __always_inline struct conn_info *FT_VARIANT(find_or_track)(struct sock *
 								   const struct conn_key *key,
 								   __u8 protocol,
 								   enum first_sight sight,
-								   int in_process)
+								   const struct owner *owner)
 {
 	struct conn_info *info = bpf_map_lookup_elem(&conns, key);
 
 	if (info)
 		return info;
-	return FT_VARIANT(track)(sk, key, protocol, sight, in_process);
+	return FT_VARIANT(track)(sk, key, protocol, sight, owner);
 }
 
-/* The connection of a send or receive on sk, tracked from now if new. */
-static __always_inline struct conn_info *FT_VARIANT(io_conn)(struct sock *sk, __u8 *protocol)
+/* The UDP conversation of a send or receive on sk, tracked from now if new. */
+static __always_inline struct conn_info *FT_VARIANT(udp_conn)(struct sock *sk)
 {
 	struct conn_key key = {};
+	struct owner owner = {};
+	struct conn_info *info;
 
-	*protocol = FT_VARIANT(tracked_protocol)(sk);
-	if (!*protocol)
+	if (FT_VARIANT(tracked_protocol)(sk) != IPPROTO_UDP)
 		return 0;
 	key.cookie = FT_COOKIE(sk);
 	if (!key.cookie) {
@@ -153,32 +134,28 @@ static __always_inline struct conn_info *FT_VARIANT(io_conn)(struct sock *sk, __
 		stat_inc(FT_STAT_UNTRACKED);
 		return 0;
 	}
-	if (*protocol == IPPROTO_UDP)
-		take_udp_peer(&key);
-	return FT_VARIANT(find_or_track)(sk, &key, *protocol, SEEN_MID_LIFE, 1);
+	take_udp_peer(&key);
+	info = bpf_map_lookup_elem(&conns, &key);
+	if (info)
+		return info;
+	owner_of_current(&owner);
+	return FT_VARIANT(track)(sk, &key, IPPROTO_UDP, SEEN_MID_LIFE, &owner);
 }
 
-/* Adds one send or receive of `bytes` to its connection. */
-static __always_inline int FT_VARIANT(count_io)(struct sock *sk, int bytes, int sending)
+/* Adds one UDP datagram of `bytes` to its conversation. */
+static __always_inline int FT_VARIANT(count_udp)(struct sock *sk, int bytes, int sending)
 {
 	struct conn_info *info;
-	__u8 protocol;
 
 	if (bytes <= 0)
 		return 0;
-	info = FT_VARIANT(io_conn)(sk, &protocol);
+	info = FT_VARIANT(udp_conn)(sk);
 	if (!info)
 		return 0;
-	if (protocol != IPPROTO_TCP || !FT_TCP_STORAGE_ADD(sk, info, bytes, sending))
-		add_io(info, protocol, bytes, sending);
+	add_udp(info, bytes, sending);
 	/* UDP has no handshake: whoever moved the first datagram of this
 	 * conversation (socket and peer) is the client. */
-	if (protocol == IPPROTO_UDP && info->direction == FT_DIR_UNKNOWN)
+	if (info->direction == FT_DIR_UNKNOWN)
 		info->direction = sending ? FT_DIR_OUTGOING : FT_DIR_INCOMING;
-	if (protocol == IPPROTO_TCP && tcp_refresh_due(info))
-		FT_VARIANT(read_tcp_counters)(sk, info);
-	/* An accepted connection is created in softirq; its owner shows up here. */
-	if (!info->pid)
-		read_process(info);
 	return 0;
 }

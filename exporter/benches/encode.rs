@@ -60,7 +60,6 @@ fn window() -> WindowReport {
             rtt: None,
             seen_opening: true,
             established: true,
-            residue: false,
             state: ConnectionState::Open,
         })
         .collect();

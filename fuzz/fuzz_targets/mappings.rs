@@ -98,7 +98,6 @@ fuzz_target!(|data: &[u8]| {
             rtt: None,
             seen_opening: true,
             established: true,
-            residue: false,
             state: ConnectionState::Open,
         });
     }

@@ -58,7 +58,6 @@ fn poll_of(connections: u64) -> Poll {
                 rtt: None,
                 seen_opening: true,
                 established: true,
-                residue: false,
                 state: ConnectionState::Open,
             }
         })

@@ -310,8 +310,7 @@ pub struct FlowStats {
     pub packets_received: u64,
     /// TCP segments the source retransmitted.
     pub retransmits: u64,
-    /// Connections the receiver saw open, counted at their first sample
-    /// (residue samples never count as connections).
+    /// Connections the receiver saw open, counted at their first sample.
     pub connections_opened: u64,
     /// Connections that closed, counted at their closing sample.
     pub connections_closed: u64,
@@ -334,12 +333,10 @@ impl FlowStats {
             retransmits: delta.retransmits,
             ..FlowStats::default()
         };
-        // A residue sample carries bytes moved after its connection was
-        // already reported closed: it is never a connection of its own.
-        if first_sight && sample.seen_opening && !sample.residue {
+        if first_sight && sample.seen_opening {
             stats.connections_opened = 1;
         }
-        if let (ConnectionState::Closed { error }, false) = (sample.state, sample.residue) {
+        if let ConnectionState::Closed { error } = sample.state {
             stats.connections_closed = 1;
             if let Some(failure) = sample.failed_attempt() {
                 stats.connections_failed.record(failure);
@@ -638,17 +635,6 @@ mod tests {
         let stats = FlowStats::of_sample(&sample, &Counters::default(), false);
         assert_eq!(stats.connections_failed.total(), 0);
         assert_eq!(stats.connections_closed, 1);
-    }
-
-    #[test]
-    fn residue_adds_bytes_but_never_a_connection() {
-        let mut sample = closed(1, counters(70, 30), Some(CloseError::Reset));
-        sample.residue = true;
-        let stats = FlowStats::of_sample(&sample, &sample.counters, true);
-        assert_eq!((stats.bytes_sent, stats.bytes_received), (70, 30));
-        assert_eq!(stats.connections_opened, 0);
-        assert_eq!(stats.connections_closed, 0);
-        assert_eq!(stats.connections_failed.total(), 0);
     }
 
     #[test]

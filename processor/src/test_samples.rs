@@ -40,7 +40,6 @@ pub fn open(cookie: u64, counters: Counters) -> ConnectionSample {
         rtt: None,
         seen_opening: true,
         established: true,
-        residue: false,
         state: ConnectionState::Open,
     }
 }

@@ -96,7 +96,6 @@ fn sample(live: &Live, tcp: bool) -> ConnectionSample {
         rtt: None,
         seen_opening: true,
         established: true,
-        residue: false,
         state: if live.closed {
             ConnectionState::Closed { error: None }
         } else {

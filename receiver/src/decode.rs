@@ -73,7 +73,6 @@ pub fn decode(
         }),
         seen_opening: info.flags & abi::FLAG_SEEN_OPEN != 0,
         established: info.flags & abi::FLAG_ESTABLISHED != 0,
-        residue: info.flags & abi::FLAG_RESIDUE != 0,
         state,
     }
 }

@@ -51,8 +51,11 @@ pub enum Error {
     #[error("removing a closed connection from the map: {0}")]
     Reap(#[source] std::io::Error),
 
-    #[error("bringing the TCP connections up to date (the tcp_counts iterator): {0}")]
+    #[error("bringing the TCP connections up to date (the tcp_starts iterator): {0}")]
     Refresh(#[source] std::io::Error),
+
+    #[error("finding the TCP connections older than the agent (the task_file iterator): {0}")]
+    Discover(#[source] std::io::Error),
 
     #[error("invalid receiver setting: {0}")]
     InvalidConfig(String),

@@ -18,7 +18,6 @@ mod error;
 mod kernel;
 mod ports;
 mod process;
-mod recent_closes;
 mod sample;
 mod support;
 
@@ -42,19 +41,16 @@ use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey};
 use kernel::events::ClosedEvents;
 use kernel::{batch, preflight, programs, reap};
 use process::ProcessResolver;
-use recent_closes::RecentCloses;
 
 /// The running kernel side. Dropping it detaches every program.
 pub struct Receiver {
     conns: BpfHashMap<MapData, ConnKey, ConnInfo>,
-    /// Tracepoint set: TCP bytes live in socket storage until this copies
-    /// them into `conns`.
-    tcp_refresh: Option<kernel::iter::MapIterator>,
+    /// Copies the TCP connections' counters from their sockets into `conns`.
+    tcp_refresh: Option<kernel::iter::BpfIterator>,
     stats: PerCpuArray<MapData, u64>,
     closed: ClosedEvents,
     reader: tokio::task::JoinHandle<()>,
     processes: ProcessResolver,
-    recent_closes: RecentCloses,
     capacity: u32,
     probe_set: ProbeSet,
     resumed: bool,
@@ -106,7 +102,6 @@ impl Receiver {
             closed,
             reader,
             processes: ProcessResolver::default(),
-            recent_closes: RecentCloses::new(config.max_connections as usize),
             capacity: config.max_connections,
             probe_set: loaded.probe_set,
             resumed,
@@ -160,9 +155,8 @@ impl Receiver {
             if reported.contains(&(key, info.first_seen_ns)) {
                 continue;
             }
-            // A closed TCP entry is still here when the ring buffer was full
-            // or the socket was read after it closed; a UDP socket's entries
-            // stay until user space sees its release.
+            // A closed TCP entry is still here when the ring buffer was full;
+            // a UDP socket's entries stay until user space sees its release.
             let closed = if decode::is_tcp(&info) {
                 decode::is_closed(&info)
             } else {
@@ -182,12 +176,6 @@ impl Receiver {
             samples.push(decode(&key, &info, ending, process));
         }
         self.processes.end_poll();
-        // Close events come first in `samples`, so a residue read in the
-        // same poll as its connection's close finds the direction.
-        for sample in &mut samples {
-            self.recent_closes.complete(sample, at);
-        }
-        self.recent_closes.expire(at);
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;
         health.poll_duration = reading.elapsed();

@@ -162,11 +162,6 @@ pub struct ConnectionSample {
     pub seen_opening: bool,
     /// True once the TCP handshake completed.
     pub established: bool,
-    /// Bytes the application read or wrote after the kernel had already
-    /// closed the TCP connection (data still queued at the close). The
-    /// connection itself was reported closed by an earlier sample with
-    /// another id: this one adds bytes, never a connection.
-    pub residue: bool,
     pub state: ConnectionState,
 }
 

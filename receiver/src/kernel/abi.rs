@@ -6,7 +6,6 @@
 pub const FLAG_SEEN_OPEN: u8 = 1 << 0;
 pub const FLAG_ESTABLISHED: u8 = 1 << 1;
 pub const FLAG_CLOSED: u8 = 1 << 2;
-pub const FLAG_RESIDUE: u8 = 1 << 4;
 
 /// `FT_DIR_*`
 pub const DIR_OUTGOING: u8 = 1;

@@ -1,6 +1,7 @@
-//! The TCP refresh: an iterator program over the `tcp_counts` socket
-//! storage map, run before each poll to bring every TCP connection's entry
-//! up to date.
+//! BPF iterators: the TCP refresh (over the `tcp_starts` socket storage
+//! map, run before each poll to bring every TCP connection's entry up to
+//! date) and the discovery of TCP sockets older than the agent (over every
+//! task's open files, run once at start).
 //!
 //! aya 0.14 attaches iterators without the map a map iterator needs, so the
 //! link and each run are made here with two `bpf(2)` calls (`sys`).
@@ -40,35 +41,43 @@ struct IterCreateAttr {
     flags: u32,
 }
 
-/// An attached map iterator; detached when dropped.
+/// An attached iterator; detached when dropped.
 #[derive(Debug)]
-pub struct MapIterator {
+pub struct BpfIterator {
     link: OwnedFd,
 }
 
-impl MapIterator {
-    /// Attaches the loaded iterator `program` to `map`.
-    pub fn attach(program: BorrowedFd<'_>, map: BorrowedFd<'_>) -> io::Result<MapIterator> {
+impl BpfIterator {
+    /// Attaches the loaded iterator `program`: a map iterator to `map`,
+    /// any other kind (task files, ...) to `None`.
+    pub fn attach(program: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Result<BpfIterator> {
         let info = IterLinkInfo {
-            map_fd: map.as_raw_fd() as u32,
+            map_fd: map.map_or(0, |map| map.as_raw_fd() as u32),
             _rest: [0; 3],
+        };
+        let (iter_info, iter_info_len) = match map {
+            Some(_) => (
+                &info as *const IterLinkInfo as u64,
+                std::mem::size_of::<IterLinkInfo>() as u32,
+            ),
+            None => (0, 0),
         };
         let mut attr = LinkCreateAttr {
             prog_fd: program.as_raw_fd() as u32,
             target_fd: 0,
             attach_type: BPF_TRACE_ITER,
             flags: 0,
-            iter_info: &info as *const IterLinkInfo as u64,
-            iter_info_len: std::mem::size_of::<IterLinkInfo>() as u32,
+            iter_info,
+            iter_info_len,
             _pad: 0,
         };
-        // SAFETY: attr is link_create's layout; iter_info points to `info`,
-        // which outlives the call.
+        // SAFETY: attr is link_create's layout; iter_info is null or points
+        // to `info`, which outlives the call.
         let link = new_fd(unsafe { sys::bpf(BPF_LINK_CREATE, &mut attr) }?);
-        Ok(MapIterator { link })
+        Ok(BpfIterator { link })
     }
 
-    /// Runs the program over every element of the map, once.
+    /// Runs the program over everything it iterates, once.
     pub fn run(&self) -> io::Result<()> {
         let mut attr = IterCreateAttr {
             link_fd: self.link.as_fd().as_raw_fd() as u32,

@@ -10,7 +10,7 @@ use aya::programs::{CgroupAttachMode, Iter, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::btf::BtfKind;
 
-use crate::kernel::iter::MapIterator;
+use crate::kernel::iter::BpfIterator;
 use crate::kernel::pins::{self, PinPlan};
 use crate::kernel::preflight;
 use crate::{Config, Error, ProbeSet};
@@ -34,10 +34,16 @@ enum Hook {
     Kprobe(&'static str),
 }
 
-/// Programs both probe sets use: these hooks exist since Linux 5.9.
-const COMMON_PROGRAMS: &[(&str, Hook)] = &[
+/// TCP, in both probe sets: state changes and retransmits (the bytes come
+/// from the sockets' own counters, read by the iterators below).
+const TCP_PROGRAMS: &[(&str, Hook)] = &[
     ("flowtel_state", Hook::Tracepoint("inet_sock_set_state")),
     ("flowtel_retransmit", Hook::Tracepoint("tcp_retransmit_skb")),
+];
+
+/// UDP, in both probe sets: the peers of unconnected sockets, and the end
+/// of a socket's conversations.
+const UDP_PEER_PROGRAMS: &[(&str, Hook)] = &[
     ("flowtel_udp_sendmsg4", Hook::Cgroup("sendmsg4")),
     ("flowtel_udp_sendmsg6", Hook::Cgroup("sendmsg6")),
     ("flowtel_udp_recvmsg4", Hook::Cgroup("recvmsg4")),
@@ -45,26 +51,21 @@ const COMMON_PROGRAMS: &[(&str, Hook)] = &[
     ("flowtel_sock_release", Hook::Cgroup("sock_release")),
 ];
 
-/// Sends and receives from the tracepoints of Linux 6.3+.
-const TRACEPOINT_IO: &[(&str, Hook)] = &[
+/// UDP datagrams from the tracepoints of Linux 6.3+ (which fire for every
+/// protocol: the one per-send and per-receive cost TCP pays).
+const TRACEPOINT_UDP: &[(&str, Hook)] = &[
     ("flowtel_send", Hook::Tracepoint("sock_send_length")),
     ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
 ];
 
-/// Sends and receives from kprobes, for older kernels.
-const KPROBE_IO: &[(&str, Hook)] = &[
-    ("flowtel_kp_tcp_sendmsg", Hook::Kprobe("tcp_sendmsg")),
-    ("flowtel_kp_tcp_sendmsg_ret", Hook::Kprobe("tcp_sendmsg")),
+/// UDP datagrams from kprobes on the UDP functions, for older kernels.
+const KPROBE_UDP: &[(&str, Hook)] = &[
     ("flowtel_kp_udp_sendmsg", Hook::Kprobe("udp_sendmsg")),
     ("flowtel_kp_udp_sendmsg_ret", Hook::Kprobe("udp_sendmsg")),
     ("flowtel_kp_udpv6_sendmsg", Hook::Kprobe("udpv6_sendmsg")),
     (
         "flowtel_kp_udpv6_sendmsg_ret",
         Hook::Kprobe("udpv6_sendmsg"),
-    ),
-    (
-        "flowtel_kp_tcp_cleanup_rbuf",
-        Hook::Kprobe("tcp_cleanup_rbuf"),
     ),
     (
         "flowtel_kp_skb_consume_udp",
@@ -74,17 +75,19 @@ const KPROBE_IO: &[(&str, Hook)] = &[
     ("flowtel_sock_create", Hook::Cgroup("sock_create")),
 ];
 
-/// Tracepoint set: before each poll, copies TCP connections' bytes from
-/// their sockets' storage into the connection map.
+/// Before each poll: copies every TCP connection's counters into the
+/// connection map.
 const TCP_REFRESH: &str = "flowtel_tcp_refresh";
-const TCP_COUNTS_MAP: &str = "tcp_counts";
+const TCP_STARTS_MAP: &str = "tcp_starts";
+/// At start: finds the TCP connections and listeners older than the agent.
+const DISCOVER: &str = "flowtel_discover";
 
 /// The tracepoint whose presence makes `auto` choose the tracepoint set.
 pub const SEND_TRACEPOINT: &str = "sock_send_length";
 
 /// The kernel functions the kprobe set attaches to.
 pub fn kprobe_functions() -> impl Iterator<Item = &'static str> {
-    let mut names: Vec<&'static str> = KPROBE_IO
+    let mut names: Vec<&'static str> = KPROBE_UDP
         .iter()
         .filter_map(|(_, hook)| match hook {
             Hook::Kprobe(function) => Some(*function),
@@ -95,20 +98,23 @@ pub fn kprobe_functions() -> impl Iterator<Item = &'static str> {
     names.into_iter()
 }
 
-/// The tracepoints a probe set attaches to.
+/// The tracepoints a probe set attaches to (with UDP counted).
 pub fn tracepoints(set: ProbeSet) -> impl Iterator<Item = &'static str> {
-    programs_of(set).filter_map(|(_, hook)| match hook {
+    programs_of(set, true).filter_map(|(_, hook)| match hook {
         Hook::Tracepoint(tracepoint) => Some(*tracepoint),
         _ => None,
     })
 }
 
-fn programs_of(set: ProbeSet) -> impl Iterator<Item = &'static (&'static str, Hook)> {
-    let io = match set {
-        ProbeSet::Kprobe => KPROBE_IO,
-        ProbeSet::Tracepoint | ProbeSet::Auto => TRACEPOINT_IO,
+/// The programs a probe set attaches: those of TCP always, those of UDP
+/// when `udp` is counted.
+fn programs_of(set: ProbeSet, udp: bool) -> impl Iterator<Item = &'static (&'static str, Hook)> {
+    let (datagrams, peers): (&[_], &[_]) = match (udp, set) {
+        (false, _) => (&[], &[]),
+        (true, ProbeSet::Kprobe) => (KPROBE_UDP, UDP_PEER_PROGRAMS),
+        (true, ProbeSet::Tracepoint | ProbeSet::Auto) => (TRACEPOINT_UDP, UDP_PEER_PROGRAMS),
     };
-    io.iter().chain(COMMON_PROGRAMS)
+    TCP_PROGRAMS.iter().chain(datagrams).chain(peers)
 }
 
 /// Whether this kernel has a BTF tracepoint, from its `btf_trace_NAME` type.
@@ -142,8 +148,8 @@ pub struct LoadedPrograms {
     pub probe_set: ProbeSet,
     /// The pins, when counting goes on through restarts.
     pub pins: Option<PinPlan>,
-    /// Tracepoint set, attached: run before each read of the connection map.
-    pub tcp_refresh: Option<MapIterator>,
+    /// Attached: run before each read of the connection map.
+    pub tcp_refresh: Option<BpfIterator>,
 }
 
 /// Whether programs are attached after loading.
@@ -177,7 +183,9 @@ pub fn load_and_attach(
         path: cgroup_path.clone(),
         source,
     })?;
-    let names: Vec<&str> = programs_of(probe_set).map(|(n, _)| *n).collect();
+    let names: Vec<&str> = programs_of(probe_set, config.udp)
+        .map(|(n, _)| *n)
+        .collect();
     let pins = match (&config.persistence, stage) {
         (Some(persistence), Stage::Attach) => Some(plan_pins(
             &persistence.pin_dir,
@@ -208,7 +216,7 @@ pub fn load_and_attach(
 
     let resume = pins.as_ref().is_some_and(|plan| plan.resume);
     if !resume {
-        for &(name, hook) in programs_of(probe_set) {
+        for &(name, hook) in programs_of(probe_set, config.udp) {
             let program = ebpf
                 .program_mut(name)
                 .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
@@ -229,11 +237,12 @@ pub fn load_and_attach(
             }
         }
     }
-    // Also on resume: the iterator is this agent's own, over the pinned map.
-    let tcp_refresh = match probe_set {
-        ProbeSet::Tracepoint => load_tcp_refresh(&mut ebpf, &btf, stage)?,
-        ProbeSet::Kprobe | ProbeSet::Auto => None,
-    };
+    // Also on resume: the iterators are this agent's own, over the pinned
+    // maps. Discovery after attaching, so that nothing opens unseen between.
+    let tcp_refresh = load_tcp_refresh(&mut ebpf, &btf, stage)?;
+    if let Some(discover) = load_iterator(&mut ebpf, DISCOVER, "task_file", None, &btf, stage)? {
+        discover.run().map_err(Error::Discover)?;
+    }
     Ok(LoadedPrograms {
         ebpf,
         probe_set,
@@ -243,35 +252,62 @@ pub fn load_and_attach(
 }
 
 /// Loads the TCP refresh iterator and, for `Stage::Attach`, attaches it to
-/// the `tcp_counts` map.
+/// the `tcp_starts` map.
 fn load_tcp_refresh(
     ebpf: &mut Ebpf,
     btf: &Btf,
     stage: Stage,
-) -> Result<Option<MapIterator>, Error> {
+) -> Result<Option<BpfIterator>, Error> {
+    let map = match ebpf.map(TCP_STARTS_MAP) {
+        Some(Map::SkStorage(map)) => {
+            map.fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::Attach {
+                    hook: format!("an iterator over the {TCP_STARTS_MAP} map"),
+                    reason: e.to_string(),
+                })?
+        }
+        _ => panic!("map {TCP_STARTS_MAP} is missing from flowtel.bpf.o or not socket storage"),
+    };
+    load_iterator(
+        ebpf,
+        TCP_REFRESH,
+        "bpf_sk_storage_map",
+        Some(map.as_fd()),
+        btf,
+        stage,
+    )
+}
+
+/// Loads the iterator program `name` of kind `target` and, for
+/// `Stage::Attach`, attaches it (to `map`, for a map iterator).
+fn load_iterator(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    target: &str,
+    map: Option<std::os::fd::BorrowedFd<'_>>,
+    btf: &Btf,
+    stage: Stage,
+) -> Result<Option<BpfIterator>, Error> {
     let program: &mut Iter = ebpf
-        .program_mut(TCP_REFRESH)
-        .unwrap_or_else(|| panic!("program {TCP_REFRESH} is missing from flowtel.bpf.o"))
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"))
         .try_into()
-        .map_err(|e| load_error(TCP_REFRESH, e))?;
-    program
-        .load("bpf_sk_storage_map", btf)
-        .map_err(|e| load_error(TCP_REFRESH, e))?;
+        .map_err(|e| load_error(name, e))?;
+    program.load(target, btf).map_err(|e| load_error(name, e))?;
     if stage == Stage::Load {
         return Ok(None);
     }
     let attach_failed = |reason: String| Error::Attach {
-        hook: format!("an iterator over the {TCP_COUNTS_MAP} map"),
+        hook: format!("the {target} iterator {name}"),
         reason,
     };
     let program_fd = program
         .fd()
         .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
         .map_err(|e| attach_failed(one_line(&e)))?;
-    let Some(Map::SkStorage(map)) = ebpf.map(TCP_COUNTS_MAP) else {
-        panic!("map {TCP_COUNTS_MAP} is missing from flowtel.bpf.o or not socket storage");
-    };
-    MapIterator::attach(program_fd.as_fd(), map.fd().as_fd())
+    BpfIterator::attach(program_fd.as_fd(), map)
         .map(Some)
         .map_err(|e| attach_failed(e.to_string()))
 }
