@@ -2,8 +2,11 @@
 //! loopback TCP request/response with 64-byte messages (`sockperf
 //! ping-pong`) and bulk throughput (`iperf3`), each run alternately with
 //! nothing attached, with empty programs on flowtel's two per-syscall hooks
-//! (the floor any program there pays), with flowtel, and with a bpftrace
-//! peer that sums bytes per (pid, socket) on the same tracepoints. Reports
+//! (the floor any program there pays), with flowtel as configured by
+//! default (UDP counted: those hooks attached, TCP returning at once), with
+//! flowtel counting TCP alone (`receiver.udp: false`: nothing per send or
+//! receive), and with a bpftrace peer that sums bytes per (pid, socket) on
+//! the same tracepoints. Reports
 //! the median of each round's ratio to the bare run, and the kernel's own
 //! per-program run time (`kernel.bpf_stats_enabled`).
 //!
@@ -11,9 +14,15 @@
 //! worst case: no cross-CPU wakeups hide the per-syscall cost) and on two
 //! CPUs. Pinning also keeps the scheduler's placement out of the noise.
 //!
+//! Then the ping-pong once more inside Debian's 6.1 kernel under qemu, where
+//! kprobes attach (`guest`).
+//!
 //! `cargo bench --bench datapath` as root (see BENCHMARKS.md). Environment:
 //! `FLOWTEL_BENCH_PAIRS` (rounds, default 10), `FLOWTEL_BENCH_SECONDS`
-//! (default 3), `FLOWTEL_BENCH_ONLY=pingpong|bulk|programs|maps`.
+//! (default 3), `FLOWTEL_BENCH_ONLY=pingpong|bulk|programs|maps|guest`.
+
+#[path = "datapath/guest.rs"]
+mod guest;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,14 +37,16 @@ enum Watcher {
     Bare,
     Floor,
     Flowtel,
+    FlowtelTcpOnly,
     Bpftrace,
 }
 
 impl Watcher {
-    const ALL: [Watcher; 4] = [
+    const ALL: [Watcher; 5] = [
         Watcher::Bare,
         Watcher::Floor,
         Watcher::Flowtel,
+        Watcher::FlowtelTcpOnly,
         Watcher::Bpftrace,
     ];
 
@@ -44,6 +55,7 @@ impl Watcher {
             Watcher::Bare => "nothing attached",
             Watcher::Floor => "empty programs",
             Watcher::Flowtel => "flowtel",
+            Watcher::FlowtelTcpOnly => "flowtel, no UDP",
             Watcher::Bpftrace => "bpftrace peer",
         }
     }
@@ -53,17 +65,13 @@ impl Watcher {
         match self {
             Watcher::Bare => Attached::Nothing,
             Watcher::Floor => Attached::Programs(programs::attach_floor()),
-            Watcher::Flowtel => Attached::Process(spawn_until(
-                Command::new(env!("CARGO_BIN_EXE_flowtel")).args([
-                    "run",
-                    "--format",
-                    "json",
-                    "--poll-interval",
-                    "10s",
-                ]),
-                Stream::Stderr,
-                "flowtel: watching",
-            )),
+            Watcher::Flowtel => Attached::Process(spawn_flowtel(&[])),
+            Watcher::FlowtelTcpOnly => {
+                let config = std::env::temp_dir().join("flowtel-bench-no-udp.yaml");
+                std::fs::write(&config, "receiver:\n  udp: false\n").expect("write a config");
+                let config = config.to_str().expect("UTF-8 temp path").to_owned();
+                Attached::Process(spawn_flowtel(&["--config", &config]))
+            }
             Watcher::Bpftrace => Attached::Process(spawn_until(
                 Command::new("bpftrace").args(["-e", BPFTRACE_PEER]),
                 Stream::Stdout,
@@ -71,6 +79,20 @@ impl Watcher {
             )),
         }
     }
+}
+
+/// `flowtel run` with `args`, once its programs are attached. The binary
+/// is this build's, or `FLOWTEL_BINARY` (inside the guest).
+fn spawn_flowtel(args: &[&str]) -> Child {
+    let binary =
+        std::env::var_os("FLOWTEL_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_flowtel").into());
+    spawn_until(
+        Command::new(binary)
+            .args(["run", "--format", "json", "--poll-interval", "10s"])
+            .args(args),
+        Stream::Stderr,
+        "flowtel: watching",
+    )
 }
 
 enum Stream {
@@ -140,6 +162,13 @@ impl Drop for Attached {
 
 fn detach(attached: Attached) {
     drop(attached);
+}
+
+/// Lets the work a watcher leaves behind when it stops (freeing its maps
+/// and programs after an RCU grace period, in kernel workers) finish before
+/// the next measurement, which would otherwise pay for it.
+fn settle() {
+    std::thread::sleep(Duration::from_secs(1));
 }
 
 /// Where a load's client and server run: both on one CPU (the worst case
@@ -343,52 +372,80 @@ fn compare(load: &Load, placement: Placement, rounds: usize, time: Duration) {
         load.title,
         placement.name()
     );
-    let watchers = Watcher::ALL.len();
-    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); watchers];
+    let results = run_rounds(&Watcher::ALL, rounds, load.per, || {
+        (load.measure)(time, placement)
+    });
+    report(load, &Watcher::ALL, &results);
+}
+
+/// `rounds` measurements under each of `watchers`, their order rotated each
+/// round; each watcher's samples in the order of `watchers`.
+fn run_rounds(
+    watchers: &[Watcher],
+    rounds: usize,
+    per: &str,
+    mut measure: impl FnMut() -> Sample,
+) -> Vec<Vec<Sample>> {
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); watchers.len()];
     for round in 0..rounds {
-        let mut row = vec![String::new(); watchers];
-        for offset in 0..watchers {
-            let i = (round + offset) % watchers;
-            let attached = Watcher::ALL[i].attach();
-            let sample = (load.measure)(time, placement);
+        let mut row = vec![String::new(); watchers.len()];
+        for offset in 0..watchers.len() {
+            let i = (round + offset) % watchers.len();
+            let attached = watchers[i].attach();
+            let sample = measure();
             detach(attached);
+            settle();
             results[i].push(sample);
             row[i] = format!(
-                "{}={:.0} ({:.0} ns CPU/{})",
-                Watcher::ALL[i].name(),
+                "{}={:.0} ({:.0} ns CPU/{per})",
+                watchers[i].name(),
                 sample.rate,
                 sample.cpu_ns_per_unit,
-                load.per
             );
         }
         println!("round {:>2}: {}", round + 1, row.join(", "));
     }
+    results
+}
+
+/// Prints each watcher's medians and median per-round ratios to the bare
+/// run, then flowtel's against the empty programs and the peer where those
+/// ran.
+fn report(load: &Load, watchers: &[Watcher], results: &[Vec<Sample>]) {
     let of = |watcher: Watcher| {
-        let i = Watcher::ALL.iter().position(|&w| w == watcher);
-        &results[i.expect("every watcher is in Watcher::ALL")]
+        watchers
+            .iter()
+            .position(|&w| w == watcher)
+            .map(|i| &results[i])
     };
-    let bare = of(Watcher::Bare);
-    for (i, watcher) in Watcher::ALL.into_iter().enumerate() {
-        let rates: Vec<f64> = results[i].iter().map(|s| s.rate).collect();
-        let cpu: Vec<f64> = results[i].iter().map(|s| s.cpu_ns_per_unit).collect();
+    let bare = of(Watcher::Bare).expect("every comparison has a bare run");
+    for (watcher, samples) in watchers.iter().zip(results) {
+        let rates: Vec<f64> = samples.iter().map(|s| s.rate).collect();
+        let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_ns_per_unit).collect();
         println!(
             "{:<18} median {:>14.0} {}, ratio to bare {}; CPU {:>8.0} ns/{}, ratio to bare {}",
             watcher.name(),
             quantile(&rates, 0.5),
             load.unit,
-            spread(&round_ratios(&results[i], bare, |s| s.rate)),
+            spread(&round_ratios(samples, bare, |s| s.rate)),
             quantile(&cpu, 0.5),
             load.per,
-            spread(&round_ratios(&results[i], bare, |s| s.cpu_ns_per_unit)),
+            spread(&round_ratios(samples, bare, |s| s.cpu_ns_per_unit)),
         );
     }
-    let floor = of(Watcher::Floor);
-    let flowtel = of(Watcher::Flowtel);
-    println!(
-        "flowtel over the empty programs (its own work): rate ratio {}; CPU ratio {}",
-        spread(&round_ratios(flowtel, floor, |s| s.rate)),
-        spread(&round_ratios(flowtel, floor, |s| s.cpu_ns_per_unit)),
-    );
+    let flowtel = of(Watcher::Flowtel).expect("every comparison runs flowtel");
+    for (other, what) in [
+        (Watcher::Floor, "the empty programs (its own work)"),
+        (Watcher::Bpftrace, "the bpftrace peer"),
+    ] {
+        if let Some(other) = of(other) {
+            println!(
+                "flowtel over {what}: rate ratio {}; CPU ratio {}",
+                spread(&round_ratios(flowtel, other, |s| s.rate)),
+                spread(&round_ratios(flowtel, other, |s| s.cpu_ns_per_unit)),
+            );
+        }
+    }
 }
 
 /// Mean run time of each flowtel program, and of empty programs on the
@@ -563,6 +620,10 @@ fn main() {
     };
     let rounds = env("FLOWTEL_BENCH_PAIRS", 10) as usize;
     let time = Duration::from_secs(env("FLOWTEL_BENCH_SECONDS", 3));
+    if std::env::var_os(guest::GUEST_ENV).is_some() {
+        guest::guest_main(rounds, time);
+        return;
+    }
     if !std::path::Path::new("/sys/kernel/tracing/events/sock").exists() {
         // bpftrace finds tracepoints through tracefs.
         let _ = Command::new("mount")
@@ -584,5 +645,35 @@ fn main() {
     }
     if only.is_empty() || only == "maps" {
         map_choice(time);
+    }
+    if only.is_empty() || only == "guest" {
+        compare_in_guest(rounds, time);
+    }
+}
+
+/// The one-CPU ping-pong inside the 6.1 guest (see `guest`).
+fn compare_in_guest(rounds: usize, time: Duration) {
+    println!(
+        "\n## TCP ping-pong, 64-byte messages, two threads, inside Debian's 6.1 kernel \
+         (kprobe set; qemu software emulation, one CPU): {rounds} rounds of {time:?} per watcher"
+    );
+    let run = guest::run_in_guest(rounds, time);
+    println!("kernel {}", run.kernel);
+    for round in 0..rounds {
+        let row: Vec<String> = guest::GUEST_WATCHERS
+            .iter()
+            .zip(&run.samples)
+            .map(|(w, s)| format!("{}={:.0}", w.name(), s[round].rate))
+            .collect();
+        println!("round {:>2}: {}", round + 1, row.join(", "));
+    }
+    report(&PING_PONG, &guest::GUEST_WATCHERS, &run.samples);
+    for (watcher, (runs, round_trips)) in guest::GUEST_WATCHERS.iter().zip(&run.program_runs) {
+        if *watcher != Watcher::Bare {
+            println!(
+                "{:<18} flowtel program runs during its measurements: {runs} in {round_trips} round trips",
+                watcher.name()
+            );
+        }
     }
 }
