@@ -219,10 +219,15 @@ type Measure = fn(Duration, Placement) -> Sample;
 
 /// CPU time (user + system) of this process's waited-for children so far.
 fn children_cpu() -> Duration {
+    cpu_used(libc::RUSAGE_CHILDREN)
+}
+
+/// CPU time (user + system) so far of `who` (a `getrusage` target).
+fn cpu_used(who: libc::c_int) -> Duration {
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);

@@ -147,7 +147,7 @@ fn ping_pong_threads(time: Duration) -> (Sample, u64) {
     let mut client = TcpStream::connect(address).expect("connect");
     client.set_nodelay(true).expect("TCP_NODELAY");
     let mut message = [7u8; 64];
-    let cpu_before = self_cpu();
+    let cpu_before = super::cpu_used(libc::RUSAGE_SELF);
     let started = Instant::now();
     let mut round_trips = 0u64;
     while started.elapsed() < time {
@@ -158,7 +158,7 @@ fn ping_pong_threads(time: Duration) -> (Sample, u64) {
         round_trips += 64;
     }
     let elapsed = started.elapsed();
-    let cpu = self_cpu() - cpu_before;
+    let cpu = super::cpu_used(libc::RUSAGE_SELF) - cpu_before;
     drop(client);
     server.join().expect("server thread");
     let sample = Sample {
@@ -166,16 +166,4 @@ fn ping_pong_threads(time: Duration) -> (Sample, u64) {
         cpu_ns_per_unit: cpu.as_nanos() as f64 / round_trips as f64,
     };
     (sample, round_trips)
-}
-
-/// CPU time (user + system) of this process so far.
-fn self_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
