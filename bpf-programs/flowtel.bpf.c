@@ -12,7 +12,8 @@
  *   sock:inet_sock_set_state                        TCP listen, open, close
  *   tcp:tcp_retransmit_skb                          refresh TCP counters
  *   iter/bpf_sk_storage_map                         TCP counts, each poll
- *   iter/task_file                                  TCP older than the agent
+ *   iter/task_file                                  TCP older than the agent;
+ *                                                   who holds each socket
  *   sock:sock_send_length / sock:sock_recv_length   UDP datagrams (6.3+)
  *   kprobes on udp_sendmsg, skb_consume_udp, ...     UDP datagrams (older)
  *   cgroup/sendmsg4|6, cgroup/recvmsg4|6            peer of unconnected UDP
@@ -400,12 +401,21 @@ static __always_inline int tcp_connected(__u8 state)
 	       state != TCP_SYN_RECV;
 }
 
-/* Once at start, user space runs this over every open file of every task:
- * it finds the TCP sockets older than the agent (connections, which it
- * tracks from now, and listeners, whose owners accepted connections take),
- * each with the process that holds it. */
-SEC("iter/task_file")
-int flowtel_discover(struct bpf_iter__task_file *ctx)
+/* What a walk over every task's open files does with each TCP socket. */
+enum file_walk {
+	WALK_DISCOVER, /* at start: also track the connections older than the agent */
+	WALK_OWNERS,   /* before each poll: owners only */
+};
+
+/*
+ * One open file of one task: a listener's owner is remembered (accepted
+ * connections take it), and a tracked connection that has no owner, or was
+ * accepted, takes the task that holds it. An accepted connection first gets
+ * its listener's process, which need not be the one that serves it (a
+ * prefork server's worker, a socket-activated service): holding the socket
+ * is what decides.
+ */
+static __always_inline int walk_file(struct bpf_iter__task_file *ctx, enum file_walk walk)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
@@ -433,14 +443,34 @@ int flowtel_discover(struct bpf_iter__task_file *ctx)
 	if (!tcp_connected(state))
 		return 0; /* the state program sees it open */
 	key.cookie = bpf_get_socket_cookie(sk);
-	info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, &owner);
+	if (walk == WALK_DISCOVER)
+		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, &owner);
+	else
+		info = bpf_map_lookup_elem(&conns, &key);
 	if (!info)
 		return 0;
-	if (!info->pid)
+	if (!info->pid || info->direction == FT_DIR_INCOMING)
 		set_owner(info, &owner);
-	info->flags |= FT_FLAG_ESTABLISHED;
-	start_tcp_bytes(sk, key.cookie, info);
+	if (walk == WALK_DISCOVER) {
+		info->flags |= FT_FLAG_ESTABLISHED;
+		start_tcp_bytes(sk, key.cookie, info);
+	}
 	return 0;
+}
+
+/* Once at start: the TCP sockets older than the agent, each with the
+ * process that holds it (connections, tracked from now; listeners). */
+SEC("iter/task_file")
+int flowtel_discover(struct bpf_iter__task_file *ctx)
+{
+	return walk_file(ctx, WALK_DISCOVER);
+}
+
+/* Before each poll: who holds each tracked connection and listener now. */
+SEC("iter/task_file")
+int flowtel_owners(struct bpf_iter__task_file *ctx)
+{
+	return walk_file(ctx, WALK_OWNERS);
 }
 
 /* --- Peers of unconnected UDP datagrams (cgroup sock_addr hooks). ------ */

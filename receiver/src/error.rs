@@ -57,6 +57,9 @@ pub enum Error {
     #[error("finding the TCP connections older than the agent (the task_file iterator): {0}")]
     Discover(#[source] std::io::Error),
 
+    #[error("finding which process holds each TCP connection (the task_file iterator): {0}")]
+    Owners(#[source] std::io::Error),
+
     #[error("invalid receiver setting: {0}")]
     InvalidConfig(String),
 

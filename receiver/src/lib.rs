@@ -16,6 +16,7 @@ mod config;
 mod decode;
 mod error;
 mod kernel;
+mod owners;
 mod ports;
 mod process;
 mod sample;
@@ -47,6 +48,8 @@ pub struct Receiver {
     conns: BpfHashMap<MapData, ConnKey, ConnInfo>,
     /// Copies the TCP connections' counters from their sockets into `conns`.
     tcp_refresh: Option<kernel::iter::BpfIterator>,
+    /// Gives accepted TCP connections the process that holds them.
+    owners: Option<owners::OwnersWalk>,
     stats: PerCpuArray<MapData, u64>,
     closed: ClosedEvents,
     reader: tokio::task::JoinHandle<()>,
@@ -95,8 +98,10 @@ impl Receiver {
         let closed = ClosedEvents::new(ring);
         let reader = closed.spawn_reader().map_err(Error::RingBuffer)?;
         let tcp_refresh = loaded.tcp_refresh.take();
+        let owners = loaded.owners.take().map(owners::OwnersWalk::new);
         Ok(Receiver {
             tcp_refresh,
+            owners,
             conns,
             stats,
             closed,
@@ -146,6 +151,9 @@ impl Receiver {
             );
         }
 
+        if let Some(owners) = &mut self.owners {
+            owners.run_if_due().map_err(Error::Owners)?;
+        }
         if let Some(refresh) = &self.tcp_refresh {
             refresh.run().map_err(Error::Refresh)?;
         }

@@ -81,6 +81,8 @@ const TCP_REFRESH: &str = "flowtel_tcp_refresh";
 const TCP_STARTS_MAP: &str = "tcp_starts";
 /// At start: finds the TCP connections and listeners older than the agent.
 const DISCOVER: &str = "flowtel_discover";
+/// Before each poll: gives accepted connections the process holding them.
+const OWNERS: &str = "flowtel_owners";
 
 /// The tracepoint whose presence makes `auto` choose the tracepoint set.
 pub const SEND_TRACEPOINT: &str = "sock_send_length";
@@ -150,6 +152,8 @@ pub struct LoadedPrograms {
     pub pins: Option<PinPlan>,
     /// Attached: run before each read of the connection map.
     pub tcp_refresh: Option<BpfIterator>,
+    /// Attached: run before each poll, ahead of `tcp_refresh`.
+    pub owners: Option<BpfIterator>,
 }
 
 /// Whether programs are attached after loading.
@@ -243,11 +247,13 @@ pub fn load_and_attach(
     if let Some(discover) = load_iterator(&mut ebpf, DISCOVER, "task_file", None, &btf, stage)? {
         discover.run().map_err(Error::Discover)?;
     }
+    let owners = load_iterator(&mut ebpf, OWNERS, "task_file", None, &btf, stage)?;
     Ok(LoadedPrograms {
         ebpf,
         probe_set,
         pins,
         tcp_refresh,
+        owners,
     })
 }
 
