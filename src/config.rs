@@ -90,9 +90,20 @@ impl FileConfig {
     }
 
     /// The effective configuration as YAML, every default filled in and
-    /// secrets replaced by `<redacted>`.
+    /// secrets replaced by `<redacted>`. It parses back to the same
+    /// configuration: when a value holds a `$`, which a plain scalar would
+    /// expand, every string is printed quoted (quoted scalars never expand).
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        let print = |options| {
+            serde_saphyr::to_string_with_options(self, options)
+                .unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        };
+        let plain = print(serde_saphyr::ser_options! {});
+        if plain.contains('$') {
+            print(serde_saphyr::ser_options! { quote_all: true })
+        } else {
+            plain
+        }
     }
 }
 
@@ -279,5 +290,18 @@ mod tests {
         let config = parse(text).unwrap();
         let printed = config.to_yaml();
         assert_eq!(parse(&printed).unwrap(), config, "{printed}");
+    }
+
+    #[test]
+    fn a_dollar_in_a_value_prints_so_that_it_reads_back_the_same() {
+        // `$$` is a literal `$`; printed plain, `$:` and `$$` would read back
+        // differently (found by the config fuzz target).
+        let text =
+            "exporters:\n  resource_attributes:\n    deployment.environment: a$$$$:$$@$dev\n";
+        let config = parse(text).unwrap();
+        let printed = config.to_yaml();
+        let again = parse(&printed).unwrap();
+        assert_eq!(again, config, "{printed}");
+        assert_eq!(again.to_yaml(), printed);
     }
 }
