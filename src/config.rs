@@ -91,15 +91,16 @@ impl FileConfig {
 
     /// The effective configuration as YAML, every default filled in and
     /// secrets replaced by `<redacted>`. It parses back to the same
-    /// configuration: when a value holds a `$`, which a plain scalar would
-    /// expand, every string is printed quoted (quoted scalars never expand).
+    /// configuration: when the text holds `$$` or `${`, which a plain scalar
+    /// would expand, every string is printed quoted (quoted scalars never
+    /// expand). A lone `$`, as in a regular expression, reads back as is.
     pub fn to_yaml(&self) -> String {
         let print = |options| {
             serde_saphyr::to_string_with_options(self, options)
                 .unwrap_or_else(|e| format!("# cannot print: {e}\n"))
         };
         let plain = print(serde_saphyr::ser_options! {});
-        if plain.contains('$') {
+        if plain.contains("$$") || plain.contains("${") {
             print(serde_saphyr::ser_options! { quote_all: true })
         } else {
             plain
