@@ -276,17 +276,15 @@ static __always_inline void forget_listener(struct sock *sk)
 		bpf_map_delete_elem(&listeners, &key);
 }
 
-/* An accepted connection's owner: the process listening on its port. */
-static __always_inline void take_listeners_owner(struct sock *sk, struct conn_info *info)
+/* An accepted connection's first owner: the process listening on its
+ * port, if known. */
+static __always_inline const struct owner *listeners_owner(struct sock *sk)
 {
 	struct listener_key key = {};
-	struct owner *owner;
 
 	key.netns = sk->__sk_common.skc_net.net->ns.inum;
 	key.port = sk->__sk_common.skc_num;
-	owner = bpf_map_lookup_elem(&listeners, &key);
-	if (owner)
-		set_owner(info, owner);
+	return bpf_map_lookup_elem(&listeners, &key);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -308,24 +306,19 @@ int BPF_PROG(flowtel_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	case TCP_SYN_SENT: /* connect(): process context */
 		owner_of_current(&owner);
-		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, &owner);
-		if (info)
-			info->direction = FT_DIR_OUTGOING;
+		find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, &owner, FT_DIR_OUTGOING);
 		return 0;
 	case TCP_ESTABLISHED:
 		/* An accepted connection starts here, not at SYN_RECV: the child
 		 * gets its tuple, and on some kernels (6.1) its own cookie, only
 		 * after that state change. */
-		if (oldstate == TCP_SYN_RECV) {
-			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING, 0);
-			if (info) {
-				info->direction = FT_DIR_INCOMING;
-				if (!info->pid)
-					take_listeners_owner(sk, info);
-			}
-		} else {
-			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0);
-		}
+		if (oldstate == TCP_SYN_RECV)
+			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_OPENING,
+						 listeners_owner(sk), FT_DIR_INCOMING);
+		else
+			/* From SYN_SENT, whose change the agent missed. */
+			info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, 0,
+						 FT_DIR_OUTGOING);
 		if (!info)
 			return 0;
 		info->flags |= FT_FLAG_ESTABLISHED;
@@ -444,7 +437,8 @@ static __always_inline int walk_file(struct bpf_iter__task_file *ctx, enum file_
 		return 0; /* the state program sees it open */
 	key.cookie = bpf_get_socket_cookie(sk);
 	if (walk == WALK_DISCOVER)
-		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, &owner);
+		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, &owner,
+					 FT_DIR_UNKNOWN);
 	else
 		info = bpf_map_lookup_elem(&conns, &key);
 	if (!info)

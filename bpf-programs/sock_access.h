@@ -68,12 +68,15 @@ static __always_inline void FT_VARIANT(read_tcp_counters)(struct sock *sk, struc
 
 /*
  * Starts tracking a connection. `owner` is the process that owns the
- * socket, or NULL when none is at hand (softirq).
+ * socket, or NULL when none is at hand (softirq). Everything a poll may
+ * read is set before the entry is inserted: a poll between the insert and
+ * a later write would see the connection open with half its facts.
  */
 static __always_inline struct conn_info *FT_VARIANT(track)(struct sock *sk,
 							   const struct conn_key *key,
 							   __u8 protocol, enum first_sight sight,
-							   const struct owner *owner)
+							   const struct owner *owner,
+							   __u8 direction)
 {
 	struct conn_info info = {};
 	long err;
@@ -82,6 +85,7 @@ static __always_inline struct conn_info *FT_VARIANT(track)(struct sock *sk,
 	info.protocol = protocol;
 	info.netns = FT_NETNS(sk);
 	FT_VARIANT(read_tuple)(sk, &info);
+	info.direction = direction;
 	if (owner)
 		set_owner(&info, owner);
 	if (protocol == IPPROTO_TCP) {
@@ -109,17 +113,20 @@ static __always_inline struct conn_info *FT_VARIANT(find_or_track)(struct sock *
 								   const struct conn_key *key,
 								   __u8 protocol,
 								   enum first_sight sight,
-								   const struct owner *owner)
+								   const struct owner *owner,
+								   __u8 direction)
 {
 	struct conn_info *info = bpf_map_lookup_elem(&conns, key);
 
 	if (info)
 		return info;
-	return FT_VARIANT(track)(sk, key, protocol, sight, owner);
+	return FT_VARIANT(track)(sk, key, protocol, sight, owner, direction);
 }
 
-/* The UDP conversation of a send or receive on sk, tracked from now if new. */
-static __always_inline struct conn_info *FT_VARIANT(udp_conn)(struct sock *sk)
+/* The UDP conversation of a send or receive on sk, tracked from now if new.
+ * UDP has no handshake: whoever moved the first datagram of a conversation
+ * (socket and peer) is the client. */
+static __always_inline struct conn_info *FT_VARIANT(udp_conn)(struct sock *sk, int sending)
 {
 	struct conn_key key = {};
 	struct owner owner = {};
@@ -139,7 +146,8 @@ static __always_inline struct conn_info *FT_VARIANT(udp_conn)(struct sock *sk)
 	if (info)
 		return info;
 	owner_of_current(&owner);
-	return FT_VARIANT(track)(sk, &key, IPPROTO_UDP, SEEN_MID_LIFE, &owner);
+	return FT_VARIANT(track)(sk, &key, IPPROTO_UDP, SEEN_MID_LIFE, &owner,
+				 sending ? FT_DIR_OUTGOING : FT_DIR_INCOMING);
 }
 
 /* Adds one UDP datagram of `bytes` to its conversation. */
@@ -149,13 +157,9 @@ static __always_inline int FT_VARIANT(count_udp)(struct sock *sk, int bytes, int
 
 	if (bytes <= 0)
 		return 0;
-	info = FT_VARIANT(udp_conn)(sk);
+	info = FT_VARIANT(udp_conn)(sk, sending);
 	if (!info)
 		return 0;
 	add_udp(info, bytes, sending);
-	/* UDP has no handshake: whoever moved the first datagram of this
-	 * conversation (socket and peer) is the client. */
-	if (info->direction == FT_DIR_UNKNOWN)
-		info->direction = sending ? FT_DIR_OUTGOING : FT_DIR_INCOMING;
 	return 0;
 }
