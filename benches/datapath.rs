@@ -6,9 +6,9 @@
 //! default (UDP counted: those hooks attached, TCP returning at once), with
 //! flowtel counting TCP alone (`receiver.udp: false`: nothing per send or
 //! receive), and with a bpftrace peer that sums bytes per (pid, socket) on
-//! the same tracepoints. Reports
-//! the median of each round's ratio to the bare run, and the kernel's own
-//! per-program run time (`kernel.bpf_stats_enabled`).
+//! the same tracepoints. Reports the median of each round's ratio to the
+//! bare run, and the kernel's own per-program run time
+//! (`kernel.bpf_stats_enabled`).
 //!
 //! Each load runs twice: with client and server pinned to one CPU (the
 //! worst case: no cross-CPU wakeups hide the per-syscall cost) and on two

@@ -249,14 +249,22 @@ static __always_inline void hand_over_closed(const struct conn_key *key, struct 
 	bpf_map_delete_elem(&conns, key);
 }
 
-/* listen() runs in its process: remember who listens on the port. */
-static __always_inline void remember_listener(struct sock *sk, const struct owner *owner)
+/* The listeners map's key for the port sk is bound to, in its namespace. */
+static __always_inline struct listener_key listener_key_of(struct sock *sk)
 {
 	struct listener_key key = {};
-	struct owner value = *owner;
 
 	key.netns = sk->__sk_common.skc_net.net->ns.inum;
 	key.port = sk->__sk_common.skc_num;
+	return key;
+}
+
+/* listen() runs in its process: remember who listens on the port. */
+static __always_inline void remember_listener(struct sock *sk, const struct owner *owner)
+{
+	struct listener_key key = listener_key_of(sk);
+	struct owner value = *owner;
+
 	if (!key.port)
 		return; /* not bound yet: listen() binds after this state change */
 	value.listener_cookie = bpf_get_socket_cookie(sk);
@@ -265,12 +273,9 @@ static __always_inline void remember_listener(struct sock *sk, const struct owne
 
 static __always_inline void forget_listener(struct sock *sk)
 {
-	struct listener_key key = {};
-	struct owner *owner;
+	struct listener_key key = listener_key_of(sk);
+	struct owner *owner = bpf_map_lookup_elem(&listeners, &key);
 
-	key.netns = sk->__sk_common.skc_net.net->ns.inum;
-	key.port = sk->__sk_common.skc_num;
-	owner = bpf_map_lookup_elem(&listeners, &key);
 	/* Another listener on the port (SO_REUSEPORT) may have taken it over. */
 	if (owner && owner->listener_cookie == bpf_get_socket_cookie(sk))
 		bpf_map_delete_elem(&listeners, &key);
@@ -280,10 +285,8 @@ static __always_inline void forget_listener(struct sock *sk)
  * port, if known. */
 static __always_inline const struct owner *listeners_owner(struct sock *sk)
 {
-	struct listener_key key = {};
+	struct listener_key key = listener_key_of(sk);
 
-	key.netns = sk->__sk_common.skc_net.net->ns.inum;
-	key.port = sk->__sk_common.skc_num;
 	return bpf_map_lookup_elem(&listeners, &key);
 }
 
@@ -427,24 +430,32 @@ static __always_inline int walk_file(struct bpf_iter__task_file *ctx, enum file_
 	sk = sock->sk;
 	if (!sk || tracked_protocol_btf(sk) != IPPROTO_TCP)
 		return 0;
-	owner_of_task(task, &owner);
 	state = sk->__sk_common.skc_state;
 	if (state == TCP_LISTEN) {
+		owner_of_task(task, &owner);
 		remember_listener(sk, &owner);
 		return 0;
 	}
 	if (!tcp_connected(state))
 		return 0; /* the state program sees it open */
 	key.cookie = bpf_get_socket_cookie(sk);
-	if (walk == WALK_DISCOVER)
+	if (walk == WALK_DISCOVER) {
+		/* A new entry is inserted with its owner. */
+		owner_of_task(task, &owner);
 		info = find_or_track_btf(sk, &key, IPPROTO_TCP, SEEN_MID_LIFE, &owner,
 					 FT_DIR_UNKNOWN);
-	else
+	} else {
 		info = bpf_map_lookup_elem(&conns, &key);
+	}
 	if (!info)
 		return 0;
-	if (!info->pid || info->direction == FT_DIR_INCOMING)
+	if (!info->pid || info->direction == FT_DIR_INCOMING) {
+		/* Before each poll, only the connections that take it pay for
+		 * reading the task's process, cgroup and name. */
+		if (walk == WALK_OWNERS)
+			owner_of_task(task, &owner);
 		set_owner(info, &owner);
+	}
 	if (walk == WALK_DISCOVER) {
 		info->flags |= FT_FLAG_ESTABLISHED;
 		start_tcp_bytes(sk, key.cookie, info);

@@ -54,8 +54,8 @@ struct conn_info {
 	__u64 packets_sent;     /* UDP datagrams (TCP uses the snapshot below) */
 	__u64 packets_received;
 	/* TCP: the kernel's own counters (as tcp_info shows them), refreshed at
-	 * each poll, retransmit and at close; base_* is their value at first sight when
-	 * the agent did not see the connection open. */
+	 * each poll, each retransmit and at close; base_* is their value at
+	 * first sight when the agent did not see the connection open. */
 	__u32 tcp_segs_out;
 	__u32 tcp_segs_in;
 	__u32 tcp_total_retrans;
