@@ -215,14 +215,13 @@ impl Receiver {
             if reported.contains(&(key, info.first_seen_ns)) {
                 continue;
             }
-            // A closed TCP entry is still here when the ring buffer was full;
-            // a UDP socket's entries stay until user space sees its release.
-            let closed = if decode::is_tcp(&info) {
-                decode::is_closed(&info)
-            } else {
-                released_udp_sockets.contains(&key.cookie)
-                    || self.idle_udp.is_idle(&key, &info, polled)
-            };
+            // A closed entry is still here when the ring buffer was full; a
+            // UDP socket's entries stay until user space sees its release,
+            // or until they have been idle too long.
+            let closed = decode::is_closed(&info)
+                || (!decode::is_tcp(&info)
+                    && (released_udp_sockets.contains(&key.cookie)
+                        || self.idle_udp.is_idle(&key, &info, polled)));
             let (info, ending) = if closed {
                 // Take the entry and its very last value in one step.
                 match reap::take_entry(&self.conns, &key) {
