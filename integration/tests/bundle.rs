@@ -3,46 +3,19 @@
 //! Kubernetes DaemonSet and the systemd unit grant exactly the three
 //! capabilities README.md's "Privileges" names, and every dashboard panel
 //! queries a flowtel metric. Needs no root. (`otel-config/flowtel.yaml` has
-//! its own test.)
+//! its own test; the alert rules and Datadog monitors are the `alerts`
+//! test's.)
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use integration::bundle::{self, read, yaml_documents};
 use serde_json::Value;
 
 /// The capabilities flowtel needs, as Kubernetes and systemd spell them.
 const KUBERNETES_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 const SYSTEMD_CAPABILITIES: [&str; 3] = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"];
-
-fn bundle() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("otel-config")
-}
-
-fn read(relative: &str) -> String {
-    let path = bundle().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every document of a YAML file (empty ones skipped), as JSON values.
-fn yaml_documents(relative: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(&read(relative))
-        .unwrap_or_else(|e| panic!("otel-config/{relative}: {e}"))
-}
-
-fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, found);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            found.push(path);
-        }
-    }
-}
 
 fn strings(value: &Value) -> Vec<&str> {
     value
@@ -55,18 +28,20 @@ fn strings(value: &Value) -> Vec<&str> {
 
 #[test]
 fn every_yaml_file_of_the_bundle_parses() {
-    let mut files = Vec::new();
-    yaml_files(&bundle(), &mut files);
-    files.retain(|path| path.file_name().unwrap() != "flowtel.yaml");
-    files.sort();
-    let names: Vec<String> = files
+    let names: Vec<String> = bundle::files(".")
         .iter()
-        .map(|p| p.strip_prefix(bundle()).unwrap().display().to_string())
+        .filter(|p| {
+            matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                && p.as_path() != Path::new("flowtel.yaml")
+        })
+        .map(|p| p.display().to_string())
         .collect();
     for expected in [
         "collector-datadog.yaml",
         "collector-prometheus.yaml",
         "kubernetes/daemonset.yaml",
+        "alerts/flows.rules.yml",
+        "alerts/tests/flows.test.yml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
