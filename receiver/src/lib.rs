@@ -359,6 +359,7 @@ impl Receiver {
             untracked_events: stat(abi::STAT_UNTRACKED)?,
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
             udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
+            insert_failures: stat(abi::STAT_INSERT_FAILED)?,
             namespaces_unreachable: self.namespaces_unreachable,
             features: self.features.levels(),
             tracked_connections: tracked,
