@@ -44,8 +44,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         store,
         conns_map_id: receiver.conns_map_id(),
     });
+    // With persistence, the export queues are kept on disk too, so that a
+    // window the checkpoint counts as exported is never only in memory.
+    let state_dir = settings
+        .receiver
+        .persistence
+        .as_ref()
+        .map(|p| p.state_dir.as_path());
     let plan = exporter::otlp::OtlpEnv::from_process()
-        .and_then(|env| settings.exporters.plan(&env))
+        .and_then(|env| settings.exporters.plan_with_state(&env, state_dir))
         .context("invalid exporter settings")?;
     let mut exporter = exporter::Fanout::start(&plan, std::io::stdout())
         .context("could not start the exporters")?;
@@ -138,8 +145,9 @@ struct Checkpoints {
 
 impl Checkpoints {
     /// Saves what `processor` has counted up to `now`. Called after each
-    /// window is handed to the exporters: a later agent recounts what came
-    /// after, never what went before.
+    /// window is handed to the exporters, which have written it to their
+    /// queue directories by then: a later agent recounts what came after,
+    /// never what went before, and sends what is still queued.
     fn save(&self, processor: &Processor, now: SystemTime) -> anyhow::Result<()> {
         let Some(conns_map_id) = self.conns_map_id else {
             return Ok(());

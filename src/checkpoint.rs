@@ -52,15 +52,20 @@ impl Store {
         }
     }
 
-    /// Replaces the checkpoint atomically (write aside, then rename).
+    /// Replaces the checkpoint atomically and durably (write aside, fsync,
+    /// rename, fsync the directory).
     pub fn save(&self, saved: &Saved) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the state directory {}", self.dir.display()))?;
         let path = self.dir.join(FILE);
         let aside = self.dir.join(format!("{FILE}.new"));
         let text = serde_json::to_vec(saved).context("cannot encode the checkpoint")?;
-        std::fs::write(&aside, text)
+        std::fs::File::create(&aside)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &text).and_then(|()| file.sync_all())
+            })
             .and_then(|()| std::fs::rename(&aside, &path))
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
             .with_context(|| format!("cannot write the checkpoint {}", path.display()))
     }
 }

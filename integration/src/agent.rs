@@ -459,6 +459,18 @@ impl Agent {
         panic!("{message}");
     }
 
+    /// Asserts that the agent said it continues the previous agent's
+    /// counters (`receiver.persistence`).
+    pub fn assert_resumed(&self) {
+        assert!(
+            self.stderr()
+                .iter()
+                .any(|line| line.contains("continuing the previous agent's counters")),
+            "the agent did not resume: {:?}",
+            self.stderr()
+        );
+    }
+
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
     /// says how it ended.
     pub fn stop(&mut self) -> String {

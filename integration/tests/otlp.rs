@@ -25,23 +25,13 @@ fn agent(receiver: &OtlpReceiver, env: &[(&str, &str)]) -> Agent {
 }
 
 fn mine(p: &Point) -> bool {
-    p.attribute("source.process.pid") == Some(&std::process::id().to_string())
+    p.of_this_process()
 }
 
 /// Sum of this process's `network.flow.bytes` points for one direction of
 /// the flow to or from `port`.
 fn bytes(points: &[Point], port: u16, direction: &str) -> i64 {
-    points
-        .iter()
-        .filter(|p| p.metric == "network.flow.bytes" && mine(p))
-        .filter(|p| p.attribute("network.io.direction") == Some(direction))
-        .filter(|p| {
-            let port = port.to_string();
-            p.attribute("destination.port") == Some(&port)
-                || p.attribute("source.port") == Some(&port)
-        })
-        .map(Point::int)
-        .sum()
+    otlp_metrics::flow_bytes(points, port, direction)
 }
 
 fn exact_windows(protocol: Protocol, gzip: bool) {

@@ -1,7 +1,11 @@
 //! [`OtlpExporter`]: the [`Exporter`] the agent's loop drives. It encodes
-//! each closed window and hands it to the sending task.
+//! each closed window, writes it to the queue directory when there is one
+//! (before returning, so before the agent's checkpoint counts the window as
+//! exported), and hands it to the sending task.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use processor::{PollReport, WindowReport};
 
@@ -22,6 +26,9 @@ pub struct OtlpExporter {
     delivery: Delivery,
     health: Health,
     spill: Option<Spill>,
+    /// The queue directory failed the last write (logged once until a
+    /// write works again).
+    disk_failing: bool,
 }
 
 impl OtlpExporter {
@@ -46,20 +53,29 @@ impl OtlpExporter {
                 bytes: destination.queue_bytes,
             },
         );
-        let spill = destination.spill_dir.as_deref().map(Spill::new);
-        if let Some(spill) = &spill {
-            let spilled = spill.take();
-            if !spilled.is_empty() {
-                tracing::info!(
-                    endpoint = %destination.url,
-                    "flowtel: sending first {} windows kept at the last shutdown",
-                    spilled.len()
-                );
+        let spill = match &destination.spill_dir {
+            Some(dir) => {
+                let (spill, kept) = Spill::open(dir).map_err(|e| {
+                    ConfigError::new(format!(
+                        "the OTLP queue directory {} cannot be used: {e}: make it a writable directory with room for queue_bytes, or set exporters.otlp.spill_dir elsewhere",
+                        dir.display()
+                    ))
+                })?;
+                if !kept.is_empty() {
+                    tracing::info!(
+                        endpoint = %destination.url,
+                        "flowtel: sending first {} windows kept in {} by the previous agent",
+                        kept.len(),
+                        dir.display()
+                    );
+                }
+                for (window, file) in kept {
+                    delivery.enqueue(window, Some(file));
+                }
+                Some(spill)
             }
-            for window in spilled {
-                delivery.enqueue(window);
-            }
-        }
+            None => None,
+        };
         let health = Health::new(
             &encoder.resource_attributes(),
             destination.temporality == Temporality::Delta,
@@ -71,7 +87,40 @@ impl OtlpExporter {
             delivery,
             health,
             spill,
+            disk_failing: false,
         })
+    }
+
+    /// Writes `window` to the queue directory, if there is one; returns its
+    /// file. A failure is logged once until a write works again, and
+    /// counted; the window is then held in memory only, and written again
+    /// at the stop.
+    fn keep(&mut self, window: &WindowRequests) -> Option<PathBuf> {
+        let spill = self.spill.as_mut()?;
+        match spill.write(window) {
+            Ok(file) => {
+                if std::mem::take(&mut self.disk_failing) {
+                    tracing::info!(
+                        "flowtel: writing windows to {} works again",
+                        spill.dir().display()
+                    );
+                }
+                Some(file)
+            }
+            Err(e) => {
+                self.delivery
+                    .losses()
+                    .disk_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut self.disk_failing, true) {
+                    tracing::warn!(
+                        "flowtel: could not write a window to the queue directory {}: {e}; windows are held in memory only (lost if the agent is killed) until writing works again",
+                        spill.dir().display()
+                    );
+                }
+                None
+            }
+        }
     }
 }
 
@@ -99,7 +148,9 @@ impl Exporter for OtlpExporter {
                 window.scope_metrics.extend(resource_metrics.scope_metrics);
             }
         }
-        self.delivery.enqueue(WindowRequests(requests));
+        let window = WindowRequests::encode(&requests);
+        let file = self.keep(&window);
+        self.delivery.enqueue(window, file);
         Ok(())
     }
 
@@ -112,18 +163,38 @@ impl Exporter for OtlpExporter {
         if left.is_empty() {
             return Ok(());
         }
-        let saved = match &self.spill {
-            Some(spill) => spill.save(left.iter().map(|w| &**w)).unwrap_or_else(|e| {
-                tracing::warn!("flowtel: could not keep the unsent windows on disk: {e}");
-                0
-            }),
-            None => 0,
+        let Some(spill) = &mut self.spill else {
+            self.delivery.lost_at_shutdown(
+                left.len(),
+                SHUTDOWN_GRACE,
+                "no queue directory is set (set exporters.otlp.spill_dir, or receiver.persistence, to keep them for the next start)",
+            );
+            return Ok(());
         };
-        if saved > 0 {
-            tracing::info!("flowtel: {saved} unsent windows kept on disk for the next start");
+        // Those the directory refused while running get one more try.
+        let mut kept = 0;
+        let mut failure = None;
+        for queued in &left {
+            if queued.file.is_some() {
+                kept += 1;
+                continue;
+            }
+            match spill.write(&queued.window) {
+                Ok(_) => kept += 1,
+                Err(e) => failure = Some(e),
+            }
         }
-        self.delivery
-            .lost_at_shutdown(left.len() - saved, SHUTDOWN_GRACE);
+        if kept > 0 {
+            tracing::info!(
+                "flowtel: {kept} unsent windows kept in {} for the next start",
+                spill.dir().display()
+            );
+        }
+        if let Some(e) = failure {
+            let why = format!("could not write them to {}: {e}", spill.dir().display());
+            self.delivery
+                .lost_at_shutdown(left.len() - kept, SHUTDOWN_GRACE, &why);
+        }
         Ok(())
     }
 }

@@ -38,11 +38,12 @@ impl Transport {
         }
     }
 
-    /// Sends one request and says how it went.
-    pub async fn send(&mut self, request: &ExportMetricsServiceRequest) -> Attempt {
+    /// Sends one request, given as its protobuf encoding, and says how it
+    /// went.
+    pub async fn send(&mut self, encoded: &[u8]) -> Attempt {
         match self {
-            Transport::Grpc(grpc) => grpc.send(request).await,
-            Transport::Http(http) => http.send(request).await,
+            Transport::Grpc(grpc) => grpc.send(encoded).await,
+            Transport::Http(http) => http.send(encoded).await,
         }
     }
 }
@@ -117,8 +118,17 @@ impl GrpcTransport {
         })
     }
 
-    async fn send(&mut self, request: &ExportMetricsServiceRequest) -> Attempt {
-        let mut call = tonic::Request::new(request.clone());
+    async fn send(&mut self, encoded: &[u8]) -> Attempt {
+        // tonic's codec encodes a message: decoded again for the call only.
+        let request = match ExportMetricsServiceRequest::decode(encoded) {
+            Ok(request) => request,
+            Err(e) => {
+                return Attempt::Permanent {
+                    reason: format!("the queued request does not decode: {e}"),
+                }
+            }
+        };
+        let mut call = tonic::Request::new(request);
         call.set_timeout(self.timeout);
         for (key, value) in &self.headers {
             call.metadata_mut().insert(key.clone(), value.clone());
@@ -200,8 +210,8 @@ impl HttpTransport {
         })
     }
 
-    async fn send(&mut self, request: &ExportMetricsServiceRequest) -> Attempt {
-        let mut body = request.encode_to_vec();
+    async fn send(&mut self, encoded: &[u8]) -> Attempt {
+        let mut body = encoded.to_vec();
         let mut call = self
             .client
             .post(&self.url)
