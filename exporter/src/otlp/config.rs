@@ -66,9 +66,12 @@ pub struct OtlpConfig {
     /// oldest windows are dropped, as for `queue_size`. Default: 64 MiB.
     #[serde(default = "default_queue_bytes")]
     pub queue_bytes: u64,
-    /// A directory where the windows the backend has not taken when the
-    /// agent stops are kept; the next agent sends them first, with their
-    /// original timestamps. Default: none (they are counted as lost).
+    /// A directory that keeps the queue on disk: each window is written
+    /// there when it closes and removed once the backend took it, so that
+    /// the next agent, after a stop or a crash, sends what is left first,
+    /// with its original timestamps. Default: `<state_dir>/otlp-queue` with
+    /// `receiver.persistence`, else none (the queue is in memory only, and
+    /// what it holds at a stop is counted as lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_dir: Option<std::path::PathBuf>,
 }

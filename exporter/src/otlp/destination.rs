@@ -38,7 +38,7 @@ pub struct Destination {
     pub queue_size: usize,
     /// Capacity of the window queue, in bytes of encoded requests.
     pub queue_bytes: u64,
-    /// Where unsent windows go at shutdown.
+    /// The queue directory, when the queue is kept on disk.
     pub spill_dir: Option<std::path::PathBuf>,
 }
 
