@@ -95,11 +95,16 @@ pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report 
         Ok(plan) => {
             for destination in &plan.destinations {
                 match answers(&destination.url) {
-                    Ok(took) => line(
-                        &mut text,
-                        "endpoint",
-                        &format!("{} answers (TCP connect in {took:?})", destination.url),
-                    ),
+                    Ok(took) => {
+                        line(
+                            &mut text,
+                            "endpoint",
+                            &format!("{} answers (TCP connect in {took:?})", destination.url),
+                        );
+                        let (said, problem) = otlp_probe(destination);
+                        line(&mut text, "otlp probe", &said);
+                        problems.extend(problem);
+                    }
                     Err(why) => {
                         line(
                             &mut text,
@@ -200,4 +205,32 @@ fn answers(url: &str) -> Result<std::time::Duration, String> {
     TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
     Ok(started.elapsed())
+}
+
+/// Sends the endpoint one empty export request: what it answered, and the
+/// problem when the answer shows that no OTLP receiver is there. Other
+/// failures (a refusal of the empty request, a timeout) are only said.
+fn otlp_probe(destination: &exporter::otlp::Destination) -> (String, Option<String>) {
+    use exporter::otlp::retry::{not_otlp_line, Attempt};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return (format!("not sent: {e}"), None),
+    };
+    let attempt = runtime.block_on(exporter::otlp::transport::probe(
+        destination,
+        std::time::Duration::from_secs(3),
+    ));
+    match attempt {
+        Attempt::Accepted { .. } => ("an empty export request was accepted".to_owned(), None),
+        Attempt::NotOtlp { reason } => {
+            let problem = format!("{}: {}", destination.url, not_otlp_line(&reason));
+            (not_otlp_line(&reason), Some(problem))
+        }
+        Attempt::Retryable { reason, .. } | Attempt::Permanent { reason } => {
+            (format!("an empty export request failed: {reason}"), None)
+        }
+    }
 }

@@ -164,6 +164,15 @@ impl Health {
             .with_description("Requests the backend refused for good.")
             .with_callback(move |o| o.observe(refused.refused.load(Ordering::Relaxed), &[]))
             .build();
+        let not_otlp = Arc::clone(&losses);
+        meter
+            .u64_observable_counter("flowtel.export.not_otlp")
+            .with_unit("{response}")
+            .with_description(
+                "2xx answers that were not OTLP responses (another service at the endpoint); the requests are retried.",
+            )
+            .with_callback(move |o| o.observe(not_otlp.not_otlp.load(Ordering::Relaxed), &[]))
+            .build();
         meter
             .u64_observable_counter("flowtel.queue.write_failures")
             .with_unit("{window}")
@@ -252,6 +261,7 @@ mod tests {
         let losses = Arc::new(Losses::default());
         losses.queue_full.store(3, Ordering::Relaxed);
         losses.disk_failures.store(4, Ordering::Relaxed);
+        losses.not_otlp.store(6, Ordering::Relaxed);
         let health = Health::new(
             &BTreeMap::from([("host.name".to_owned(), "h1".to_owned())]),
             false,
@@ -275,6 +285,7 @@ mod tests {
         assert_eq!(value(&request, "flowtel.windows.queued"), Some(2.0));
         assert_eq!(value(&request, "flowtel.export.failures"), Some(0.0));
         assert_eq!(value(&request, "flowtel.queue.write_failures"), Some(4.0));
+        assert_eq!(value(&request, "flowtel.export.not_otlp"), Some(6.0));
         assert_eq!(value(&request, "flowtel.series.overflowed"), Some(5.0));
         assert_eq!(value(&request, "flowtel.poll.duration"), Some(1.0));
         let resource = request.resource_metrics[0].resource.as_ref().unwrap();

@@ -48,6 +48,8 @@ pub struct Losses {
     /// Windows that could not be written to the queue directory (held in
     /// memory only, written again at the stop).
     pub disk_failures: AtomicU64,
+    /// 2xx answers that were not OTLP's (the request is retried).
+    pub not_otlp: AtomicU64,
 }
 
 /// The handle the exporter keeps: the queue's sending end and the task.
@@ -149,8 +151,10 @@ async fn send_all(
     endpoint: String,
     losses: Arc<Losses>,
 ) {
-    // Log a permanent refusal once per distinct reason, not once per window.
+    // Log a permanent refusal, or an answer that is not OTLP's, once per
+    // distinct reason, not once per window or per retry.
     let mut last_refusal: Option<String> = None;
+    let mut last_not_otlp: Option<String> = None;
     while let Some(window) = windows.front().await {
         for request in &window.window.0 {
             let mut backoff = Backoff::default();
@@ -169,7 +173,22 @@ async fn send_all(
                             );
                         }
                         last_refusal = None;
+                        last_not_otlp = None;
                         break;
+                    }
+                    Attempt::NotOtlp { reason } => {
+                        losses.not_otlp.fetch_add(1, Ordering::Relaxed);
+                        let wait = backoff.next_wait(None);
+                        retries += 1;
+                        if last_not_otlp.as_deref() != Some(reason.as_str()) {
+                            tracing::error!(
+                                endpoint = %endpoint,
+                                "{}; the windows stay queued and are retried (check the endpoint's host, port and path)",
+                                super::retry::not_otlp_line(&reason)
+                            );
+                            last_not_otlp = Some(reason);
+                        }
+                        tokio::time::sleep(wait).await;
                     }
                     Attempt::Retryable {
                         reason,

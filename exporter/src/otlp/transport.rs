@@ -247,11 +247,103 @@ impl HttpTransport {
         if let Some(failed) = retry::http_status(status, retry_after) {
             return failed;
         }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         match response.bytes().await {
-            Ok(bytes) => accepted(ExportMetricsServiceResponse::decode(bytes).unwrap_or_default()),
+            Ok(body) => http_answer(content_type.as_deref(), &body),
             // The data arrived; only the answer was cut.
             Err(_) => accepted(ExportMetricsServiceResponse::default()),
         }
+    }
+}
+
+/// A 2xx answer of OTLP/HTTP: an `ExportMetricsServiceResponse` in
+/// protobuf or JSON, as its content type says. Anything else (an HTML page,
+/// garbage, a cut protobuf) is some other service's answer. An empty body
+/// with no content type is taken as a bare full success.
+fn http_answer(content_type: Option<&str>, body: &[u8]) -> Attempt {
+    let media = content_type.map(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let not_otlp = |reason: String| Attempt::NotOtlp { reason };
+    match media.as_deref() {
+        Some("application/x-protobuf" | "application/protobuf") => {
+            match ExportMetricsServiceResponse::decode(body) {
+                Ok(response) => accepted(response),
+                Err(e) => not_otlp(format!(
+                    "its protobuf body ({} bytes) is not an ExportMetricsServiceResponse ({e})",
+                    body.len()
+                )),
+            }
+        }
+        Some("application/json") => match json_answer(body) {
+            Some(response) => accepted(response),
+            None => not_otlp(format!(
+                "its JSON body ({} bytes) is not an ExportMetricsServiceResponse",
+                body.len()
+            )),
+        },
+        None if body.is_empty() => accepted(ExportMetricsServiceResponse::default()),
+        None => not_otlp(format!(
+            "its body ({} bytes) has no content type",
+            body.len()
+        )),
+        Some(other) => not_otlp(format!(
+            "its content type is {other:?}, not application/x-protobuf or application/json"
+        )),
+    }
+}
+
+/// The JSON form of an `ExportMetricsServiceResponse`: an object, with an
+/// optional `partialSuccess` whose `rejectedDataPoints` is a number or, as
+/// proto3 JSON writes 64-bit integers, a string.
+fn json_answer(body: &[u8]) -> Option<ExportMetricsServiceResponse> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    let Some(partial) = object.get("partialSuccess") else {
+        return Some(ExportMetricsServiceResponse::default());
+    };
+    let partial = partial.as_object()?;
+    let rejected = match partial.get("rejectedDataPoints") {
+        None => 0,
+        Some(serde_json::Value::Number(n)) => n.as_i64()?,
+        Some(serde_json::Value::String(s)) => s.parse().ok()?,
+        Some(_) => return None,
+    };
+    let message = match partial.get("errorMessage") {
+        None => String::new(),
+        Some(m) => m.as_str()?.to_owned(),
+    };
+    Some(ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected,
+            error_message: message,
+        }),
+    })
+}
+
+/// Sends one empty request to `destination` (which an OTLP receiver takes
+/// as a full success) and says how it went: `flowtel check`'s probe. Waits
+/// at most `timeout`.
+pub async fn probe(destination: &Destination, timeout: Duration) -> Attempt {
+    let mut destination = destination.clone();
+    destination.timeout = destination.timeout.min(timeout);
+    match Transport::new(&destination) {
+        Ok(mut transport) => {
+            transport
+                .send(&ExportMetricsServiceRequest::default().encode_to_vec())
+                .await
+        }
+        Err(e) => Attempt::Permanent {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -356,3 +448,54 @@ mod retry_info {
 }
 
 pub use retry_info::details as retry_info_details;
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
+
+    use super::*;
+
+    fn is_not_otlp(attempt: &Attempt) -> bool {
+        matches!(attempt, Attempt::NotOtlp { .. })
+    }
+
+    #[test]
+    fn only_an_otlp_answer_counts_as_delivered() {
+        let partial = ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 3,
+                error_message: "bad points".into(),
+            }),
+        };
+        let rejected_three = Attempt::Accepted {
+            rejected: 3,
+            message: "bad points".into(),
+        };
+        let protobuf = Some("application/x-protobuf");
+        assert_eq!(
+            http_answer(protobuf, &partial.encode_to_vec()),
+            rejected_three
+        );
+        assert_eq!(http_answer(protobuf, b""), accepted(Default::default()));
+        assert_eq!(http_answer(None, b""), accepted(Default::default()));
+        let json = Some("application/json; charset=utf-8");
+        let body = br#"{"partialSuccess":{"rejectedDataPoints":"3","errorMessage":"bad points"}}"#;
+        assert_eq!(http_answer(json, body), rejected_three);
+        assert_eq!(http_answer(json, b"{}"), accepted(Default::default()));
+
+        let html = b"<!doctype html><html><body>Welcome</body></html>";
+        let answer = http_answer(Some("text/html; charset=utf-8"), html);
+        assert_eq!(
+            answer,
+            Attempt::NotOtlp {
+                reason: "its content type is \"text/html\", not application/x-protobuf or application/json".into()
+            }
+        );
+        assert!(is_not_otlp(&http_answer(None, html)));
+        assert!(is_not_otlp(&http_answer(protobuf, &[0xff, 0xff, 0xff])));
+        let cut = partial.encode_to_vec();
+        assert!(is_not_otlp(&http_answer(protobuf, &cut[..cut.len() - 2])));
+        assert!(is_not_otlp(&http_answer(json, b"<html>")));
+        assert!(is_not_otlp(&http_answer(json, b"[1, 2]")));
+    }
+}
