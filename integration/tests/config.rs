@@ -54,6 +54,16 @@ fn config_check(path: &str, env: &[(&str, &str)]) -> Output {
         .expect("run flowtel config check")
 }
 
+/// `flowtel ARGS` with `env`: its exit code and stderr.
+fn flowtel(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(FLOWTEL)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run flowtel");
+    (out.status.code(), text(&out.stderr))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -164,6 +174,63 @@ fn secrets_never_appear_in_check_output_or_errors() {
     let all = text(&out.stdout) + &text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(!all.contains(KEY), "{all}");
+}
+
+#[test]
+fn a_password_in_the_endpoint_never_shows_and_loopback_is_read_from_the_host() {
+    const PASSWORD: &str = "pw-test-93c1e";
+    let env = [("FLOWTEL_TEST_PASSWORD", PASSWORD)];
+    let endpoint = |host: &str| {
+        format!("exporters:\n  otlp:\n    endpoint: http://admin:${{FLOWTEL_TEST_PASSWORD}}@{host}:4318/v1/metrics\n")
+    };
+    // On this host: cleartext is allowed, the user and password redacted.
+    let local = TempFile::new("userinfo-local", &endpoint("127.0.0.1"));
+    let out = config_check(local.path(), &env);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("endpoint: http://<redacted>@127.0.0.1:4318/v1/metrics"),
+        "{all}"
+    );
+    assert!(!all.contains(PASSWORD), "{all}");
+    // Another host: refused by check and by run, in one line without it.
+    let remote = TempFile::new("userinfo-remote", &endpoint("collector"));
+    for args in [
+        &["config", "check", remote.path()][..],
+        &["run", "--config", remote.path()],
+    ] {
+        let (code, stderr) = flowtel(args, &env);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("<redacted>@collector:4318"), "{stderr}");
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn a_header_value_run_would_refuse_is_refused_by_check() {
+    let file = TempFile::new(
+        "header-crlf",
+        "exporters:\n  otlp:\n    endpoint: http://127.0.0.1:4318/v1/metrics\n",
+    );
+    let env = [(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "authorization=Bearer%0D%0AX-Evil: 1",
+    )];
+    for args in [
+        &["config", "check", file.path()][..],
+        &["run", "--config", file.path()],
+    ] {
+        let (code, stderr) = flowtel(args, &env);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "the value of otlp header \"authorization\" is not a valid HTTP header value"
+            ),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("X-Evil"), "{stderr}");
+    }
 }
 
 /// Records printed until the agent's last window summary, after `stop`.

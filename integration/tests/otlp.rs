@@ -373,6 +373,41 @@ fn a_200_with_an_html_page_is_not_delivery_logged_once_counted_and_retried() {
 }
 
 #[test]
+fn a_password_in_the_endpoint_never_shows_in_the_log() {
+    privilege::require_root();
+    const PASSWORD: &str = "pw-otlp-test-4d2a";
+    let receiver = OtlpReceiver::start(
+        Protocol::Http,
+        Behaviour {
+            unavailable_first: 2,
+            ..Behaviour::default()
+        },
+    );
+    let endpoint =
+        receiver
+            .endpoint()
+            .replacen("http://", &format!("http://flowtel:{PASSWORD}@"), 1);
+    let mut agent = agent(
+        &receiver,
+        &[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", endpoint.as_str())],
+    );
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
+    receiver.wait_for("the bytes, after two 503s", WAIT, |arrivals| {
+        accepted_bytes(arrivals, truth.server_port)
+            >= (truth.client_sent + truth.server_sent) as i64
+    });
+    agent.stop();
+    let stderr = agent.stderr();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("retry") && l.contains("<redacted>@127.0.0.1")),
+        "the retry warnings name the endpoint, redacted: {stderr:?}"
+    );
+    assert!(stderr.iter().all(|l| !l.contains(PASSWORD)), "{stderr:?}");
+}
+
+#[test]
 fn a_401_is_logged_once_without_the_key_and_never_retried() {
     privilege::require_root();
     let behaviour = Behaviour {

@@ -21,7 +21,12 @@ pub struct OtlpConfig {
     /// else `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/metrics` appended for
     /// HTTP), else `http://localhost:4317` for gRPC and
     /// `http://localhost:4318/v1/metrics` for HTTP.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A user and password in it are redacted when the configuration is
+    /// printed.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted_endpoint"
+    )]
     pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf`. Default: `OTEL_EXPORTER_OTLP_PROTOCOL`,
     /// else `http/protobuf` (the specification's default).
@@ -74,6 +79,13 @@ pub struct OtlpConfig {
     /// what it holds at a stop is counted as lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_dir: Option<std::path::PathBuf>,
+}
+
+fn redacted_endpoint<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_str(&super::destination::redact_url(url)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The default `queue_bytes`: 64 MiB.

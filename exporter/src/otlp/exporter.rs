@@ -40,14 +40,14 @@ impl OtlpExporter {
     ) -> Result<OtlpExporter, ConfigError> {
         let transport = Transport::new(destination)?;
         tracing::info!(
-            endpoint = %destination.url,
+            endpoint = %destination.shown_url(),
             protocol = %destination.protocol,
             "flowtel: exporting windows over OTLP"
         );
         let encoder = Encoder::new(resource_attributes, destination.temporality);
         let delivery = Delivery::start(
             transport,
-            destination.url.clone(),
+            destination.shown_url(),
             super::queue::Bounds {
                 windows: destination.queue_size,
                 bytes: destination.queue_bytes,
@@ -63,7 +63,7 @@ impl OtlpExporter {
                 })?;
                 if !kept.is_empty() {
                     tracing::info!(
-                        endpoint = %destination.url,
+                        endpoint = %destination.shown_url(),
                         "flowtel: sending first {} windows kept in {} by the previous agent",
                         kept.len(),
                         dir.display()

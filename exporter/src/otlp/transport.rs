@@ -2,6 +2,7 @@
 //! (reqwest), with its TLS, headers, compression and timeout; the answer
 //! classified as an [`Attempt`].
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::config::{Compression, Protocol};
 use super::destination::Destination;
 use super::retry::{self, Attempt};
-use crate::ConfigError;
+use crate::{ConfigError, Secret};
 
 /// A connection to one backend.
 #[derive(Debug, Clone)]
@@ -57,14 +58,60 @@ fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> 
     })
 }
 
+/// gRPC metadata.
+type Metadata = Vec<(
+    MetadataKey<tonic::metadata::Ascii>,
+    MetadataValue<tonic::metadata::Ascii>,
+)>;
+
+/// The headers as gRPC metadata; what [`Destination::check`] checks too.
+pub(crate) fn grpc_metadata(headers: &BTreeMap<String, Secret>) -> Result<Metadata, ConfigError> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::new(format!(
+                    "otlp header name {name:?} is not valid gRPC metadata"
+                ))
+            })?;
+            let value = MetadataValue::try_from(value.expose()).map_err(|_| {
+                ConfigError::new(format!(
+                    "the value of otlp header {name:?} is not valid gRPC metadata (printable ASCII only)"
+                ))
+            })?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The headers as HTTP headers, values marked sensitive; what
+/// [`Destination::check`] checks too.
+pub(crate) fn http_headers(
+    headers: &BTreeMap<String, Secret>,
+) -> Result<reqwest::header::HeaderMap, ConfigError> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let key = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::new(format!(
+                "otlp header name {name:?} is not a valid HTTP header name"
+            ))
+        })?;
+        let mut value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+            ConfigError::new(format!(
+                "the value of otlp header {name:?} is not a valid HTTP header value"
+            ))
+        })?;
+        value.set_sensitive(true);
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
 /// The gRPC client.
 #[derive(Debug, Clone)]
 pub struct GrpcTransport {
     client: MetricsServiceClient<Channel>,
-    headers: Vec<(
-        MetadataKey<tonic::metadata::Ascii>,
-        MetadataValue<tonic::metadata::Ascii>,
-    )>,
+    headers: Metadata,
     timeout: Duration,
 }
 
@@ -73,7 +120,7 @@ impl GrpcTransport {
         let invalid = |e: &dyn std::fmt::Display| {
             ConfigError::new(format!(
                 "otlp endpoint {:?} is not usable for gRPC: {e}",
-                d.url
+                d.shown_url()
             ))
         };
         let mut endpoint = Endpoint::from_shared(d.url.clone())
@@ -99,21 +146,9 @@ impl GrpcTransport {
         if d.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
-        let headers = d
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| ConfigError::new(format!("otlp header name {name:?} is not valid gRPC metadata")))?;
-                let value = MetadataValue::try_from(value.expose()).map_err(|_| {
-                    ConfigError::new(format!("the value of otlp header {name:?} is not valid gRPC metadata (printable ASCII only)"))
-                })?;
-                Ok((key, value))
-            })
-            .collect::<Result<_, ConfigError>>()?;
         Ok(GrpcTransport {
             client,
-            headers,
+            headers: grpc_metadata(&d.headers)?,
             timeout: d.timeout,
         })
     }
@@ -186,26 +221,10 @@ impl HttpTransport {
         let client = builder
             .build()
             .map_err(|e| ConfigError::new(format!("could not set up the OTLP/HTTP client: {e}")))?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &d.headers {
-            let key = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigError::new(format!(
-                    "otlp header name {name:?} is not a valid HTTP header name"
-                ))
-            })?;
-            let mut value =
-                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
-                    ConfigError::new(format!(
-                        "the value of otlp header {name:?} is not a valid HTTP header value"
-                    ))
-                })?;
-            value.set_sensitive(true);
-            headers.insert(key, value);
-        }
         Ok(HttpTransport {
             client,
             url: d.url.clone(),
-            headers,
+            headers: http_headers(&d.headers)?,
             gzip: d.compression == Compression::Gzip,
         })
     }
