@@ -53,6 +53,10 @@ struct conn_info {
 	__u64 bytes_received;
 	__u64 packets_sent;     /* UDP datagrams (TCP uses the snapshot below) */
 	__u64 packets_received;
+	/* TCP: the socket's byte counters (sent once, received in order) when
+	 * the agent first saw it; zero for a connection seen opening. */
+	__u64 base_bytes_sent;
+	__u64 base_bytes_received;
 	/* TCP: the kernel's own counters (as tcp_info shows them), refreshed at
 	 * each poll, each retransmit and at close; base_* is their value at
 	 * first sight when the agent did not see the connection open. */
@@ -94,6 +98,14 @@ struct udp_peer {
 	__u8 addr[16];
 	__u16 port; /* host byte order */
 	__u16 family;
+	__u32 _pad;
+};
+
+/* A network namespace that holds tracked TCP connections (map tcp_netns,
+ * keyed by the namespace's inode). */
+struct netns_seen {
+	__u64 last_ns; /* CLOCK_MONOTONIC of the last connection tracked there */
+	__u32 pid;     /* a process that made one there (0: none at hand) */
 	__u32 _pad;
 };
 

@@ -107,18 +107,16 @@ struct socket {
 
 struct file;
 
-/* The context of an iterator over a socket storage map. */
+/* The iterators' common context. */
 struct bpf_iter_meta {
 	void *seq;
 };
 
-struct bpf_map;
-
-struct bpf_iter__bpf_sk_storage_map {
+/* The context of an iterator over one network namespace's TCP sockets. */
+struct bpf_iter__tcp {
 	struct bpf_iter_meta *meta;
-	struct bpf_map *map;
-	struct sock *sk;
-	void *value;
+	struct sock_common *sk_common;
+	__u32 uid;
 };
 
 /* The context of an iterator over every task's open files. */

@@ -23,6 +23,8 @@ int main(void)
 	FIELD(conn_info, bytes_received);
 	FIELD(conn_info, packets_sent);
 	FIELD(conn_info, packets_received);
+	FIELD(conn_info, base_bytes_sent);
+	FIELD(conn_info, base_bytes_received);
 	FIELD(conn_info, tcp_segs_out);
 	FIELD(conn_info, tcp_segs_in);
 	FIELD(conn_info, tcp_total_retrans);
@@ -49,5 +51,8 @@ int main(void)
 	FIELD(conn_event, key);
 	FIELD(conn_event, info);
 	SIZE(udp_peer);
+	SIZE(netns_seen);
+	FIELD(netns_seen, last_ns);
+	FIELD(netns_seen, pid);
 	return 0;
 }

@@ -33,27 +33,16 @@ struct {
 } udp_peers SEC(".maps");
 
 /*
- * A tracked TCP connection's bytes come from its socket's own counters
- * (tcp_sock.bytes_sent, bytes_retrans, bytes_received), so no program runs
- * on TCP sends and receives. The socket's storage says where the counts
- * start: zero for a connection seen opening, the counters at first sight
- * for one older than the agent. An iterator over this map brings every
- * connection's entry in `conns` up to date before each poll; the close
- * copies the final counts.
+ * The network namespaces that hold tracked TCP connections. An iterator over
+ * TCP sockets walks the namespace it is created in, so user space creates
+ * one in each of these before a poll. LRU: a namespace long gone falls out.
  */
-struct tcp_start {
-	__u64 cookie; /* the connection's key in conns */
-	__u64 bytes_sent;
-	__u64 bytes_received;
-	__u64 closed; /* handed over: the iterator leaves it alone */
-};
-
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct tcp_start);
-} tcp_starts SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct netns_seen);
+} tcp_netns SEC(".maps");
 
 /* Who listens on a port: an accepted connection is made in softirq, where
  * no process is at hand, so it takes its listener's. */

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use receiver::{HookSupport, ProbeSet, Support};
+use receiver::{FeatureState, HookSupport, ProbeSet};
 
 /// The report and whether `flowtel run` would work.
 pub struct Report {
@@ -59,24 +59,21 @@ pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report 
     };
     line(&mut text, "kprobes", &kprobes);
 
-    let requested = probes_name(config.probes);
-    let resolved = support.probe_set.map(probes_name).unwrap_or("none");
-    line(
-        &mut text,
-        "probe set",
-        &format!("{resolved} (probes: {requested})"),
-    );
-    if let Some(problem) = probe_set_problem(&support) {
-        problems.push(problem);
-    }
-
     if support.missing_capabilities.is_empty() && support.btf {
         match receiver::verify_programs(config) {
-            Ok(set) => line(
-                &mut text,
-                "programs",
-                &format!("the {} set passes the kernel verifier", probes_name(set)),
-            ),
+            Ok(verified) => {
+                line(&mut text, "programs", &verdicts(&verified.verdicts));
+                line(
+                    &mut text,
+                    "probe set",
+                    &format!(
+                        "{} (probes: {})",
+                        probes_name(verified.probe_set),
+                        probes_name(config.probes)
+                    ),
+                );
+                text.push_str(&feature_table(&verified.features));
+            }
             Err(error) => {
                 line(&mut text, "programs", &format!("refused: {error}"));
                 problems.push(error.to_string());
@@ -132,35 +129,38 @@ pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report 
     Report { text, problem }
 }
 
-/// Why the resolved probe set cannot attach here, if it cannot.
-fn probe_set_problem(support: &Support) -> Option<String> {
-    match support.probe_set? {
-        ProbeSet::Tracepoint => {
-            let missing: Vec<&str> = support
-                .tracepoints
-                .iter()
-                .filter(|hook| !hook.present)
-                .map(|hook| hook.name)
-                .collect();
-            (!missing.is_empty()).then(|| format!("tracepoints missing: {}", missing.join(", ")))
-        }
-        ProbeSet::Kprobe if !support.kprobes_supported => Some(
-            "the kprobe set is needed but this kernel cannot attach kprobes (CONFIG_KPROBES)"
-                .to_owned(),
-        ),
-        ProbeSet::Kprobe => missing("kernel functions", &support.kprobe_functions),
-        ProbeSet::Auto => None,
+/// How many programs the verifier took, and which it refused.
+fn verdicts(verdicts: &[(&str, Result<(), String>)]) -> String {
+    let refused: Vec<&str> = verdicts
+        .iter()
+        .filter(|(_, verdict)| verdict.is_err())
+        .map(|(name, _)| *name)
+        .collect();
+    let passed = verdicts.len() - refused.len();
+    if refused.is_empty() {
+        format!("all {passed} tried pass the kernel verifier")
+    } else {
+        format!(
+            "{passed} of {} tried pass the kernel verifier; refused: {}",
+            verdicts.len(),
+            refused.join(", ")
+        )
     }
 }
 
-/// Names the hooks the kernel lacks, if any.
-fn missing(what: &str, hooks: &[HookSupport]) -> Option<String> {
-    let absent: Vec<&str> = hooks
-        .iter()
-        .filter(|hook| !hook.present)
-        .map(|hook| hook.name)
-        .collect();
-    (!absent.is_empty()).then(|| format!("{what} missing: {}", absent.join(", ")))
+/// One line per feature: on (how), fallback (to what, and why), off (why,
+/// and what is lost).
+pub fn feature_table(features: &receiver::Features) -> String {
+    let mut table = String::from("features\n");
+    for (feature, state) in features.iter() {
+        let (level, detail) = match state {
+            FeatureState::On { via } => ("on", via.clone()),
+            FeatureState::Fallback { via, why } => ("fallback", format!("{via} (because {why})")),
+            FeatureState::Off { why } => ("off", format!("{why}; {}", feature.loss())),
+        };
+        let _ = writeln!(table, "  {:<22} {level:<9} {detail}", feature.name());
+    }
+    table
 }
 
 fn hooks(hooks: &[HookSupport]) -> String {

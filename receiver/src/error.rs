@@ -15,7 +15,7 @@ pub enum Error {
     #[error("this kernel has no `{tracepoint}` tracepoint (added in Linux 6.3): set receiver.probes to `auto` to use kprobes instead")]
     TracepointMissing { tracepoint: &'static str },
 
-    #[error("this kernel cannot attach kprobes (built without CONFIG_KPROBES), and the kprobe probe set needs them: use `probes: tracepoint` (Linux 6.3+) or `auto`")]
+    #[error("this kernel cannot attach kprobes (built without CONFIG_KPROBES)")]
     KprobesUnavailable,
 
     #[error("no cgroup v2 mount found in /proc/self/mounts: the UDP peer and socket-release hooks attach to cgroup v2; mount it (mount -t cgroup2 none /sys/fs/cgroup/unified) or set receiver.cgroup_path")]
@@ -36,6 +36,15 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("program {program}'s section does not fit its hook {hook}: flowtel.bpf.o and the loader disagree (a build error)")]
+    SectionMismatch { program: &'static str, hook: String },
+
+    #[error("{program} is not attached by the previous agent (its link is not pinned)")]
+    NotPinned { program: &'static str },
+
+    #[error("nothing can count TCP connections on this kernel: {why}")]
+    NothingCounts { why: String },
+
     #[error("attaching {hook}: {reason}")]
     Attach { hook: String, reason: String },
 
@@ -51,14 +60,17 @@ pub enum Error {
     #[error("removing a closed connection from the map: {0}")]
     Reap(#[source] std::io::Error),
 
-    #[error("bringing the TCP connections up to date (the tcp_starts iterator): {0}")]
+    #[error("bringing the TCP connections up to date (the TCP iterator): {0}")]
     Refresh(#[source] std::io::Error),
 
-    #[error("finding the TCP connections older than the agent (the task_file iterator): {0}")]
+    #[error("finding the TCP connections older than the agent (the TCP iterator): {0}")]
     Discover(#[source] std::io::Error),
 
     #[error("finding which process holds each TCP connection (the task_file iterator): {0}")]
     Owners(#[source] std::io::Error),
+
+    #[error("preparing to walk network namespaces: {0}")]
+    Namespaces(#[source] std::io::Error),
 
     #[error("invalid receiver setting: {0}")]
     InvalidConfig(String),

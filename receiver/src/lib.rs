@@ -15,7 +15,9 @@
 mod config;
 mod decode;
 mod error;
+mod features;
 mod kernel;
+mod netns;
 mod owners;
 mod ports;
 mod process;
@@ -23,22 +25,24 @@ mod sample;
 mod support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
 pub use config::{Config, Persistence, ProbeSet};
 pub use error::Error;
+pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
 pub use ports::PortFacts;
 pub use process::container_id_from_cgroup;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
     ProcessInfo, ReceiverHealth, Rtt, Transport,
 };
-pub use support::{support, verify_programs, HookSupport, Support};
+pub use support::{support, verify_programs, HookSupport, Support, Verified};
 
 use decode::{decode, Ending};
-use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey};
+use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey, NetnsSeen};
 use kernel::events::ClosedEvents;
 use kernel::{batch, preflight, programs, reap};
 use process::ProcessResolver;
@@ -46,8 +50,17 @@ use process::ProcessResolver;
 /// The running kernel side. Dropping it detaches every program.
 pub struct Receiver {
     conns: BpfHashMap<MapData, ConnKey, ConnInfo>,
-    /// Copies the TCP connections' counters from their sockets into `conns`.
-    tcp_refresh: Option<kernel::iter::BpfIterator>,
+    /// Copies the TCP connections' counters from their sockets into `conns`,
+    /// one network namespace at a time.
+    tcp_refresh: Option<Arc<kernel::iter::BpfIterator>>,
+    /// The namespaces that hold tracked TCP connections, by inode.
+    tcp_netns: BpfHashMap<MapData, u32, NetnsSeen>,
+    namespaces: netns::Namespaces,
+    /// The namespaces with open TCP connections at the last read, and when
+    /// (CLOCK_MONOTONIC): the others are no longer walked.
+    last_read: (HashSet<u32>, u64),
+    namespaces_unreachable: u64,
+    features: Features,
     /// Gives accepted TCP connections the process that holds them.
     owners: Option<owners::OwnersWalk>,
     stats: PerCpuArray<MapData, u64>,
@@ -85,6 +98,21 @@ impl Receiver {
         preflight::raise_memlock_limit();
         let mut loaded =
             programs::load_and_attach(config, programs::Stage::Attach, checkpoint_map_id)?;
+        for warning in loaded.features.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let namespaces = netns::Namespaces::new().map_err(Error::Namespaces)?;
+        if let Some(discover) = loaded.tcp_discover.take() {
+            let walked = namespaces
+                .run(&Arc::new(discover), &netns::all_namespaces(), false)
+                .map_err(Error::Discover)?;
+            if walked.unreachable > 0 {
+                tracing::warn!(
+                    "{} network namespaces could not be entered: their TCP connections older than the agent are not counted",
+                    walked.unreachable
+                );
+            }
+        }
         let resumed = loaded.pins.as_ref().is_some_and(|plan| plan.resume);
         let ebpf = &mut loaded.ebpf;
         let conns: BpfHashMap<MapData, ConnKey, ConnInfo> = take_map(ebpf, "conns")?;
@@ -97,10 +125,21 @@ impl Receiver {
         let ring: RingBuf<MapData> = take_map(ebpf, "events")?;
         let closed = ClosedEvents::new(ring);
         let reader = closed.spawn_reader().map_err(Error::RingBuffer)?;
-        let tcp_refresh = loaded.tcp_refresh.take();
-        let owners = loaded.owners.take().map(owners::OwnersWalk::new);
+        let tcp_netns = take_map(ebpf, "tcp_netns")?;
+        let tcp_refresh = loaded.tcp_refresh.take().map(Arc::new);
+        let mut owners = loaded.owners.take().map(owners::OwnersWalk::new);
+        // At once, so that the connections just discovered have their
+        // owners before the first poll.
+        if let Some(owners) = &mut owners {
+            owners.run_if_due().map_err(Error::Owners)?;
+        }
         Ok(Receiver {
             tcp_refresh,
+            tcp_netns,
+            namespaces,
+            last_read: (HashSet::new(), 0),
+            namespaces_unreachable: 0,
+            features: loaded.features,
             owners,
             conns,
             stats,
@@ -131,6 +170,11 @@ impl Receiver {
         self.probe_set
     }
 
+    /// How each feature works on this kernel.
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
     /// Reads every tracked connection: open ones with their counters so far,
     /// and each connection closed since the last poll, once, with its final
     /// counters.
@@ -154,12 +198,15 @@ impl Receiver {
         if let Some(owners) = &mut self.owners {
             owners.run_if_due().map_err(Error::Owners)?;
         }
-        if let Some(refresh) = &self.tcp_refresh {
-            refresh.run().map_err(Error::Refresh)?;
-        }
+        self.refresh_tcp()?;
+        let read_at = kernel::monotonic_ns();
         let entries = self.read_connection_map()?;
         let tracked = entries.len() as u64;
+        let mut open_tcp_netns = HashSet::new();
         for (key, info) in entries {
+            if decode::is_tcp(&info) && !decode::is_closed(&info) {
+                open_tcp_netns.insert(info.netns);
+            }
             if reported.contains(&(key, info.first_seen_ns)) {
                 continue;
             }
@@ -184,6 +231,7 @@ impl Receiver {
             samples.push(decode(&key, &info, ending, process));
         }
         self.processes.end_poll();
+        self.last_read = (open_tcp_netns, read_at);
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;
         health.poll_duration = reading.elapsed();
@@ -193,6 +241,42 @@ impl Receiver {
             health,
             ports,
         })
+    }
+
+    /// Brings every open TCP connection's counters up to date, in each
+    /// network namespace that holds one. A namespace that had none at the
+    /// last read and no new connection since is forgotten.
+    fn refresh_tcp(&mut self) -> Result<(), Error> {
+        let Some(refresh) = &self.tcp_refresh else {
+            return Ok(());
+        };
+        let (open, read_at) = &self.last_read;
+        let mut walk = Vec::new();
+        let mut forget = Vec::new();
+        for entry in self.tcp_netns.iter() {
+            let (inode, seen) = entry.map_err(|source| Error::Map {
+                map: "tcp_netns",
+                source,
+            })?;
+            if open.contains(&inode) || seen.last_ns >= *read_at {
+                walk.push(netns::Namespace {
+                    inode,
+                    pid: seen.pid,
+                });
+            } else {
+                forget.push(inode);
+            }
+        }
+        for inode in forget {
+            // Gone already (LRU) is as good.
+            let _ = self.tcp_netns.remove(&inode);
+        }
+        let walked = self
+            .namespaces
+            .run(refresh, &walk, true)
+            .map_err(Error::Refresh)?;
+        self.namespaces_unreachable = walked.unreachable as u64;
+        Ok(())
     }
 
     fn take_event(
@@ -245,7 +329,10 @@ impl Receiver {
         Ok(ReceiverHealth {
             connections_dropped: stat(abi::STAT_MAP_FULL)?,
             untracked_events: stat(abi::STAT_UNTRACKED)?,
-            close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)? + stat(abi::STAT_RELEASE_LOST)?,
+            close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
+            udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
+            namespaces_unreachable: self.namespaces_unreachable,
+            features: self.features.levels(),
             tracked_connections: tracked,
             map_capacity: self.capacity.into(),
             poll_duration: std::time::Duration::ZERO,

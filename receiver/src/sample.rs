@@ -204,6 +204,14 @@ pub struct ReceiverHealth {
     /// Close events that found the ring buffer full (kept in the map instead:
     /// nothing lost, only delayed to the next poll).
     pub close_events_deferred: u64,
+    /// UDP socket releases that found the ring buffer full: those sockets'
+    /// flows end when they have been idle (swept), not at once.
+    pub udp_releases_lost: u64,
+    /// Network namespaces with tracked TCP connections that the last poll
+    /// could not enter: their open connections' bytes wait for the close.
+    pub namespaces_unreachable: u64,
+    /// Each feature's level (on, fallback, off).
+    pub features: crate::Levels,
     /// Entries in the connection map at the poll.
     pub tracked_connections: u64,
     /// Capacity of the connection map.

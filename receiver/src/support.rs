@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use aya::Btf;
 
 use crate::kernel::{preflight, programs};
-use crate::{Config, Error, ProbeSet};
+use crate::{Config, Error, Features, ProbeSet};
 
 /// Whether one hook exists on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,16 +78,32 @@ pub fn support(config: &Config) -> Support {
     }
 }
 
-/// Loads the programs of the probe set `config` resolves to, without
-/// attaching them: proves they pass this kernel's verifier. Needs the same
+/// What loading every program, without attaching, found.
+#[derive(Debug)]
+pub struct Verified {
+    /// The probe set `run` would use.
+    pub probe_set: ProbeSet,
+    /// How each feature would work.
+    pub features: Features,
+    /// Each program tried and whether the verifier took it (or why not).
+    pub verdicts: Vec<(&'static str, Result<(), String>)>,
+}
+
+/// Loads each feature's programs for `config`, without attaching them:
+/// which pass this kernel's verifier, and so how each feature would work.
+/// Fails only when TCP connections could not be counted. Needs the same
 /// privileges as the agent.
-pub fn verify_programs(config: &Config) -> Result<ProbeSet, Error> {
+pub fn verify_programs(config: &Config) -> Result<Verified, Error> {
     config.validate()?;
     preflight::check_capabilities()?;
     preflight::check_btf()?;
     preflight::raise_memlock_limit();
     let loaded = programs::load_and_attach(config, programs::Stage::Load, None)?;
-    Ok(loaded.probe_set)
+    Ok(Verified {
+        probe_set: loaded.probe_set,
+        features: loaded.features,
+        verdicts: loaded.verdicts,
+    })
 }
 
 /// Whether /proc/kallsyms lists `function` as a text symbol.

@@ -43,6 +43,8 @@ pub struct ConnInfo {
     pub bytes_received: u64,
     pub packets_sent: u64,
     pub packets_received: u64,
+    pub base_bytes_sent: u64,
+    pub base_bytes_received: u64,
     pub tcp_segs_out: u32,
     pub tcp_segs_in: u32,
     pub tcp_total_retrans: u32,
@@ -68,6 +70,16 @@ pub struct ConnInfo {
     pub comm: [u8; 16],
 }
 
+/// `struct netns_seen`: a network namespace that holds tracked TCP
+/// connections (map `tcp_netns`, keyed by its inode).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetnsSeen {
+    pub last_ns: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnEvent {
@@ -82,6 +94,8 @@ pub struct ConnEvent {
 unsafe impl aya::Pod for ConnKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ConnInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NetnsSeen {}
 
 impl ConnEvent {
     /// Reads an event from a ring buffer record; None when it is too short.
@@ -135,6 +149,14 @@ mod tests {
                 "conn_info.packets_received",
                 offset_of!(ConnInfo, packets_received),
             ),
+            (
+                "conn_info.base_bytes_sent",
+                offset_of!(ConnInfo, base_bytes_sent),
+            ),
+            (
+                "conn_info.base_bytes_received",
+                offset_of!(ConnInfo, base_bytes_received),
+            ),
             ("conn_info.tcp_segs_out", offset_of!(ConnInfo, tcp_segs_out)),
             ("conn_info.tcp_segs_in", offset_of!(ConnInfo, tcp_segs_in)),
             (
@@ -169,6 +191,9 @@ mod tests {
             ("conn_event.kind", offset_of!(ConnEvent, kind)),
             ("conn_event.key", offset_of!(ConnEvent, key)),
             ("conn_event.info", offset_of!(ConnEvent, info)),
+            ("netns_seen", size_of::<NetnsSeen>()),
+            ("netns_seen.last_ns", offset_of!(NetnsSeen, last_ns)),
+            ("netns_seen.pid", offset_of!(NetnsSeen, pid)),
         ];
         for (name, value) in rust {
             assert_eq!(

@@ -1,10 +1,10 @@
-//! BPF iterators: the TCP refresh (over the `tcp_starts` socket storage
-//! map, run before each poll to bring every TCP connection's entry up to
-//! date) and the discovery of TCP sockets older than the agent (over every
-//! task's open files, run once at start).
+//! BPF iterators: the TCP walks (over one network namespace's TCP sockets:
+//! the refresh before each poll, the discovery at start) and the owners walk
+//! (over every task's open files).
 //!
-//! aya 0.14 attaches iterators without the map a map iterator needs, so the
-//! link and each run are made here with two `bpf(2)` calls (`sys`).
+//! The link and each run are made here with two `bpf(2)` calls (`sys`):
+//! a run must be possible from another thread (one that entered another
+//! network namespace), with a link that is `Send` and `Sync`.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,13 +14,6 @@ use super::sys::{self, BPF_ITER_CREATE, BPF_LINK_CREATE};
 
 /// `enum bpf_attach_type` value from `linux/bpf.h`.
 const BPF_TRACE_ITER: u32 = 28;
-
-/// `union bpf_iter_link_info`, its map member (the union is 16 bytes).
-#[repr(C)]
-struct IterLinkInfo {
-    map_fd: u32,
-    _rest: [u32; 3],
-}
 
 /// The `link_create` member of `union bpf_attr`, as far as iterators use it.
 #[repr(C)]
@@ -48,36 +41,25 @@ pub struct BpfIterator {
 }
 
 impl BpfIterator {
-    /// Attaches the loaded iterator `program`: a map iterator to `map`,
-    /// any other kind (task files, ...) to `None`.
-    pub fn attach(program: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Result<BpfIterator> {
-        let info = IterLinkInfo {
-            map_fd: map.map_or(0, |map| map.as_raw_fd() as u32),
-            _rest: [0; 3],
-        };
-        let (iter_info, iter_info_len) = match map {
-            Some(_) => (
-                &info as *const IterLinkInfo as u64,
-                std::mem::size_of::<IterLinkInfo>() as u32,
-            ),
-            None => (0, 0),
-        };
+    /// Attaches the loaded iterator `program` (of a kind that takes no
+    /// target: TCP sockets, task files).
+    pub fn attach(program: BorrowedFd<'_>) -> io::Result<BpfIterator> {
         let mut attr = LinkCreateAttr {
             prog_fd: program.as_raw_fd() as u32,
             target_fd: 0,
             attach_type: BPF_TRACE_ITER,
             flags: 0,
-            iter_info,
-            iter_info_len,
+            iter_info: 0,
+            iter_info_len: 0,
             _pad: 0,
         };
-        // SAFETY: attr is link_create's layout; iter_info is null or points
-        // to `info`, which outlives the call.
+        // SAFETY: attr is link_create's layout and holds no pointers.
         let link = new_fd(unsafe { sys::bpf(BPF_LINK_CREATE, &mut attr) }?);
         Ok(BpfIterator { link })
     }
 
-    /// Runs the program over everything it iterates, once.
+    /// Runs the program over everything it iterates, once (a TCP iterator:
+    /// in the calling thread's network namespace).
     pub fn run(&self) -> io::Result<()> {
         let mut attr = IterCreateAttr {
             link_fd: self.link.as_fd().as_raw_fd() as u32,
@@ -106,10 +88,9 @@ mod tests {
     #[test]
     fn attr_layouts_match_the_kernel() {
         // linux/bpf.h: iter_info is an __aligned_u64 at offset 16 of
-        // link_create; bpf_iter_link_info is 16 bytes.
+        // link_create.
         assert_eq!(std::mem::offset_of!(LinkCreateAttr, iter_info), 16);
         assert_eq!(std::mem::offset_of!(LinkCreateAttr, iter_info_len), 24);
-        assert_eq!(std::mem::size_of::<IterLinkInfo>(), 16);
         assert_eq!(std::mem::size_of::<IterCreateAttr>(), 8);
     }
 }

@@ -4,12 +4,12 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use aya::maps::Map;
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, Iter, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::btf::BtfKind;
 
+use crate::features::{refused_for_test, Feature, Features, State, REFUSE_FOR_TEST};
 use crate::kernel::iter::BpfIterator;
 use crate::kernel::pins::{self, PinPlan};
 use crate::kernel::preflight;
@@ -32,57 +32,144 @@ enum Hook {
     /// A kprobe or kretprobe (the program's section says which) on a kernel
     /// function.
     Kprobe(&'static str),
+    /// A BPF iterator of this kind (`tcp`, `task_file`), run by user space.
+    Iter(&'static str),
 }
 
-/// TCP, in both probe sets: state changes and retransmits (the bytes come
-/// from the sockets' own counters, read by the iterators below).
-const TCP_PROGRAMS: &[(&str, Hook)] = &[
-    ("flowtel_state", Hook::Tracepoint("inet_sock_set_state")),
-    ("flowtel_retransmit", Hook::Tracepoint("tcp_retransmit_skb")),
-];
+/// One way a feature works: the programs it needs, all or none.
+struct Mechanism {
+    /// How `flowtel check` and the log name it.
+    via: &'static str,
+    programs: &'static [(&'static str, Hook)],
+}
 
-/// UDP, in both probe sets: the peers of unconnected sockets, and the end
-/// of a socket's conversations.
-const UDP_PEER_PROGRAMS: &[(&str, Hook)] = &[
-    ("flowtel_udp_sendmsg4", Hook::Cgroup("sendmsg4")),
-    ("flowtel_udp_sendmsg6", Hook::Cgroup("sendmsg6")),
-    ("flowtel_udp_recvmsg4", Hook::Cgroup("recvmsg4")),
-    ("flowtel_udp_recvmsg6", Hook::Cgroup("recvmsg6")),
-    ("flowtel_sock_release", Hook::Cgroup("sock_release")),
-];
+const TCP_STATE: Mechanism = Mechanism {
+    via: "tracepoint inet_sock_set_state",
+    programs: &[("flowtel_state", Hook::Tracepoint("inet_sock_set_state"))],
+};
+
+const TCP_RETRANSMIT: Mechanism = Mechanism {
+    via: "tracepoint tcp_retransmit_skb",
+    programs: &[("flowtel_retransmit", Hook::Tracepoint("tcp_retransmit_skb"))],
+};
+
+/// Before each poll, in each network namespace with tracked connections:
+/// copies every TCP connection's counters into the connection map.
+pub const TCP_REFRESH: &str = "flowtel_tcp_refresh";
+const TCP_ITERATOR: Mechanism = Mechanism {
+    via: "iter/tcp in each network namespace",
+    programs: &[(TCP_REFRESH, Hook::Iter("tcp"))],
+};
+
+/// At start, in each network namespace: the TCP connections older than
+/// the agent.
+pub const TCP_DISCOVER: &str = "flowtel_tcp_discover";
+const TCP_DISCOVERY: Mechanism = Mechanism {
+    via: "iter/tcp at start, in each network namespace",
+    programs: &[(TCP_DISCOVER, Hook::Iter("tcp"))],
+};
+
+/// Before a poll (budgeted): gives accepted connections the process
+/// holding them.
+pub const OWNERS: &str = "flowtel_owners";
+const OWNERS_WALK: Mechanism = Mechanism {
+    via: "iter/task_file",
+    programs: &[(OWNERS, Hook::Iter("task_file"))],
+};
 
 /// UDP datagrams from the tracepoints of Linux 6.3+ (which fire for every
 /// protocol: the one per-send and per-receive cost TCP pays).
-const TRACEPOINT_UDP: &[(&str, Hook)] = &[
-    ("flowtel_send", Hook::Tracepoint("sock_send_length")),
-    ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
-];
+const TRACEPOINT_UDP: Mechanism = Mechanism {
+    via: "tracepoints sock_send_length, sock_recv_length",
+    programs: &[
+        ("flowtel_send", Hook::Tracepoint("sock_send_length")),
+        ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
+    ],
+};
 
 /// UDP datagrams from kprobes on the UDP functions, for older kernels.
-const KPROBE_UDP: &[(&str, Hook)] = &[
-    ("flowtel_kp_udp_sendmsg", Hook::Kprobe("udp_sendmsg")),
-    ("flowtel_kp_udp_sendmsg_ret", Hook::Kprobe("udp_sendmsg")),
-    ("flowtel_kp_udpv6_sendmsg", Hook::Kprobe("udpv6_sendmsg")),
-    (
-        "flowtel_kp_udpv6_sendmsg_ret",
-        Hook::Kprobe("udpv6_sendmsg"),
-    ),
-    (
-        "flowtel_kp_skb_consume_udp",
-        Hook::Kprobe("skb_consume_udp"),
-    ),
-    // kprobes read socket cookies; this makes one for every new socket.
-    ("flowtel_sock_create", Hook::Cgroup("sock_create")),
+const KPROBE_UDP: Mechanism = Mechanism {
+    via: "kprobes on udp_sendmsg, udpv6_sendmsg, skb_consume_udp",
+    programs: &[
+        ("flowtel_kp_udp_sendmsg", Hook::Kprobe("udp_sendmsg")),
+        ("flowtel_kp_udp_sendmsg_ret", Hook::Kprobe("udp_sendmsg")),
+        ("flowtel_kp_udpv6_sendmsg", Hook::Kprobe("udpv6_sendmsg")),
+        (
+            "flowtel_kp_udpv6_sendmsg_ret",
+            Hook::Kprobe("udpv6_sendmsg"),
+        ),
+        (
+            "flowtel_kp_skb_consume_udp",
+            Hook::Kprobe("skb_consume_udp"),
+        ),
+        // kprobes read socket cookies; this makes one for every new socket.
+        ("flowtel_sock_create", Hook::Cgroup("sock_create")),
+    ],
+};
+
+const UDP_PEERS: Mechanism = Mechanism {
+    via: "cgroup sendmsg4/6 and recvmsg4/6",
+    programs: &[
+        ("flowtel_udp_sendmsg4", Hook::Cgroup("sendmsg4")),
+        ("flowtel_udp_sendmsg6", Hook::Cgroup("sendmsg6")),
+        ("flowtel_udp_recvmsg4", Hook::Cgroup("recvmsg4")),
+        ("flowtel_udp_recvmsg6", Hook::Cgroup("recvmsg6")),
+    ],
+};
+
+const UDP_RELEASE: Mechanism = Mechanism {
+    via: "cgroup sock_release",
+    programs: &[("flowtel_sock_release", Hook::Cgroup("sock_release"))],
+};
+
+/// Every program of the object, for the contract test.
+#[cfg(test)]
+const ALL_MECHANISMS: [&Mechanism; 9] = [
+    &TCP_STATE,
+    &TCP_RETRANSMIT,
+    &TCP_ITERATOR,
+    &TCP_DISCOVERY,
+    &OWNERS_WALK,
+    &TRACEPOINT_UDP,
+    &KPROBE_UDP,
+    &UDP_PEERS,
+    &UDP_RELEASE,
 ];
 
-/// Before each poll: copies every TCP connection's counters into the
-/// connection map.
-const TCP_REFRESH: &str = "flowtel_tcp_refresh";
-const TCP_STARTS_MAP: &str = "tcp_starts";
-/// At start: finds the TCP connections and listeners older than the agent.
-const DISCOVER: &str = "flowtel_discover";
-/// Before each poll: gives accepted connections the process holding them.
-const OWNERS: &str = "flowtel_owners";
+/// The ways each feature can work, best first, on this kernel and config;
+/// and what remains of it, if anything, when none of them loads.
+fn mechanisms(feature: Feature, probe_set: ProbeSet, kprobes: bool) -> Vec<&'static Mechanism> {
+    match feature {
+        Feature::TcpConnections => vec![&TCP_STATE],
+        Feature::Retransmits => vec![&TCP_RETRANSMIT],
+        Feature::TcpLiveBytes => vec![&TCP_ITERATOR],
+        Feature::ExistingConnections => vec![&TCP_DISCOVERY],
+        Feature::SocketOwners => vec![&OWNERS_WALK],
+        Feature::Udp => match probe_set {
+            ProbeSet::Kprobe => vec![&KPROBE_UDP],
+            ProbeSet::Tracepoint if kprobes => vec![&TRACEPOINT_UDP, &KPROBE_UDP],
+            ProbeSet::Tracepoint | ProbeSet::Auto => vec![&TRACEPOINT_UDP],
+        },
+        Feature::UdpPeers => vec![&UDP_PEERS],
+        Feature::UdpRelease => vec![&UDP_RELEASE],
+    }
+}
+
+/// What is left of a feature when every way of it is refused, if anything.
+fn remains_without(feature: Feature) -> Option<&'static str> {
+    match feature {
+        Feature::Retransmits => Some("the counters read at each poll and at close"),
+        Feature::UdpRelease => Some("idle UDP flows swept"),
+        _ => None,
+    }
+}
+
+fn is_udp(feature: Feature) -> bool {
+    matches!(
+        feature,
+        Feature::Udp | Feature::UdpPeers | Feature::UdpRelease
+    )
+}
 
 /// The tracepoint whose presence makes `auto` choose the tracepoint set.
 pub const SEND_TRACEPOINT: &str = "sock_send_length";
@@ -90,6 +177,7 @@ pub const SEND_TRACEPOINT: &str = "sock_send_length";
 /// The kernel functions the kprobe set attaches to.
 pub fn kprobe_functions() -> impl Iterator<Item = &'static str> {
     let mut names: Vec<&'static str> = KPROBE_UDP
+        .programs
         .iter()
         .filter_map(|(_, hook)| match hook {
             Hook::Kprobe(function) => Some(*function),
@@ -102,21 +190,17 @@ pub fn kprobe_functions() -> impl Iterator<Item = &'static str> {
 
 /// The tracepoints a probe set attaches to (with UDP counted).
 pub fn tracepoints(set: ProbeSet) -> impl Iterator<Item = &'static str> {
-    programs_of(set, true).filter_map(|(_, hook)| match hook {
-        Hook::Tracepoint(tracepoint) => Some(*tracepoint),
-        _ => None,
-    })
-}
-
-/// The programs a probe set attaches: those of TCP always, those of UDP
-/// when `udp` is counted.
-fn programs_of(set: ProbeSet, udp: bool) -> impl Iterator<Item = &'static (&'static str, Hook)> {
-    let (datagrams, peers): (&[_], &[_]) = match (udp, set) {
-        (false, _) => (&[], &[]),
-        (true, ProbeSet::Kprobe) => (KPROBE_UDP, UDP_PEER_PROGRAMS),
-        (true, ProbeSet::Tracepoint | ProbeSet::Auto) => (TRACEPOINT_UDP, UDP_PEER_PROGRAMS),
+    let udp: &Mechanism = match set {
+        ProbeSet::Kprobe => &KPROBE_UDP,
+        ProbeSet::Tracepoint | ProbeSet::Auto => &TRACEPOINT_UDP,
     };
-    TCP_PROGRAMS.iter().chain(datagrams).chain(peers)
+    [&TCP_STATE, &TCP_RETRANSMIT, udp]
+        .into_iter()
+        .flat_map(|m| m.programs.iter())
+        .filter_map(|(_, hook)| match hook {
+            Hook::Tracepoint(tracepoint) => Some(*tracepoint),
+            _ => None,
+        })
 }
 
 /// Whether this kernel has a BTF tracepoint, from its `btf_trace_NAME` type.
@@ -146,13 +230,17 @@ pub fn resolve(probes: ProbeSet, btf: &Btf) -> ProbeSet {
 /// The loaded programs; dropping it detaches them all.
 pub struct LoadedPrograms {
     pub ebpf: Ebpf,
-    /// Which probe set is attached, for logs and `flowtel check`.
+    /// Which probe set the pins and the log are named after.
     pub probe_set: ProbeSet,
+    /// How each feature works here.
+    pub features: Features,
     /// The pins, when counting goes on through restarts.
     pub pins: Option<PinPlan>,
-    /// Attached: run before each read of the connection map.
+    /// Each program tried, and whether the kernel's verifier took it.
+    pub verdicts: Vec<(&'static str, Result<(), String>)>,
+    /// Attached iterators (`Stage::Attach`), by program name.
     pub tcp_refresh: Option<BpfIterator>,
-    /// Attached: run before each poll, ahead of `tcp_refresh`.
+    pub tcp_discover: Option<BpfIterator>,
     pub owners: Option<BpfIterator>,
 }
 
@@ -165,8 +253,9 @@ pub enum Stage {
     Attach,
 }
 
-/// Loads the object with the configured map sizes and loads, then attaches,
-/// every program of the probe set the config resolves to.
+/// Loads the object with the configured map sizes, then each feature's
+/// programs: a feature whose programs the kernel refuses takes its next
+/// way, or is off. Fails only when TCP connections cannot be counted.
 ///
 /// With persistence configured (and `Stage::Attach`), the maps user space
 /// reads and the links are pinned; when the pins of the same object are
@@ -179,23 +268,17 @@ pub fn load_and_attach(
 ) -> Result<LoadedPrograms, Error> {
     let btf = Btf::from_sys_fs().map_err(|_| Error::BtfMissing)?;
     let probe_set = resolve(config.probes, &btf);
-    if probe_set == ProbeSet::Kprobe && stage == Stage::Attach && !kprobes_supported() {
-        return Err(Error::KprobesUnavailable);
-    }
+    let kprobes = kprobes_supported();
     let cgroup_path = preflight::cgroup_v2_root(config.cgroup_path.as_deref())?;
     let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
         path: cgroup_path.clone(),
         source,
     })?;
-    let names: Vec<&str> = programs_of(probe_set, config.udp)
-        .map(|(n, _)| *n)
-        .collect();
     let pins = match (&config.persistence, stage) {
         (Some(persistence), Stage::Attach) => Some(plan_pins(
             &persistence.pin_dir,
             config,
             probe_set,
-            &names,
             checkpoint_map_id,
         )?),
         _ => None,
@@ -219,101 +302,225 @@ pub fn load_and_attach(
     let mut ebpf = loader.load(OBJECT).map_err(Error::Load)?;
 
     let resume = pins.as_ref().is_some_and(|plan| plan.resume);
-    if !resume {
-        for &(name, hook) in programs_of(probe_set, config.udp) {
-            let program = ebpf
-                .program_mut(name)
-                .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
-            load(program, name, hook, &btf)?;
-            if stage == Stage::Attach {
-                let attached = attach(program, hook, &cgroup, &cgroup_path)?;
-                // Without pins the program holds its link: it is detached
-                // when the agent stops.
-                if let Some(plan) = &pins {
-                    pin_link(program, attached, &plan.dir.join(name)).map_err(|reason| {
-                        Error::Pin {
-                            what: format!("the link of {name}"),
-                            reason,
-                        }
-                    })?;
-                }
-                tracing::debug!(program = name, ?hook, "attached");
+    let mut features = Features::default();
+    let mut context = Context {
+        btf: &btf,
+        stage,
+        cgroup: &cgroup,
+        cgroup_path: &cgroup_path,
+        pins: pins.as_ref(),
+        resume,
+        kprobes,
+        verdicts: Vec::new(),
+    };
+    for feature in Feature::ALL {
+        let udp_off = matches!(features.get(Feature::Udp), State::Off { .. });
+        let state = if is_udp(feature) && !config.udp {
+            State::Off {
+                why: "receiver.udp is false".to_owned(),
             }
+        } else if is_udp(feature) && feature != Feature::Udp && udp_off {
+            State::Off {
+                why: "udp is off".to_owned(),
+            }
+        } else {
+            enable(
+                &mut ebpf,
+                &mut context,
+                feature,
+                &mechanisms(feature, probe_set, kprobes),
+            )
+        };
+        features.set(feature, state);
+    }
+    let verdicts = std::mem::take(&mut context.verdicts);
+    if let State::Off { why } = features.get(Feature::TcpConnections) {
+        return Err(Error::NothingCounts { why: why.clone() });
+    }
+    let probe_set = match features.get(Feature::Udp) {
+        State::On { via } | State::Fallback { via, .. } if via == KPROBE_UDP.via => {
+            ProbeSet::Kprobe
         }
-    }
-    // Also on resume: the iterators are this agent's own, over the pinned
-    // maps. Discovery after attaching, so that nothing opens unseen between.
-    let tcp_refresh = load_tcp_refresh(&mut ebpf, &btf, stage)?;
-    if let Some(discover) = load_iterator(&mut ebpf, DISCOVER, "task_file", None, &btf, stage)? {
-        discover.run().map_err(Error::Discover)?;
-    }
-    let owners = load_iterator(&mut ebpf, OWNERS, "task_file", None, &btf, stage)?;
+        _ => match probe_set {
+            ProbeSet::Auto => ProbeSet::Tracepoint,
+            set => set,
+        },
+    };
+
+    let iterator = |ebpf: &mut Ebpf, feature: Feature, name| match features.get(feature) {
+        State::Off { .. } => Ok(None),
+        _ => attach_iterator(ebpf, name, stage),
+    };
+    let tcp_refresh = iterator(&mut ebpf, Feature::TcpLiveBytes, TCP_REFRESH)?;
+    let tcp_discover = iterator(&mut ebpf, Feature::ExistingConnections, TCP_DISCOVER)?;
+    let owners = iterator(&mut ebpf, Feature::SocketOwners, OWNERS)?;
     Ok(LoadedPrograms {
         ebpf,
         probe_set,
+        features,
         pins,
+        verdicts,
         tcp_refresh,
+        tcp_discover,
         owners,
     })
 }
 
-/// Loads the TCP refresh iterator and, for `Stage::Attach`, attaches it to
-/// the `tcp_starts` map.
-fn load_tcp_refresh(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
+/// What loading and attaching one feature needs.
+struct Context<'a> {
+    btf: &'a Btf,
     stage: Stage,
-) -> Result<Option<BpfIterator>, Error> {
-    let map = match ebpf.map(TCP_STARTS_MAP) {
-        Some(Map::SkStorage(map)) => {
-            map.fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| Error::Attach {
-                    hook: format!("an iterator over the {TCP_STARTS_MAP} map"),
-                    reason: e.to_string(),
-                })?
-        }
-        _ => panic!("map {TCP_STARTS_MAP} is missing from flowtel.bpf.o or not socket storage"),
-    };
-    load_iterator(
-        ebpf,
-        TCP_REFRESH,
-        "bpf_sk_storage_map",
-        Some(map.as_fd()),
-        btf,
-        stage,
-    )
+    cgroup: &'a File,
+    cgroup_path: &'a Path,
+    pins: Option<&'a PinPlan>,
+    resume: bool,
+    /// Whether kprobes can attach here at all.
+    kprobes: bool,
+    verdicts: Vec<(&'static str, Result<(), String>)>,
 }
 
-/// Loads the iterator program `name` of kind `target` and, for
-/// `Stage::Attach`, attaches it (to `map`, for a map iterator).
-fn load_iterator(
+/// Tries the feature's ways in order; the first whose programs all load
+/// (and attach) is its state.
+fn enable(
+    ebpf: &mut Ebpf,
+    context: &mut Context<'_>,
+    feature: Feature,
+    ways: &[&Mechanism],
+) -> State {
+    let mut refused: Vec<String> = Vec::new();
+    for (rank, way) in ways.iter().enumerate() {
+        match enable_mechanism(ebpf, context, way) {
+            Ok(()) if rank == 0 => {
+                return State::On {
+                    via: way.via.to_owned(),
+                }
+            }
+            Ok(()) => {
+                return State::Fallback {
+                    via: way.via.to_owned(),
+                    why: refused.join("; "),
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%feature, via = way.via, "refused: {error}");
+                refused.push(error.to_string());
+            }
+        }
+    }
+    let why = refused.join("; ");
+    match remains_without(feature) {
+        Some(via) => State::Fallback {
+            via: via.to_owned(),
+            why,
+        },
+        None => State::Off { why },
+    }
+}
+
+/// Loads every program of `way` and, for `Stage::Attach`, attaches the
+/// hooked ones (iterators are attached by the caller). On resume the
+/// programs are the previous agent's, still attached: a way counts as
+/// enabled when all its links are pinned. Any failure unloads what this
+/// way loaded.
+fn enable_mechanism(
+    ebpf: &mut Ebpf,
+    context: &mut Context<'_>,
+    way: &Mechanism,
+) -> Result<(), Error> {
+    let hooked = |hook: &Hook| !matches!(hook, Hook::Iter(_));
+    if context.resume && way.programs.iter().any(|(_, hook)| hooked(hook)) {
+        let plan = context.pins.expect("resume implies pins");
+        return match way
+            .programs
+            .iter()
+            .find(|(name, hook)| hooked(hook) && !plan.dir.join(name).exists())
+        {
+            None => Ok(()),
+            Some((name, _)) => Err(Error::NotPinned { program: name }),
+        };
+    }
+    let mut done: Vec<&'static str> = Vec::new();
+    let result = way.programs.iter().try_for_each(|&(name, hook)| {
+        let program = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
+        done.push(name);
+        if refused_for_test(name) {
+            return Err(Error::Verifier {
+                program: name,
+                reason: format!("refused for this test ({REFUSE_FOR_TEST})"),
+            });
+        }
+        let loaded = load(program, name, hook, context.btf);
+        context
+            .verdicts
+            .push((name, loaded.as_ref().map(drop).map_err(|e| e.to_string())));
+        loaded?;
+        if matches!(hook, Hook::Kprobe(_)) && !context.kprobes {
+            return Err(Error::KprobesUnavailable);
+        }
+        if context.stage == Stage::Attach && hooked(&hook) {
+            let attached = attach(program, hook, context.cgroup, context.cgroup_path)?;
+            // Without pins the program holds its link: it is detached
+            // when the agent stops.
+            if let Some(plan) = context.pins {
+                pin_link(program, attached, &plan.dir.join(name)).map_err(|reason| Error::Pin {
+                    what: format!("the link of {name}"),
+                    reason,
+                })?;
+            }
+            tracing::debug!(program = name, ?hook, "attached");
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        for name in done {
+            if let Some(program) = ebpf.program_mut(name) {
+                unload(program, context.pins, name);
+            }
+        }
+    }
+    result
+}
+
+/// Detaches and unloads a program of a way that failed as a whole.
+fn unload(program: &mut Program, pins: Option<&PinPlan>, name: &str) {
+    if let Some(plan) = pins {
+        let _ = std::fs::remove_file(plan.dir.join(name));
+    }
+    let _ = match program {
+        Program::BtfTracePoint(p) => p.unload(),
+        Program::CgroupSockAddr(p) => p.unload(),
+        Program::CgroupSock(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::Iter(p) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+/// For `Stage::Attach`, makes the link of a loaded iterator.
+fn attach_iterator(
     ebpf: &mut Ebpf,
     name: &'static str,
-    target: &str,
-    map: Option<std::os::fd::BorrowedFd<'_>>,
-    btf: &Btf,
     stage: Stage,
 ) -> Result<Option<BpfIterator>, Error> {
+    if stage == Stage::Load {
+        return Ok(None);
+    }
     let program: &mut Iter = ebpf
         .program_mut(name)
         .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"))
         .try_into()
         .map_err(|e| load_error(name, e))?;
-    program.load(target, btf).map_err(|e| load_error(name, e))?;
-    if stage == Stage::Load {
-        return Ok(None);
-    }
     let attach_failed = |reason: String| Error::Attach {
-        hook: format!("the {target} iterator {name}"),
+        hook: format!("the iterator {name}"),
         reason,
     };
     let program_fd = program
         .fd()
         .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
         .map_err(|e| attach_failed(one_line(&e)))?;
-    BpfIterator::attach(program_fd.as_fd(), map)
+    BpfIterator::attach(program_fd.as_fd())
         .map(Some)
         .map_err(|e| attach_failed(e.to_string()))
 }
@@ -322,7 +529,6 @@ fn plan_pins(
     pin_dir: &Path,
     config: &Config,
     probe_set: ProbeSet,
-    programs: &[&str],
     checkpoint_map_id: Option<u32>,
 ) -> Result<PinPlan, Error> {
     if probe_set == ProbeSet::Kprobe {
@@ -344,8 +550,12 @@ fn plan_pins(
         config.max_connections,
         config.ring_buffer_bytes,
     );
-    pins::plan(pin_dir, &fingerprint, programs, checkpoint_map_id)
+    pins::plan(pin_dir, &fingerprint, REQUIRED_PINS, checkpoint_map_id)
 }
+
+/// The links a previous agent must have pinned for this one to resume: the
+/// required feature's (the others are taken as pinned or not).
+const REQUIRED_PINS: &[&str] = &["flowtel_state"];
 
 fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Result<(), Error> {
     let loaded = match (hook, program) {
@@ -359,10 +569,11 @@ fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Res
         (Hook::Cgroup(_), Program::CgroupSockAddr(program)) => program.load(),
         (Hook::Cgroup(_), Program::CgroupSock(program)) => program.load(),
         (Hook::Kprobe(_), Program::KProbe(program)) => program.load(),
+        (Hook::Iter(target), Program::Iter(program)) => program.load(target, btf),
         (hook, _) => {
-            return Err(Error::Verifier {
+            return Err(Error::SectionMismatch {
                 program: name,
-                reason: format!("its section does not fit the hook {hook:?}"),
+                hook: format!("{hook:?}"),
             })
         }
     };
@@ -401,7 +612,7 @@ fn attach(
             .attach(function, 0)
             .map(|_| Attached::Kprobe)
             .map_err(attach_error(format!("kprobe on {function}"))),
-        (hook, _) => unreachable!("load() checked that {hook:?} fits its program"),
+        (hook, _) => unreachable!("load() checked that {hook:?} fits its program and is hooked"),
     }
 }
 
@@ -461,4 +672,59 @@ fn one_line(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use aya_obj::ProgramSection;
+
+    use super::*;
+
+    /// The object's programs and the loader's tables are one contract: a
+    /// program renamed, added or moved to another kind of hook on one side
+    /// fails here, without root.
+    #[test]
+    fn every_program_of_the_object_has_its_hook_and_no_other() {
+        let object = aya_obj::Object::parse(OBJECT).expect("flowtel.bpf.o parses");
+        let in_object: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
+        let in_tables: BTreeSet<&str> = ALL_MECHANISMS
+            .iter()
+            .flat_map(|way| way.programs.iter().map(|(name, _)| *name))
+            .collect();
+        assert_eq!(in_object, in_tables);
+        for (name, hook) in ALL_MECHANISMS.iter().flat_map(|way| way.programs.iter()) {
+            let section = &object.programs[*name].section;
+            let fits = matches!(
+                (hook, section),
+                (Hook::Tracepoint(_), ProgramSection::BtfTracePoint)
+                    | (Hook::Cgroup(_), ProgramSection::CgroupSockAddr { .. })
+                    | (Hook::Cgroup(_), ProgramSection::CgroupSock { .. })
+                    | (
+                        Hook::Kprobe(_),
+                        ProgramSection::KProbe | ProgramSection::KRetProbe
+                    )
+                    | (Hook::Iter(_), ProgramSection::Iter { .. })
+            );
+            assert!(fits, "{name}: {hook:?} but its section is {section:?}");
+        }
+    }
+
+    #[test]
+    fn every_feature_but_tcp_connections_can_be_lost() {
+        for feature in Feature::ALL {
+            let ways = mechanisms(feature, ProbeSet::Tracepoint, true);
+            assert!(!ways.is_empty(), "{feature} has no way to work");
+            assert!(!feature.loss().is_empty());
+        }
+        assert_eq!(
+            mechanisms(Feature::Udp, ProbeSet::Tracepoint, true)
+                .iter()
+                .map(|way| way.via)
+                .collect::<Vec<_>>(),
+            [TRACEPOINT_UDP.via, KPROBE_UDP.via],
+            "UDP falls back to kprobes where the kernel has them"
+        );
+    }
 }

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * What every hook family shares: constants, the owner of a socket, the
+ * insertion of a new connection, the hand-over of a closed one.
+ */
+#ifndef FLOWTEL_COMMON_H
+#define FLOWTEL_COMMON_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define MSG_PEEK 2
+#define EEXIST 17
+
+/* include/net/tcp_states.h */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+/* enum sock_flags: the peer's FIN has been received. */
+#define SOCK_DONE 1
+
+static __always_inline void owner_of_current(struct owner *owner)
+{
+	owner->pid = bpf_get_current_pid_tgid() >> 32;
+	owner->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+}
+
+static __always_inline void owner_of_task(struct task_struct *task, struct owner *owner)
+{
+	owner->pid = task->tgid;
+	owner->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	bpf_probe_read_kernel(owner->comm, sizeof(owner->comm), task->comm);
+}
+
+static __always_inline void set_owner(struct conn_info *info, const struct owner *owner)
+{
+	info->pid = owner->pid;
+	info->cgroup_id = owner->cgroup_id;
+	__builtin_memcpy(info->comm, owner->comm, sizeof(info->comm));
+}
+
+enum first_sight {
+	SEEN_MID_LIFE, /* a connection older than the agent, or UDP traffic */
+	SEEN_OPENING,  /* the connection's first state change */
+};
+
+/*
+ * Inserts a new connection. Everything a poll may read is set in `info`
+ * before: a poll between the insert and a later write would see the
+ * connection with half its facts.
+ */
+static __always_inline struct conn_info *insert_conn(const struct conn_key *key,
+						     const struct conn_info *info,
+						     enum first_sight sight)
+{
+	long err = bpf_map_update_elem(&conns, key, info, BPF_NOEXIST);
+
+	if (err && err != -EEXIST /* another CPU won the race */) {
+		/* A connection's opening happens once, so it counts connections;
+		 * anything else repeats per event of an untracked socket. */
+		stat_inc(sight == SEEN_OPENING ? FT_STAT_MAP_FULL : FT_STAT_UNTRACKED);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&conns, key);
+}
+
+/* For UDP, takes the peer the cgroup hook stashed for this syscall, if any. */
+static __always_inline void take_udp_peer(struct conn_key *key)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	struct udp_peer *peer = bpf_map_lookup_elem(&udp_peers, &thread);
+
+	if (!peer)
+		return;
+	if (peer->cookie == key->cookie) {
+		__builtin_memcpy(key->peer_addr, peer->addr, 16);
+		key->peer_port = peer->port;
+		key->peer_family = peer->family;
+	}
+	bpf_map_delete_elem(&udp_peers, &thread);
+}
+
+static __always_inline void add_udp(struct conn_info *info, int bytes, int sending)
+{
+	if (sending) {
+		__sync_fetch_and_add(&info->bytes_sent, bytes);
+		__sync_fetch_and_add(&info->packets_sent, 1);
+	} else {
+		__sync_fetch_and_add(&info->bytes_received, bytes);
+		__sync_fetch_and_add(&info->packets_received, 1);
+	}
+}
+
+/* Wakes the reader only when the ring is half full: user space drains it
+ * at every poll anyway, and a wakeup per closed connection would cost the
+ * agent a context switch each (thousands a second under churn). */
+static __always_inline __u64 ring_wakeup(void)
+{
+	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+
+	return queued > size / 2 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+#endif /* FLOWTEL_COMMON_H */

@@ -1,0 +1,317 @@
+//! Running an iterator in other network namespaces. A TCP iterator walks
+//! the sockets of the namespace it is created in, so for a namespace other
+//! than the agent's the iterator must be created from a thread that has
+//! entered it (`setns`). That needs CAP_SYS_ADMIN (and CAP_SYS_PTRACE to
+//! open another user's `/proc/PID/ns/net`): one thread, [`Entry`], keeps
+//! just those two when the agent has them at start, while every other
+//! thread drops all capabilities. Without them only the agent's own
+//! namespace is walked, and [`Walked::unreachable`] says how many were not.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use crate::kernel::iter::BpfIterator;
+
+/// A network namespace, by its inode (as `conn_info.netns` holds it), with
+/// a process that was seen in it (0: none known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespace {
+    pub inode: u32,
+    pub pid: u32,
+}
+
+/// What a walk over several namespaces did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Walked {
+    /// Namespaces whose sockets the iterator walked.
+    pub walked: usize,
+    /// Namespaces it could not enter (no privilege, or no process left in
+    /// them to enter through).
+    pub unreachable: usize,
+}
+
+/// Runs iterators in network namespaces.
+pub struct Namespaces {
+    own: u32,
+    entry: Option<Entry>,
+}
+
+impl Namespaces {
+    /// Starts the entering thread when this thread may enter namespaces.
+    pub fn new() -> io::Result<Namespaces> {
+        let own = own_inode()?;
+        let entry = if may_enter_namespaces() {
+            Some(Entry::spawn()?)
+        } else {
+            tracing::info!(
+                "no CAP_SYS_ADMIN: TCP connections in other network namespaces (containers) count their bytes at close only, not at each poll"
+            );
+            None
+        };
+        Ok(Namespaces { own, entry })
+    }
+
+    /// Runs `iterator` once in each of `namespaces`. `complete` says the list
+    /// is every namespace that matters now: the entering thread then closes
+    /// the namespaces it holds open that are not on it.
+    pub fn run(
+        &self,
+        iterator: &Arc<BpfIterator>,
+        namespaces: &[Namespace],
+        complete: bool,
+    ) -> io::Result<Walked> {
+        let mut walked = Walked::default();
+        let mut others = Vec::new();
+        for namespace in namespaces {
+            if namespace.inode == self.own {
+                iterator.run()?;
+                walked.walked += 1;
+            } else {
+                others.push(*namespace);
+            }
+        }
+        match &self.entry {
+            Some(entry) if !others.is_empty() || complete => {
+                let result = entry.run(iterator, others, complete)?;
+                walked.walked += result.walked;
+                walked.unreachable += result.unreachable;
+            }
+            Some(_) => {}
+            None => walked.unreachable += others.len(),
+        }
+        Ok(walked)
+    }
+}
+
+/// Every network namespace on the host that a process is in or that is
+/// bound to a file (`ip netns add`, Docker's), each once.
+pub fn all_namespaces() -> Vec<Namespace> {
+    let mut found: HashMap<u32, u32> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(inode) = namespace_of_pid(pid) {
+                found.entry(inode).or_insert(pid);
+            }
+        }
+    }
+    for dir in BOUND_NAMESPACE_DIRS {
+        for path in bound_namespaces(Path::new(dir)) {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                found.entry(meta.ino() as u32).or_insert(0);
+            }
+        }
+    }
+    let mut namespaces: Vec<Namespace> = found
+        .into_iter()
+        .map(|(inode, pid)| Namespace { inode, pid })
+        .collect();
+    namespaces.sort_unstable_by_key(|n| n.inode);
+    namespaces
+}
+
+/// Where namespaces bound to files live: iproute2's and Docker's.
+const BOUND_NAMESPACE_DIRS: [&str; 2] = ["/run/netns", "/run/docker/netns"];
+
+fn bound_namespaces(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The namespace inode of a process, from the `net:[INODE]` link.
+fn namespace_of_pid(pid: u32) -> Option<u32> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    parse_namespace_link(link.to_str()?)
+}
+
+fn parse_namespace_link(link: &str) -> Option<u32> {
+    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+fn own_inode() -> io::Result<u32> {
+    Ok(std::fs::metadata("/proc/self/ns/net")?.ino() as u32)
+}
+
+const CAP_SYS_ADMIN: caps::Capability = caps::Capability::CAP_SYS_ADMIN;
+const CAP_SYS_PTRACE: caps::Capability = caps::Capability::CAP_SYS_PTRACE;
+
+fn may_enter_namespaces() -> bool {
+    caps::has_cap(None, caps::CapSet::Effective, CAP_SYS_ADMIN).unwrap_or(false)
+}
+
+/// One walk for the entering thread.
+struct Job {
+    iterator: Arc<BpfIterator>,
+    namespaces: Vec<Namespace>,
+    complete: bool,
+    done: mpsc::Sender<io::Result<Walked>>,
+}
+
+/// The thread that enters namespaces; it ends when this is dropped.
+struct Entry {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Entry {
+    fn spawn() -> io::Result<Entry> {
+        let (jobs, incoming) = mpsc::channel::<Job>();
+        let home = File::open("/proc/self/ns/net")?;
+        std::thread::Builder::new()
+            .name("flowtel-netns".to_owned())
+            .spawn(move || {
+                keep_only_namespace_capabilities();
+                let mut thread = EntryThread {
+                    home,
+                    open: HashMap::new(),
+                };
+                for job in incoming {
+                    let result = thread.walk(&job);
+                    let _ = job.done.send(result);
+                }
+            })?;
+        Ok(Entry { jobs })
+    }
+
+    fn run(
+        &self,
+        iterator: &Arc<BpfIterator>,
+        namespaces: Vec<Namespace>,
+        complete: bool,
+    ) -> io::Result<Walked> {
+        let (done, result) = mpsc::channel();
+        let gone = || io::Error::other("the namespace thread has stopped");
+        self.jobs
+            .send(Job {
+                iterator: Arc::clone(iterator),
+                namespaces,
+                complete,
+                done,
+            })
+            .map_err(|_| gone())?;
+        result.recv().map_err(|_| gone())?
+    }
+}
+
+/// The capabilities are this thread's own (Linux keeps them per thread):
+/// it keeps what entering a namespace needs, and nothing else.
+fn keep_only_namespace_capabilities() {
+    let keep: caps::CapsHashSet = [CAP_SYS_ADMIN, CAP_SYS_PTRACE].into_iter().collect();
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+        let have = caps::read(None, set).unwrap_or_default();
+        let _ = caps::set(None, set, &have.intersection(&keep).copied().collect());
+    }
+    let _ = caps::clear(None, caps::CapSet::Inheritable);
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+}
+
+struct EntryThread {
+    home: File,
+    /// The namespaces entered before, kept open by inode.
+    open: HashMap<u32, File>,
+}
+
+impl EntryThread {
+    fn walk(&mut self, job: &Job) -> io::Result<Walked> {
+        let mut walked = Walked::default();
+        if job.complete {
+            self.open
+                .retain(|inode, _| job.namespaces.iter().any(|n| n.inode == *inode));
+        }
+        for namespace in &job.namespaces {
+            let Some(file) = self.find(namespace) else {
+                walked.unreachable += 1;
+                continue;
+            };
+            if enter(file).is_err() {
+                walked.unreachable += 1;
+                self.open.remove(&namespace.inode);
+                continue;
+            }
+            let ran = job.iterator.run();
+            // Back home before anything else: a failure to return would
+            // leave this thread walking the wrong namespace.
+            enter(&self.home)?;
+            ran?;
+            walked.walked += 1;
+        }
+        Ok(walked)
+    }
+
+    /// The namespace's file: held open from before, or through the hinted
+    /// process, or found among all processes and bound namespaces.
+    fn find(&mut self, namespace: &Namespace) -> Option<&File> {
+        use std::collections::hash_map::Entry as Slot;
+        match self.open.entry(namespace.inode) {
+            Slot::Occupied(held) => Some(held.into_mut()),
+            Slot::Vacant(slot) => {
+                let file = open_through_pid(namespace.pid, namespace.inode)
+                    .or_else(|| search(namespace.inode))?;
+                Some(slot.insert(file))
+            }
+        }
+    }
+}
+
+fn open_through_pid(pid: u32, inode: u32) -> Option<File> {
+    if pid == 0 {
+        return None;
+    }
+    let file = File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    (file.metadata().ok()?.ino() as u32 == inode).then_some(file)
+}
+
+fn search(inode: u32) -> Option<File> {
+    all_namespaces()
+        .into_iter()
+        .filter(|n| n.inode == inode)
+        .find_map(|n| open_through_pid(n.pid, inode))
+        .or_else(|| {
+            BOUND_NAMESPACE_DIRS
+                .iter()
+                .flat_map(|dir| bound_namespaces(Path::new(dir)))
+                .find_map(|path| {
+                    let file = File::open(path).ok()?;
+                    (file.metadata().ok()?.ino() as u32 == inode).then_some(file)
+                })
+        })
+}
+
+fn enter(namespace: &File) -> io::Result<()> {
+    // SAFETY: setns takes a descriptor we hold open and a namespace type.
+    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_namespace_link() {
+        assert_eq!(parse_namespace_link("net:[4026531840]"), Some(4026531840));
+        assert_eq!(parse_namespace_link("mnt:[4026531840]"), None);
+        assert_eq!(parse_namespace_link("net:[x]"), None);
+    }
+
+    #[test]
+    fn finds_this_process_namespace() {
+        let own = own_inode().unwrap();
+        assert!(all_namespaces().iter().any(|n| n.inode == own));
+    }
+}
