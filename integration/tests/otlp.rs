@@ -405,6 +405,13 @@ fn a_password_in_the_endpoint_never_shows_in_the_log() {
         "the retry warnings name the endpoint, redacted: {stderr:?}"
     );
     assert!(stderr.iter().all(|l| !l.contains(PASSWORD)), "{stderr:?}");
+    assert!(
+        receiver.arrivals().iter().all(|a| a
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v.starts_with("Basic "))),
+        "the user and password go as basic authentication"
+    );
 }
 
 #[test]
