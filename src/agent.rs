@@ -1,6 +1,6 @@
 //! The agent's loop: kernel maps -> receiver -> processor -> exporter, with
 //! a poll every poll interval and exactly at every window boundary, and a
-//! clean stop on SIGINT/SIGTERM.
+//! clean stop on SIGINT/SIGTERM/SIGHUP.
 
 use std::time::SystemTime;
 
@@ -13,11 +13,13 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::checkpoint::{Saved, Store};
 use crate::cli::Settings;
 
-/// Runs the agent until SIGINT or SIGTERM. Must run inside a tokio runtime.
+/// Runs the agent until SIGINT, SIGTERM or SIGHUP. Must run inside a tokio
+/// runtime.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Listen before saying we are watching, so that a signal sent right
     // after the readiness line is not fatal.
-    let mut stop = StopSignals::listen().context("could not listen for SIGINT and SIGTERM")?;
+    let mut stop =
+        StopSignals::listen().context("could not listen for SIGINT, SIGTERM and SIGHUP")?;
     let store = settings
         .receiver
         .persistence
@@ -171,10 +173,14 @@ async fn sleep_until(t: SystemTime) {
     }
 }
 
-/// SIGINT and SIGTERM.
+/// SIGINT, SIGTERM and SIGHUP: each stops the agent gracefully (the last
+/// poll, the open window flushed). SIGHUP is not a reload: a terminal that
+/// closes, or a supervisor that sends it, never kills the agent with its
+/// open window.
 struct StopSignals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl StopSignals {
@@ -182,14 +188,16 @@ impl StopSignals {
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Waits for either; returns its name.
+    /// Waits for any; returns its name.
     async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 }

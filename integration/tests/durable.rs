@@ -1,8 +1,9 @@
-//! The durable queue: with `receiver.persistence` and
-//! `exporters.otlp.spill_dir`, each window is on disk before the checkpoint
-//! counts it as exported, so an agent killed with SIGKILL during an outage
-//! loses nothing: the next agent sends every window once, in order, with
-//! its own timestamps.
+//! Nothing lost at a stop or a crash. The durable queue: with
+//! `receiver.persistence` and `exporters.otlp.spill_dir`, each window is on
+//! disk before the checkpoint counts it as exported, so an agent killed with
+//! SIGKILL during an outage loses nothing: the next agent sends every window
+//! once, in order, with its own timestamps. SIGHUP stops the agent as
+//! SIGTERM does, flushing its open window.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -72,13 +73,9 @@ fn kept(dir: &Path) -> usize {
 }
 
 fn kill(agent: &mut Agent) {
-    let pid = libc::pid_t::try_from(agent.pid()).unwrap();
-    // SAFETY: kill has no memory preconditions; the pid is our own child,
-    // not yet reaped.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    while agent.is_running() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.signal(libc::SIGKILL);
+    let how = agent.wait_for_exit();
+    assert!(how.contains("signal: 9"), "{how}");
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -201,4 +198,34 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
     assert!(!transfer_points.is_empty());
     assert!(transfer_points.iter().all(|p| p.time_ns <= killed_ns));
     assert_eq!(kept(&spill), 0, "sent, then gone from disk");
+}
+
+#[test]
+fn sighup_stops_the_agent_and_flushes_its_open_window() {
+    privilege::require_root();
+    // One-hour windows: the bytes are only in the open window at the stop.
+    let mut agent = Agent::start(FLOWTEL, POLL);
+    let truth = tcp::transfer(LOOPBACK, 200_000, 200_000);
+    let client = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(truth.server_port);
+    agent.wait_for_totals(&client, |t| t.bytes_sent >= truth.client_sent);
+    assert_eq!(windows_closed(&agent.records()), 0);
+    agent.signal(libc::SIGHUP);
+    let how = agent.wait_for_exit();
+    let records = agent.records();
+    let flushed = window_bytes(&records, truth.server_port);
+    println!("after SIGHUP: {flushed} of 400000 bytes in the flushed window ({how})");
+    assert!(how.contains("exit status: 0"), "{how}");
+    assert_eq!(flushed, truth.client_sent + truth.client_received);
+    assert_eq!(flushed, 400_000);
+    assert!(
+        agent
+            .stderr()
+            .iter()
+            .any(|l| l.contains("SIGHUP: last poll, then the partial window")),
+        "{:?}",
+        agent.stderr()
+    );
 }
