@@ -20,6 +20,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // after the readiness line is not fatal.
     let mut stop =
         StopSignals::listen().context("could not listen for SIGINT, SIGTERM and SIGHUP")?;
+    // Before the pins are adopted: one agent per state and pin directory.
+    let _lock = match &settings.receiver.persistence {
+        Some(persistence) => Some(crate::lock::acquire(persistence)?),
+        None => None,
+    };
     let store = settings
         .receiver
         .persistence

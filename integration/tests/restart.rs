@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use integration::agent::Agent;
@@ -167,4 +168,59 @@ fn after_a_crash_the_next_agent_counts_from_the_last_exported_window() {
     assert_eq!(exported, X as u64);
     assert_eq!(after.bytes_sent, Y as u64, "nothing exported counted again");
     assert_eq!(after.connections_opened, 0);
+}
+
+#[test]
+fn a_second_agent_on_the_same_directories_refuses_to_start_and_the_first_counts_on() {
+    privilege::require_root();
+    let sandbox = Sandbox::new("restart-second-agent");
+    let config = sandbox.config("");
+    let mut first = start(&config);
+
+    let mut second = Command::new(FLOWTEL)
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the second agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second agent did not refuse to start within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    println!("second agent: {status}: {stderr}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another flowtel agent (pid {}) is running with the state directory",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+
+    // The first agent was not disturbed: it counts a transfer exactly.
+    let truth = integration::traffic::tcp::transfer("127.0.0.1".parse().unwrap(), 30_000, 10_000);
+    first.assert_transfer_counted(&truth);
+    let how = first.stop();
+    assert!(how.contains("exit status: 0"), "{how}");
 }
