@@ -31,6 +31,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| Store::new(&p.state_dir));
     let saved = store.as_ref().and_then(Store::load);
+    if let Some(store) = &store {
+        store.clean_leftovers();
+    }
     let mut receiver =
         Receiver::start_resuming(&settings.receiver, saved.as_ref().map(|s| s.conns_map_id))
             .context("could not start the receiver")?;
@@ -47,9 +50,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => Processor::new(settings.processor.clone(), started)?,
     };
-    let checkpoints = store.map(|store| Checkpoints {
+    let mut checkpoints = store.map(|store| Checkpoints {
         store,
         conns_map_id: receiver.conns_map_id(),
+        failing: None,
+        log: exporter::LogLimit::default(),
     });
     // With persistence, the export queues are kept on disk too, so that a
     // window the checkpoint counts as exported is never only in memory.
@@ -87,7 +92,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             &mut receiver,
             &mut processor,
             &mut exporter,
-            checkpoints.as_ref(),
+            checkpoints.as_mut(),
         )?;
         next_poll = now + poll_interval;
         if stopping.is_some() {
@@ -96,8 +101,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 .export_window(&partial)
                 .context("could not export the last window")?;
             exporter.close().context("could not finish exporting")?;
-            if let Some(checkpoints) = &checkpoints {
-                checkpoints.save(&processor, now)?;
+            if let Some(checkpoints) = &mut checkpoints {
+                checkpoints.save(&processor, now);
+                checkpoints.say_if_lost();
             }
             tracing::info!("flowtel: stopped");
             return Ok(());
@@ -110,7 +116,7 @@ fn poll(
     receiver: &mut Receiver,
     processor: &mut Processor,
     exporter: &mut impl Exporter,
-    checkpoints: Option<&Checkpoints>,
+    checkpoints: Option<&mut Checkpoints>,
 ) -> anyhow::Result<SystemTime> {
     let poll = receiver
         .poll()
@@ -138,16 +144,22 @@ fn poll(
             .export_window(&window)
             .context("could not export the window")?;
         if let Some(checkpoints) = checkpoints {
-            checkpoints.save(processor, now)?;
+            checkpoints.save(processor, now);
         }
     }
     Ok(now)
 }
 
-/// Where checkpoints go, and the pinned map they belong to.
+/// Where checkpoints go, the pinned map they belong to, and whether the
+/// last save failed.
 struct Checkpoints {
     store: Store,
     conns_map_id: Option<u32>,
+    /// Failed saves in a row, the last one's error, and whether the
+    /// failure was logged.
+    failing: Option<(u64, String, bool)>,
+    /// How often a failing save is logged.
+    log: exporter::LogLimit,
 }
 
 impl Checkpoints {
@@ -155,14 +167,55 @@ impl Checkpoints {
     /// window is handed to the exporters, which have written it to their
     /// queue directories by then: a later agent recounts what came after,
     /// never what went before, and sends what is still queued.
-    fn save(&self, processor: &Processor, now: SystemTime) -> anyhow::Result<()> {
+    ///
+    /// A failure (a full or read-only state directory) never stops the
+    /// counting: it is counted, logged when it starts (at most once in
+    /// [`exporter::LogLimit::QUIET`]), and the older checkpoint is removed,
+    /// so that a restart meanwhile starts afresh (losing the gap) instead of
+    /// counting again what was exported after it. The next window tries
+    /// again.
+    fn save(&mut self, processor: &Processor, now: SystemTime) {
         let Some(conns_map_id) = self.conns_map_id else {
-            return Ok(());
+            return;
         };
-        self.store.save(&Saved {
+        let saved = self.store.save(&Saved {
             conns_map_id,
             checkpoint: processor.checkpoint(now),
-        })
+        });
+        match (saved, self.failing.take()) {
+            (Ok(()), Some((failures, _, true))) => tracing::info!(
+                "flowtel: the checkpoint is written again, after {failures} failed saves"
+            ),
+            (Ok(()), _) => {}
+            (Err(error), failing) => {
+                let removed = self.store.discard();
+                let (failures, logged) = match failing {
+                    Some((n, _, logged)) => (n + 1, logged),
+                    None => (1, false),
+                };
+                let logged = logged || (failures == 1 && self.log.allow());
+                if failures == 1 && logged {
+                    let older = match removed {
+                        Ok(()) => "the older checkpoint was removed, so a restart meanwhile starts afresh rather than count twice".to_owned(),
+                        Err(e) => format!("the older checkpoint could not be removed either ({e}): a restart meanwhile would count again what was exported since"),
+                    };
+                    tracing::warn!(
+                        "flowtel: {error:#}; {older}; counting goes on and the checkpoint is tried again at each window (free space in or fix {})",
+                        self.store.dir().display()
+                    );
+                }
+                self.failing = Some((failures, format!("{error:#}"), logged));
+            }
+        }
+    }
+
+    /// At the stop: says what a missing checkpoint loses.
+    fn say_if_lost(&self) {
+        if let Some((failures, error, _)) = &self.failing {
+            tracing::warn!(
+                "flowtel: stopped without a checkpoint ({failures} failed saves, the last: {error}): the next agent starts afresh, and what moves until it starts is not counted"
+            );
+        }
     }
 }
 

@@ -23,8 +23,13 @@ pub struct Lock {
 /// Takes the locks for `persistence`, or says which agent holds them.
 pub fn acquire(persistence: &receiver::Persistence) -> anyhow::Result<Lock> {
     let state_dir = &persistence.state_dir;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let writable = "receiver.persistence.state_dir must be a writable directory";
+    std::fs::create_dir_all(state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {} ({writable})",
+            state_dir.display()
+        )
+    })?;
     let path = state_dir.join(FILE);
     let mut file = File::options()
         .read(true)
@@ -32,7 +37,7 @@ pub fn acquire(persistence: &receiver::Persistence) -> anyhow::Result<Lock> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        .with_context(|| format!("cannot open the lock file {} ({writable})", path.display()))?;
     if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
         if e != rustix::io::Errno::WOULDBLOCK {
             return Err(std::io::Error::from(e))
@@ -53,7 +58,7 @@ pub fn acquire(persistence: &receiver::Persistence) -> anyhow::Result<Lock> {
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .with_context(|| format!("cannot write the lock file {}", path.display()))?;
+        .with_context(|| format!("cannot write the lock file {} ({writable})", path.display()))?;
     let mut files = vec![file];
     if let Some(pins) = lock_pins(&persistence.pin_dir)? {
         files.push(pins);

@@ -459,6 +459,14 @@ impl Agent {
         panic!("{message}");
     }
 
+    /// Waits until the agent closes one more window than it had.
+    pub fn wait_for_another_window(&mut self) {
+        let closed = record::windows_closed(&self.records());
+        self.wait_until("one more window", |records| {
+            record::windows_closed(records) > closed
+        });
+    }
+
     /// Sends the agent `signal` (`libc::SIGKILL`, `libc::SIGHUP`, ...).
     pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.pid()).expect("a pid");

@@ -13,7 +13,7 @@ use integration::agent::Agent;
 use integration::otlp_metrics::{self, Point};
 use integration::otlp_receiver::{Behaviour, OtlpReceiver, Protocol};
 use integration::privilege;
-use integration::record::{FlowFilter, Record};
+use integration::record::{window_bytes, windows_closed, FlowFilter};
 use integration::sandbox::Sandbox;
 use integration::traffic::tcp;
 
@@ -26,40 +26,6 @@ fn agent(receiver: &OtlpReceiver, config: &Path) -> Agent {
     let mut command = receiver.agent_command(FLOWTEL);
     command.arg("--config").arg(config).env("RUST_LOG", "info");
     Agent::launch(command, POLL)
-}
-
-/// Bytes both ways of this process's connection to `port`, in the windows
-/// the agent printed.
-fn window_bytes(records: &[Record], port: u16) -> u64 {
-    let client = FlowFilter::this_process()
-        .tcp()
-        .outgoing()
-        .destination_port(port);
-    records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Window(flow) if client.matches(&flow.attributes) => {
-                Some(flow.bytes_sent + flow.bytes_received)
-            }
-            _ => None,
-        })
-        .sum()
-}
-
-/// How many windows the agent has closed.
-fn windows_closed(records: &[Record]) -> usize {
-    records
-        .iter()
-        .filter(|r| matches!(r, Record::Other(v) if v["record"] == "window_summary"))
-        .count()
-}
-
-/// Waits until `agent` closes one more window than it had.
-fn wait_for_another_window(agent: &mut Agent) {
-    let closed = windows_closed(&agent.records());
-    agent.wait_until("one more window", |records| {
-        windows_closed(records) > closed
-    });
 }
 
 /// The windows (`*.otlp` files) in a queue directory.
@@ -127,7 +93,7 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
     }
     // The window after the last transfer's has closed too: the last
     // transfer's window was queued and checkpointed before it.
-    wait_for_another_window(&mut first);
+    first.wait_for_another_window();
     kill(&mut first);
     let killed_ns = nanos(SystemTime::now());
     let on_disk = kept(&spill);
@@ -156,8 +122,8 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
             || windows_closed(records) >= closed + 5
     });
     // Two more windows of the second agent's own: nothing counted again.
-    wait_for_another_window(&mut second);
-    wait_for_another_window(&mut second);
+    second.wait_for_another_window();
+    second.wait_for_another_window();
     let how = second.stop();
     assert!(how.contains("exit status: 0"), "second agent: {how}");
 

@@ -16,7 +16,7 @@ use super::encode::Encoder;
 use super::spill::Spill;
 use super::transport::Transport;
 use crate::health::Health;
-use crate::{ConfigError, Error, Exporter};
+use crate::{ConfigError, Error, Exporter, LogLimit};
 
 /// Sends closed windows, and the agent's health after each, to one OTLP
 /// backend.
@@ -26,9 +26,11 @@ pub struct OtlpExporter {
     delivery: Delivery,
     health: Health,
     spill: Option<Spill>,
-    /// The queue directory failed the last write (logged once until a
-    /// write works again).
-    disk_failing: bool,
+    /// The queue directory failed the last write, and whether that was
+    /// logged.
+    disk_failing: Option<bool>,
+    /// How often a failing queue directory is logged.
+    disk_log: LogLimit,
 }
 
 impl OtlpExporter {
@@ -39,6 +41,27 @@ impl OtlpExporter {
         resource_attributes: &BTreeMap<String, String>,
     ) -> Result<OtlpExporter, ConfigError> {
         let transport = Transport::new(destination)?;
+        let (spill, kept) = match &destination.spill_dir {
+            Some(dir) => {
+                let (spill, kept) = Spill::open(dir).map_err(|e| {
+                    ConfigError::new(format!(
+                        "the OTLP queue directory {} cannot be used: {e}: make it a writable directory with room for queue_bytes, or set exporters.otlp.spill_dir elsewhere",
+                        dir.display()
+                    ))
+                })?;
+                let free = super::spill::free_bytes(dir).unwrap_or(u64::MAX);
+                if free < destination.queue_bytes {
+                    tracing::warn!(
+                        "flowtel: the OTLP queue directory {} has {} free, less than queue_bytes ({}): in a long outage windows will be held in memory only once it is full",
+                        dir.display(),
+                        mib(free),
+                        mib(destination.queue_bytes)
+                    );
+                }
+                (Some(spill), kept)
+            }
+            None => (None, Vec::new()),
+        };
         tracing::info!(
             endpoint = %destination.shown_url(),
             protocol = %destination.protocol,
@@ -53,29 +76,17 @@ impl OtlpExporter {
                 bytes: destination.queue_bytes,
             },
         );
-        let spill = match &destination.spill_dir {
-            Some(dir) => {
-                let (spill, kept) = Spill::open(dir).map_err(|e| {
-                    ConfigError::new(format!(
-                        "the OTLP queue directory {} cannot be used: {e}: make it a writable directory with room for queue_bytes, or set exporters.otlp.spill_dir elsewhere",
-                        dir.display()
-                    ))
-                })?;
-                if !kept.is_empty() {
-                    tracing::info!(
-                        endpoint = %destination.shown_url(),
-                        "flowtel: sending first {} windows kept in {} by the previous agent",
-                        kept.len(),
-                        dir.display()
-                    );
-                }
-                for (window, file) in kept {
-                    delivery.enqueue(window, Some(file));
-                }
-                Some(spill)
-            }
-            None => None,
-        };
+        if let (Some(spill), false) = (&spill, kept.is_empty()) {
+            tracing::info!(
+                endpoint = %destination.shown_url(),
+                "flowtel: sending first {} windows kept in {} by the previous agent",
+                kept.len(),
+                spill.dir().display()
+            );
+        }
+        for (window, file) in kept {
+            delivery.enqueue(window, Some(file));
+        }
         let health = Health::new(
             &encoder.resource_attributes(),
             destination.temporality == Temporality::Delta,
@@ -87,19 +98,20 @@ impl OtlpExporter {
             delivery,
             health,
             spill,
-            disk_failing: false,
+            disk_failing: None,
+            disk_log: LogLimit::default(),
         })
     }
 
     /// Writes `window` to the queue directory, if there is one; returns its
-    /// file. A failure is logged once until a write works again, and
-    /// counted; the window is then held in memory only, and written again
-    /// at the stop.
+    /// file. A failure is counted, and logged when it starts (at most once
+    /// in [`LogLimit::QUIET`]); the window is then held in memory only, and
+    /// written again at the stop.
     fn keep(&mut self, window: &WindowRequests) -> Option<PathBuf> {
         let spill = self.spill.as_mut()?;
         match spill.write(window) {
             Ok(file) => {
-                if std::mem::take(&mut self.disk_failing) {
+                if self.disk_failing.take() == Some(true) {
                     tracing::info!(
                         "flowtel: writing windows to {} works again",
                         spill.dir().display()
@@ -112,11 +124,15 @@ impl OtlpExporter {
                     .losses()
                     .disk_failures
                     .fetch_add(1, Ordering::Relaxed);
-                if !std::mem::replace(&mut self.disk_failing, true) {
-                    tracing::warn!(
+                if self.disk_failing.is_none() {
+                    let logged = self.disk_log.allow();
+                    self.disk_failing = Some(logged);
+                    if logged {
+                        tracing::warn!(
                         "flowtel: could not write a window to the queue directory {}: {e}; windows are held in memory only (lost if the agent is killed) until writing works again",
                         spill.dir().display()
                     );
+                    }
                 }
                 None
             }
@@ -197,4 +213,9 @@ impl Exporter for OtlpExporter {
         }
         Ok(())
     }
+}
+
+/// Bytes as MiB, one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }

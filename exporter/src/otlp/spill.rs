@@ -135,6 +135,12 @@ impl Spill {
     }
 }
 
+/// The bytes free for an unprivileged writer in `dir`'s file system.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Removes the file of a settled window (and fsyncs its directory, so that
 /// a power loss does not bring it back to be sent twice).
 pub fn remove(path: &Path) -> std::io::Result<()> {
