@@ -107,4 +107,23 @@ static __always_inline __u64 ring_wakeup(void)
 	return queued > size / 2 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* Hands a closed connection to user space and forgets it. If the ring buffer
+ * is full the entry stays, flagged closed, and user space reaps it at the
+ * next poll: delayed, never lost. */
+static __always_inline void hand_over_closed(const struct conn_key *key, struct conn_info *info)
+{
+	struct conn_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+
+	if (!event) {
+		stat_inc(FT_STAT_CLOSE_DEFERRED);
+		return;
+	}
+	event->kind = FT_EVENT_CLOSED;
+	event->_pad = 0;
+	event->key = *key;
+	event->info = *info;
+	bpf_ringbuf_submit(event, ring_wakeup());
+	bpf_map_delete_elem(&conns, key);
+}
+
 #endif /* FLOWTEL_COMMON_H */

@@ -116,25 +116,6 @@ static __always_inline struct conn_info *find_or_track_tcp(struct tcp_sock *tp,
 	return track_tcp(tp, key, sight, owner, direction);
 }
 
-/* Hands a closed connection to user space and forgets it. If the ring buffer
- * is full the entry stays, flagged closed, and user space reaps it at the
- * next poll: delayed, never lost. */
-static __always_inline void hand_over_closed(const struct conn_key *key, struct conn_info *info)
-{
-	struct conn_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
-
-	if (!event) {
-		stat_inc(FT_STAT_CLOSE_DEFERRED);
-		return;
-	}
-	event->kind = FT_EVENT_CLOSED;
-	event->_pad = 0;
-	event->key = *key;
-	event->info = *info;
-	bpf_ringbuf_submit(event, ring_wakeup());
-	bpf_map_delete_elem(&conns, key);
-}
-
 static __always_inline void forget_listener(struct sock *sk)
 {
 	struct listener_key key = listener_key_of_btf(sk);
@@ -245,6 +226,28 @@ enum tcp_walk {
 	WALK_REFRESH,  /* before each poll: bring the tracked ones up to date */
 };
 
+/* A listener older than the agent, before its owner is known: the owners
+ * walk gives it one. An entry the state program made is kept. */
+static __always_inline void discover_listener(struct sock *sk, __u64 cookie)
+{
+	struct listener_key key = listener_key_of_btf(sk);
+	struct owner nobody = {};
+
+	if (!key.port)
+		return;
+	nobody.listener_cookie = cookie;
+	bpf_map_update_elem(&listeners, &key, &nobody, BPF_NOEXIST);
+}
+
+/* A connection older than the agent was accepted if its local port is a
+ * listener's: the iterator walks the listeners before the connections. */
+static __always_inline __u8 discovered_direction(struct sock *sk)
+{
+	struct listener_key key = listener_key_of_btf(sk);
+
+	return bpf_map_lookup_elem(&listeners, &key) ? FT_DIR_INCOMING : FT_DIR_OUTGOING;
+}
+
 static __always_inline int walk_tcp(struct bpf_iter__tcp *ctx, enum tcp_walk walk)
 {
 	struct sock_common *skc = ctx->sk_common;
@@ -264,10 +267,14 @@ static __always_inline int walk_tcp(struct bpf_iter__tcp *ctx, enum tcp_walk wal
 	/* Also gives the socket its cookie, which the task_file walk reads. */
 	key.cookie = bpf_get_socket_cookie(sk);
 	state = sk->__sk_common.skc_state;
+	if (walk == WALK_DISCOVER && state == TCP_LISTEN) {
+		discover_listener(sk, key.cookie);
+		return 0;
+	}
 	if (!tcp_connected(state))
-		return 0; /* listeners, and what the state program sees open */
+		return 0; /* what the state program sees open */
 	if (walk == WALK_DISCOVER) {
-		info = find_or_track_tcp(tp, &key, SEEN_MID_LIFE, 0, FT_DIR_UNKNOWN);
+		info = find_or_track_tcp(tp, &key, SEEN_MID_LIFE, 0, discovered_direction(sk));
 		if (info)
 			info->flags |= FT_FLAG_ESTABLISHED;
 		return 0;

@@ -6,6 +6,7 @@
  *   tp_btf/sock_send_length, sock_recv_length   datagrams (Linux 6.3+)
  *   kprobes on udp_sendmsg, skb_consume_udp ...  datagrams (older kernels)
  *   cgroup/sendmsg4|6, cgroup/recvmsg4|6         peer of unconnected UDP
+ *   cgroup/connect4|6                            a new peer of connected UDP
  *   cgroup/sock_release                          UDP socket gone
  */
 
@@ -76,6 +77,39 @@ SEC("cgroup/recvmsg6")
 int flowtel_udp_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	stash_udp_peer(ctx, AF_INET6);
+	return 1;
+}
+
+/* connect() on a UDP socket: a socket connected before, to another peer,
+ * starts a new conversation. Its old one ends here, before any datagram
+ * to the new peer can count on it. (A disconnect, connect(AF_UNSPEC),
+ * runs no hook: the old conversation then ends when idle.) */
+static __always_inline void end_connected_udp(struct bpf_sock_addr *ctx)
+{
+	struct conn_key key = {};
+	struct conn_info *info;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return;
+	key.cookie = bpf_get_socket_cookie(ctx);
+	info = bpf_map_lookup_elem(&conns, &key);
+	if (!info)
+		return;
+	info->flags |= FT_FLAG_CLOSED;
+	hand_over_closed(&key, info);
+}
+
+SEC("cgroup/connect4")
+int flowtel_udp_connect4(struct bpf_sock_addr *ctx)
+{
+	end_connected_udp(ctx);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int flowtel_udp_connect6(struct bpf_sock_addr *ctx)
+{
+	end_connected_udp(ctx);
 	return 1;
 }
 

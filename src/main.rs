@@ -78,6 +78,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("flowtel")
+        // Capabilities are per thread: the runtime's threads need none, and
+        // must not keep the ones the main thread holds until it has
+        // attached the programs.
+        .on_thread_start(|| {
+            if let Err(error) = privileges::drop_all() {
+                tracing::warn!("flowtel: a runtime thread kept its capabilities: {error:#}");
+            }
+        })
         .enable_all()
         .build()
         .context("could not start the async runtime")

@@ -48,7 +48,8 @@ pub struct GuestRun {
 /// Host side: boots the guest and reads what it measured.
 pub fn run_in_guest(rounds: usize, time: Duration) -> GuestRun {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-matrix");
-    let kernel = vm::Kernel::debian(DEBIAN_6_1, &cache);
+    let archive = vm::Archive::open(&cache);
+    let kernel = vm::Kernel::debian(&archive, DEBIAN_6_1, &cache);
     let command = format!(
         "{GUEST_ENV}=1 FLOWTEL_BINARY=/flowtel FLOWTEL_BENCH_PAIRS={rounds} \
          FLOWTEL_BENCH_SECONDS={} /datapath",

@@ -130,6 +130,36 @@ impl Health {
             .with_description("Socket events of connections left out of the full map.")
             .with_callback(move |o| o.observe(untracked(), &[]))
             .build();
+        let releases_lost = read(|h| h.udp_releases_lost);
+        meter
+            .u64_observable_counter("flowtel.udp.releases.lost")
+            .with_unit("{socket}")
+            .with_description(
+                "UDP socket releases lost to a full ring buffer: their flows end when idle.",
+            )
+            .with_callback(move |o| o.observe(releases_lost(), &[]))
+            .build();
+        let unreachable = read(|h| h.namespaces_unreachable);
+        meter
+            .u64_observable_gauge("flowtel.netns.unreachable")
+            .with_unit("{namespace}")
+            .with_description(
+                "Network namespaces with TCP connections the last poll could not enter: their bytes wait for the close.",
+            )
+            .with_callback(move |o| o.observe(unreachable(), &[]))
+            .build();
+        let features = Arc::clone(&last_poll);
+        meter
+            .u64_observable_gauge("flowtel.feature.state")
+            .with_unit("1")
+            .with_description("Each feature's state on this kernel: 2 on, 1 fallback, 0 off.")
+            .with_callback(move |o| {
+                let levels = features.lock().unwrap_or_else(|e| e.into_inner()).features;
+                for (feature, level) in levels.iter() {
+                    o.observe(level as u64, &[KeyValue::new("feature", feature.name())]);
+                }
+            })
+            .build();
         let (tracked, capacity) = (read(|h| h.tracked_connections), read(|h| h.map_capacity));
         meter
             .f64_observable_gauge("flowtel.map.fill")
@@ -288,6 +318,21 @@ mod tests {
         assert_eq!(value(&request, "flowtel.export.not_otlp"), Some(6.0));
         assert_eq!(value(&request, "flowtel.series.overflowed"), Some(5.0));
         assert_eq!(value(&request, "flowtel.poll.duration"), Some(1.0));
+        assert_eq!(value(&request, "flowtel.udp.releases.lost"), Some(0.0));
+        assert_eq!(value(&request, "flowtel.netns.unreachable"), Some(0.0));
+        let states = request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == "flowtel.feature.state")
+            .and_then(|m| match m.data.as_ref()? {
+                Data::Gauge(gauge) => Some(gauge.data_points.len()),
+                _ => None,
+            });
+        assert_eq!(
+            states,
+            Some(receiver::Feature::ALL.len()),
+            "one point per feature"
+        );
         let resource = request.resource_metrics[0].resource.as_ref().unwrap();
         assert!(resource.attributes.iter().any(|kv| kv.key == "host.name"));
     }

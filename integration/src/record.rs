@@ -15,7 +15,7 @@ use serde_json::Value;
 
 /// The agent's report on itself, printed once per poll. Counters are
 /// totals since the agent started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Health {
     /// Connections the kernel side could not track: the map was full.
     pub connections_dropped: u64,
@@ -25,6 +25,12 @@ pub struct Health {
     pub tracked_connections: u64,
     /// The map's capacity.
     pub map_capacity: u64,
+    /// Network namespaces with TCP connections the poll could not enter.
+    pub namespaces_unreachable: u64,
+    /// UDP socket releases lost to a full ring buffer.
+    pub udp_releases_lost: u64,
+    /// Each feature's level: "on", "fallback" or "off".
+    pub features: std::collections::BTreeMap<String, String>,
 }
 
 /// One line of the agent's JSON output.

@@ -22,27 +22,105 @@ pub struct Kernel {
     pub image: PathBuf,
 }
 
-impl Kernel {
-    /// The newest Debian package whose name matches `pattern` (an
-    /// `apt-cache search --names-only` regex), downloaded and unpacked
-    /// under `cache` once.
-    pub fn debian(pattern: &str, cache: &Path) -> Kernel {
-        let search = run_ok(Command::new("apt-cache").args(["search", "--names-only", pattern]));
+/// Debian's archive as the matrix sees it: its own apt sources file and
+/// package lists under a cache directory, so that the suites it needs
+/// (bullseye to sid, with backports) never touch the host's apt setup.
+pub struct Archive {
+    dir: PathBuf,
+}
+
+/// The suites whose cloud kernels the matrix boots.
+const SUITES: [&str; 6] = [
+    "bullseye",
+    "bookworm",
+    "bookworm-backports",
+    "trixie",
+    "trixie-backports",
+    "sid",
+];
+
+/// Package lists younger than this are used as they are.
+const LISTS_FRESH_FOR: Duration = Duration::from_secs(12 * 3600);
+
+impl Archive {
+    /// The archive under `cache`, its package lists brought up to date
+    /// (`apt-get update` with the matrix's own sources) unless fresh.
+    pub fn open(cache: &Path) -> Archive {
+        let dir = cache.join("apt");
+        fs::create_dir_all(dir.join("lists/partial")).expect("create the apt lists directory");
+        fs::create_dir_all(dir.join("cache/archives/partial")).expect("create the apt cache");
+        let sources: String = SUITES
+            .iter()
+            .map(|suite| {
+                format!(
+                    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"
+                )
+            })
+            .collect();
+        fs::write(dir.join("sources.list"), sources).expect("write the matrix's apt sources");
+        let archive = Archive { dir };
+        let stamp = archive.dir.join("updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < LISTS_FRESH_FOR));
+        if !fresh {
+            run_ok(archive.apt("apt-get").arg("update"));
+            fs::write(&stamp, "").expect("stamp the apt lists");
+        }
+        archive
+    }
+
+    fn apt(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let option = |name: &str, value: &Path| format!("{name}={}", value.display());
+        command
+            .arg("-o")
+            .arg(option(
+                "Dir::Etc::SourceList",
+                &self.dir.join("sources.list"),
+            ))
+            .args(["-o", "Dir::Etc::SourceParts=/nonexistent"])
+            .arg("-o")
+            .arg(option("Dir::State::Lists", &self.dir.join("lists")))
+            .arg("-o")
+            .arg(option("Dir::Cache", &self.dir.join("cache")))
+            .args(["-o", "APT::Architecture=amd64", "-q"]);
+        command
+    }
+
+    /// The newest package whose name matches `pattern` (a regex).
+    fn newest(&self, pattern: &str) -> String {
+        let search = run_ok(
+            self.apt("apt-cache")
+                .args(["search", "--names-only", pattern]),
+        );
         let mut packages: Vec<String> = search
             .lines()
             .filter_map(|line| line.split_whitespace().next())
             .map(str::to_owned)
             .collect();
         packages.sort_by_key(|name| version_key(name));
-        let package = packages.pop().unwrap_or_else(|| {
-            panic!("no Debian package matches {pattern:?}: run `apt-get update` first")
-        });
+        packages
+            .pop()
+            .unwrap_or_else(|| panic!("no Debian package matches {pattern:?}"))
+    }
+}
+
+impl Kernel {
+    /// The newest Debian package whose name matches `pattern`, downloaded
+    /// and unpacked under `cache` once. The image is `/boot/vmlinuz-*`, or
+    /// `usr/lib/modules/*/vmlinuz` in the `linux-binary-*` packages of 6.19
+    /// and later.
+    pub fn debian(archive: &Archive, pattern: &str, cache: &Path) -> Kernel {
+        let package = archive.newest(pattern);
         let dir = cache.join(&package);
-        let boot = dir.join("boot");
-        if !boot.is_dir() {
+        let unpacked = dir.join("unpacked");
+        if !unpacked.is_dir() {
+            let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).expect("create the kernel cache");
             run_ok(
-                Command::new("apt-get")
+                archive
+                    .apt("apt-get")
                     .args(["download", &package])
                     .current_dir(&dir),
             );
@@ -52,19 +130,33 @@ impl Kernel {
                 .map(|entry| entry.path())
                 .find(|path| path.extension().is_some_and(|e| e == "deb"))
                 .unwrap_or_else(|| panic!("apt-get download {package} left no .deb"));
-            run_ok(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir));
+            let staging = dir.join("staging");
+            run_ok(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging));
+            let _ = fs::remove_file(&deb);
+            fs::rename(&staging, &unpacked).expect("keep the unpacked package");
         }
-        let image = fs::read_dir(&boot)
-            .expect("read the unpacked package's /boot")
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .find(|path| {
-                path.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-            .unwrap_or_else(|| panic!("{package} has no /boot/vmlinuz-*"));
+        let image = find_vmlinuz(&unpacked)
+            .unwrap_or_else(|| panic!("{package} has no vmlinuz in /boot or usr/lib/modules"));
         Kernel { package, image }
     }
+}
+
+fn find_vmlinuz(root: &Path) -> Option<PathBuf> {
+    let entries = |dir: PathBuf| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let boot = entries(root.join("boot")).into_iter().find(|path| {
+        path.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+    });
+    boot.or_else(|| {
+        entries(root.join("usr/lib/modules"))
+            .into_iter()
+            .map(|dir| dir.join("vmlinuz"))
+            .find(|path| path.is_file())
+    })
 }
 
 /// Numeric runs of a package name, to sort 6.1.0-9 before 6.1.0-53.

@@ -62,7 +62,7 @@ fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
          {expected_at_least} dropped, the agent reported {drops}",
         2 * HELD_OPEN
     );
-    let last = *agent.health().last().expect("health records");
+    let last = agent.health().last().cloned().expect("health records");
     assert_eq!(last.map_capacity, CAPACITY as u64, "{last:?}");
     assert!(last.tracked_connections <= CAPACITY as u64, "{last:?}");
 

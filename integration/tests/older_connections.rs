@@ -1,6 +1,7 @@
 //! TCP that began before the agent: a connection already open when the
 //! agent starts counts from then, byte for byte, under the process holding
-//! it; a listener already open gives its process to the connections it
+//! it and in its direction (accepted when its local port is a listener's);
+//! a listener already open gives its process to the connections it
 //! accepts afterwards (an accepted connection is made in softirq, where no
 //! process is at hand).
 
@@ -61,15 +62,22 @@ fn a_connection_and_a_listener_older_than_the_agent_count_under_their_process() 
     assert_eq!(accepted_rx.recv().expect("server read"), 1234);
     assert_eq!(reply.len(), 4321);
 
-    let new_server = FlowFilter::this_process()
+    let server_ends = FlowFilter::this_process()
         .tcp()
         .incoming()
         .source_port(server_port);
-    let new_client = FlowFilter::this_process()
+    let client_ends = FlowFilter::this_process()
         .tcp()
         .outgoing()
         .destination_port(server_port);
-    agent.assert_ends_counted(&[(&new_server, 4321, 1234), (&new_client, 1234, 4321)]);
+    // The old connection's ends have their directions too (its local port
+    // is the listener's: accepted), so each filter holds an old and a new
+    // end: what moved after the start on both.
+    let (up, down) = (UP as u64, DOWN as u64);
+    agent.assert_ends_counted(&[
+        (&server_ends, down + 4321, up + 1234),
+        (&client_ends, up + 1234, down + 4321),
+    ]);
 
     // Every TCP byte of this process since the agent started: the old
     // connection's two ends (not what moved before) and the new one's.

@@ -674,6 +674,9 @@ fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
         "flowtel.windows.dropped",
         "flowtel.windows.queued",
         "flowtel.export.failures",
+        "flowtel.feature.state",
+        "flowtel.netns.unreachable",
+        "flowtel.udp.releases.lost",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }

@@ -30,6 +30,10 @@ pub struct Config {
     /// about 0.1 µs each. `false` attaches nothing per send or receive: TCP
     /// is then counted from its sockets' own counters alone.
     pub udp: bool,
+    /// A UDP flow that moves nothing for this long ends (its socket's
+    /// release may have been lost). Default: 2m.
+    #[serde(with = "humantime_serde_compat")]
+    pub udp_idle_timeout: Duration,
     /// How often the connection map is read. Default: 10s.
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: Duration,
@@ -75,6 +79,7 @@ impl Default for Config {
         Config {
             probes: ProbeSet::Auto,
             udp: true,
+            udp_idle_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_secs(10),
             max_connections: 65536,
             ring_buffer_bytes: 4 << 20,
@@ -111,6 +116,12 @@ impl Config {
             return invalid(format!(
                 "poll_interval {:?} is too short: use at least 100ms",
                 self.poll_interval
+            ));
+        }
+        if self.udp_idle_timeout < Duration::from_secs(1) {
+            return invalid(format!(
+                "udp_idle_timeout {:?} is too short: use at least 1s",
+                self.udp_idle_timeout
             ));
         }
         if self.max_connections == 0 {

@@ -21,7 +21,8 @@ pub enum Feature {
     Retransmits,
     /// UDP datagrams and bytes.
     Udp,
-    /// The peer of each datagram of an unconnected UDP socket.
+    /// The peer of each datagram of an unconnected UDP socket, and the new
+    /// peer of a re-connected one.
     UdpPeers,
     /// The end of a UDP socket's conversations.
     UdpRelease,
@@ -69,7 +70,7 @@ impl Feature {
             Feature::Retransmits => "retransmits are read at each poll and at close only",
             Feature::Udp => "UDP is not counted",
             Feature::UdpPeers => {
-                "datagrams of an unconnected UDP socket count under the socket, without their peer"
+                "datagrams of an unconnected UDP socket count under the socket, without their peer, and a re-connected socket's new peer takes the old one's flow"
             }
             Feature::UdpRelease => {
                 "a closed UDP socket's flows end when they have been idle for a while"

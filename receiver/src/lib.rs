@@ -23,6 +23,7 @@ mod ports;
 mod process;
 mod sample;
 mod support;
+mod udp_idle;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct Receiver {
     last_read: (HashSet<u32>, u64),
     namespaces_unreachable: u64,
     features: Features,
+    /// Ends UDP flows whose socket's release was not reported.
+    idle_udp: udp_idle::IdleUdp,
     /// Gives accepted TCP connections the process that holds them.
     owners: Option<owners::OwnersWalk>,
     stats: PerCpuArray<MapData, u64>,
@@ -140,6 +143,7 @@ impl Receiver {
             last_read: (HashSet::new(), 0),
             namespaces_unreachable: 0,
             features: loaded.features,
+            idle_udp: udp_idle::IdleUdp::new(config.udp_idle_timeout),
             owners,
             conns,
             stats,
@@ -200,6 +204,7 @@ impl Receiver {
         }
         self.refresh_tcp()?;
         let read_at = kernel::monotonic_ns();
+        let polled = std::time::Instant::now();
         let entries = self.read_connection_map()?;
         let tracked = entries.len() as u64;
         let mut open_tcp_netns = HashSet::new();
@@ -210,13 +215,13 @@ impl Receiver {
             if reported.contains(&(key, info.first_seen_ns)) {
                 continue;
             }
-            // A closed TCP entry is still here when the ring buffer was full;
-            // a UDP socket's entries stay until user space sees its release.
-            let closed = if decode::is_tcp(&info) {
-                decode::is_closed(&info)
-            } else {
-                released_udp_sockets.contains(&key.cookie)
-            };
+            // A closed entry is still here when the ring buffer was full; a
+            // UDP socket's entries stay until user space sees its release,
+            // or until they have been idle too long.
+            let closed = decode::is_closed(&info)
+                || (!decode::is_tcp(&info)
+                    && (released_udp_sockets.contains(&key.cookie)
+                        || self.idle_udp.is_idle(&key, &info, polled)));
             let (info, ending) = if closed {
                 // Take the entry and its very last value in one step.
                 match reap::take_entry(&self.conns, &key) {
@@ -231,6 +236,7 @@ impl Receiver {
             samples.push(decode(&key, &info, ending, process));
         }
         self.processes.end_poll();
+        self.idle_udp.end_poll();
         self.last_read = (open_tcp_netns, read_at);
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;

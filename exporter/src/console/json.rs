@@ -12,7 +12,9 @@
 //!  "connections_opened":0,"connections_closed":0,"connections_failed":{"refused":1},
 //!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
-//!  "untracked_events":0,"close_events_deferred":0,"tracked_connections":3,"map_capacity":65536}
+//!  "untracked_events":0,"close_events_deferred":0,"udp_releases_lost":0,
+//!  "namespaces_unreachable":0,"tracked_connections":3,"map_capacity":65536,
+//!  "features":{"tcp connections":"on","tcp live bytes":"on",...,"udp release":"on"}}
 //! {"record":"window_summary","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
 //!  "series":1,"overflowed_series":0}
 //! ```
@@ -222,8 +224,29 @@ struct HealthRecord {
     connections_dropped: u64,
     untracked_events: u64,
     close_events_deferred: u64,
+    udp_releases_lost: u64,
+    namespaces_unreachable: u64,
     tracked_connections: u64,
     map_capacity: u64,
+    features: FeatureLevels,
+}
+
+/// `{"tcp connections":"on","udp":"fallback",...}`
+struct FeatureLevels(receiver::Levels);
+
+impl Serialize for FeatureLevels {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (feature, level) in self.0.iter() {
+            let level = match level {
+                receiver::Level::On => "on",
+                receiver::Level::Fallback => "fallback",
+                receiver::Level::Off => "off",
+            };
+            map.serialize_entry(feature.name(), level)?;
+        }
+        map.end()
+    }
 }
 
 impl HealthRecord {
@@ -234,8 +257,11 @@ impl HealthRecord {
             connections_dropped: health.connections_dropped,
             untracked_events: health.untracked_events,
             close_events_deferred: health.close_events_deferred,
+            udp_releases_lost: health.udp_releases_lost,
+            namespaces_unreachable: health.namespaces_unreachable,
             tracked_connections: health.tracked_connections,
             map_capacity: health.map_capacity,
+            features: FeatureLevels(health.features),
         }
     }
 }
@@ -322,7 +348,12 @@ mod tests {
         assert_eq!(
             records[1],
             json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
-                   "untracked_events":5,"close_events_deferred":1,"tracked_connections":7,"map_capacity":65536})
+                   "untracked_events":5,"close_events_deferred":1,"udp_releases_lost":0,
+                   "namespaces_unreachable":0,"tracked_connections":7,"map_capacity":65536,
+                   "features":{"tcp connections":"off","tcp live bytes":"off",
+                               "existing connections":"off","socket owners":"off",
+                               "retransmits":"off","udp":"off","udp peers":"off",
+                               "udp release":"off"}})
         );
     }
 

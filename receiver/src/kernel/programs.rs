@@ -108,12 +108,14 @@ const KPROBE_UDP: Mechanism = Mechanism {
 };
 
 const UDP_PEERS: Mechanism = Mechanism {
-    via: "cgroup sendmsg4/6 and recvmsg4/6",
+    via: "cgroup sendmsg4/6, recvmsg4/6 and connect4/6",
     programs: &[
         ("flowtel_udp_sendmsg4", Hook::Cgroup("sendmsg4")),
         ("flowtel_udp_sendmsg6", Hook::Cgroup("sendmsg6")),
         ("flowtel_udp_recvmsg4", Hook::Cgroup("recvmsg4")),
         ("flowtel_udp_recvmsg6", Hook::Cgroup("recvmsg6")),
+        ("flowtel_udp_connect4", Hook::Cgroup("connect4")),
+        ("flowtel_udp_connect6", Hook::Cgroup("connect6")),
     ],
 };
 

@@ -1,0 +1,140 @@
+//! An open TCP connection's bytes appear in the poll in which they moved,
+//! not only at its close: in the agent's own network namespace, in one the
+//! test makes (a container's, as far as the kernel can tell), and for a
+//! connection in that namespace opened before the agent started.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use integration::agent::Agent;
+use integration::netns::NetNs;
+use integration::privilege;
+use integration::record::FlowFilter;
+
+/// A connected pair on loopback (in the calling thread's namespace).
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
+
+fn exchange(writer: &mut TcpStream, reader: &mut TcpStream, bytes: usize) {
+    let data = vec![5u8; bytes];
+    let mut received = vec![0u8; bytes];
+    std::thread::scope(|scope| {
+        scope.spawn(|| writer.write_all(&data).expect("write"));
+        reader.read_exact(&mut received).expect("read");
+    });
+}
+
+/// Moves `up` then `down` bytes on an open connection, waits until the
+/// agent's polls show exactly those bytes on the client's flow while the
+/// connection is still open, and does it once more.
+fn assert_counted_while_open(
+    agent: &mut Agent,
+    client_flow: &FlowFilter,
+    mut move_bytes: impl FnMut(usize, usize),
+) {
+    let (mut sent, mut received) = (0, 0);
+    for (up, down) in [(300_000, 40_000), (123_457, 7_654)] {
+        move_bytes(up, down);
+        sent += up as u64;
+        received += down as u64;
+        let got = agent.wait_for_totals(client_flow, |t| {
+            t.bytes_sent >= sent && t.bytes_received >= received
+        });
+        assert_eq!((got.bytes_sent, got.bytes_received), (sent, received));
+        assert_eq!(got.connections_closed, 0, "counted before the close");
+    }
+}
+
+#[test]
+fn bytes_of_an_open_connection_count_in_the_poll_they_moved() {
+    privilege::require_root();
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+    let (mut client, mut server) = pair();
+    let port = client.peer_addr().unwrap().port();
+    let flow = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(port);
+    assert_counted_while_open(&mut agent, &flow, |up, down| {
+        exchange(&mut client, &mut server, up);
+        exchange(&mut server, &mut client, down);
+    });
+}
+
+/// What the namespace's thread is told to do with its connection.
+enum Step {
+    Move(usize, usize, mpsc::Sender<()>),
+    Close,
+}
+
+/// A thread in `ns` holding a connected pair, which moves bytes on request.
+fn connection_in(ns: &NetNs) -> (mpsc::Sender<Step>, u16, std::thread::JoinHandle<()>) {
+    let (steps, incoming) = mpsc::channel::<Step>();
+    let (port_tx, port_rx) = mpsc::channel();
+    let thread = ns.spawn(move || {
+        let (mut client, mut server) = pair();
+        port_tx.send(client.peer_addr().unwrap().port()).unwrap();
+        for step in incoming {
+            match step {
+                Step::Move(up, down, done) => {
+                    exchange(&mut client, &mut server, up);
+                    exchange(&mut server, &mut client, down);
+                    done.send(()).unwrap();
+                }
+                Step::Close => return,
+            }
+        }
+    });
+    (
+        steps,
+        port_rx.recv().expect("the namespace's connection"),
+        thread,
+    )
+}
+
+fn move_in(steps: &mpsc::Sender<Step>, up: usize, down: usize) {
+    let (done, moved) = mpsc::channel();
+    steps.send(Step::Move(up, down, done)).unwrap();
+    moved.recv().expect("bytes moved in the namespace");
+}
+
+#[test]
+fn in_another_network_namespace_too_and_from_before_the_agent() {
+    privilege::require_root();
+    let ns = NetNs::create("live");
+    // Opened before the agent: counted from the agent's start.
+    let (older, older_port, older_thread) = connection_in(&ns);
+    move_in(&older, 77_777, 11_111);
+
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+    let (newer, newer_port, newer_thread) = connection_in(&ns);
+    let in_ns = FlowFilter::this_process()
+        .tcp()
+        .namespace(ns.inode())
+        .outgoing();
+    let newer_flow = in_ns.clone().destination_port(newer_port);
+
+    assert_counted_while_open(&mut agent, &newer_flow, |up, down| {
+        move_in(&newer, up, down)
+    });
+    let older_flow = in_ns.destination_port(older_port);
+    assert_counted_while_open(&mut agent, &older_flow, |up, down| {
+        move_in(&older, up, down)
+    });
+    let unreachable: Vec<u64> = agent
+        .health()
+        .iter()
+        .map(|h| h.namespaces_unreachable)
+        .collect();
+    assert!(unreachable.iter().all(|n| *n == 0), "{unreachable:?}");
+    for (steps, thread) in [(older, older_thread), (newer, newer_thread)] {
+        steps.send(Step::Close).unwrap();
+        thread.join().expect("namespace thread");
+    }
+}
