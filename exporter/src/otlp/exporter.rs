@@ -165,6 +165,12 @@ impl Exporter for OtlpExporter {
             }
         }
         let window = WindowRequests::encode(&requests);
+        tracing::debug!(
+            "flowtel: window of {} series encoded in {} requests, {} bytes",
+            report.series.len(),
+            window.0.len(),
+            window.size()
+        );
         let file = self.keep(&window);
         self.delivery.enqueue(window, file);
         Ok(())
