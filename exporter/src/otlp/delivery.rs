@@ -222,7 +222,7 @@ async fn send_all(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -233,11 +233,17 @@ mod tests {
     /// A real HTTP client aimed at a loopback port nobody listens on: every
     /// attempt fails to connect, which is retryable.
     fn unreachable() -> (Transport, String) {
+        let destination = unreachable_destination();
+        (Transport::new(&destination).unwrap(), destination.url)
+    }
+
+    /// A destination on a loopback port nobody listens on, queue_size 1.
+    pub(crate) fn unreachable_destination() -> Destination {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let destination = Destination {
+        Destination {
             url: format!("http://127.0.0.1:{port}/v1/metrics"),
             protocol: Protocol::HttpProtobuf,
             headers: BTreeMap::new(),
@@ -249,8 +255,7 @@ mod tests {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             insecure: false,
             spill_dir: None,
-        };
-        (Transport::new(&destination).unwrap(), destination.url)
+        }
     }
 
     fn window() -> WindowRequests {

@@ -225,3 +225,33 @@ impl Exporter for OtlpExporter {
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn windows_kept_beyond_the_bounds_are_dropped_oldest_first_counted_and_removed() {
+        let dir = std::env::temp_dir().join(format!("flowtel-exporter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut spill, _) = Spill::open(&dir).unwrap();
+        let window = WindowRequests::encode(&[ExportMetricsServiceRequest::default()]);
+        let files: Vec<PathBuf> = (0..3).map(|_| spill.write(&window).unwrap()).collect();
+        let mut destination = crate::otlp::delivery::tests::unreachable_destination();
+        destination.queue_size = 2;
+        destination.spill_dir = Some(dir.clone());
+        let mut exporter = OtlpExporter::start(&destination, &BTreeMap::new()).unwrap();
+        let losses = exporter.delivery.losses();
+        assert_eq!(losses.queue_full.load(Ordering::Relaxed), 1);
+        assert!(!files[0].exists(), "the oldest went, from disk too");
+        assert!(files[1].exists() && files[2].exists());
+        exporter.close().unwrap();
+        assert!(
+            files[1].exists() && files[2].exists(),
+            "kept for the next agent"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
