@@ -7,7 +7,8 @@
  *   maps.h           the maps
  *   common.h         owners, inserting and handing over connections
  *   sock_access.h    reading a socket, trusted (_btf) or not (_core)
- *   tcp.h            TCP: state changes, the TCP and task_file iterators
+ *   tcp.h            TCP: the sockets' own counters, tracking a connection
+ *   tcp_programs.h   TCP: state changes, the TCP and task_file iterators
  *   udp.h            UDP: datagram hooks, peers, socket release
  *
  * TCP costs nothing per send or receive: its bytes are the sockets' own
@@ -56,4 +57,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #undef FT_COOKIE
 
 #include "tcp.h"
+
+#define TCP_PROG(name) name
+#define TCP_KEY(sk) bpf_get_socket_cookie(sk)
+#define TCP_CORE_KEY(sk) FT_CORE_COOKIE(sk)
+#include "tcp_programs.h"
+#undef TCP_PROG
+#undef TCP_KEY
+#undef TCP_CORE_KEY
+
+#define TCP_PROG(name) name##_by_addr
+#define TCP_KEY(sk) ((__u64)(sk))
+#define TCP_CORE_KEY(sk) ((__u64)(sk))
+#include "tcp_programs.h"
+#undef TCP_PROG
+#undef TCP_KEY
+#undef TCP_CORE_KEY
+
 #include "udp.h"

@@ -73,14 +73,15 @@ static __always_inline struct listener_key FT_VARIANT(listener_key_of)(struct so
 
 /* listen() runs in its process: remember who listens on the port. */
 static __always_inline void FT_VARIANT(remember_listener)(struct sock *sk,
-							  const struct owner *owner)
+							  const struct owner *owner,
+							  __u64 cookie)
 {
 	struct listener_key key = FT_VARIANT(listener_key_of)(sk);
 	struct owner value = *owner;
 
 	if (!key.port)
 		return; /* not bound yet: listen() binds after this state change */
-	value.listener_cookie = FT_COOKIE(sk);
+	value.listener_cookie = cookie;
 	bpf_map_update_elem(&listeners, &key, &value, BPF_ANY);
 }
 

@@ -37,7 +37,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut receiver =
         Receiver::start_resuming(&settings.receiver, saved.as_ref().map(|s| s.conns_map_id))
             .context("could not start the receiver")?;
-    crate::privileges::drop_all()?;
+    crate::privileges::drop_after_attach(receiver.reads_need_privilege())?;
     let started = SystemTime::now();
     let mut processor = match saved {
         Some(saved) if receiver.resumed() => {

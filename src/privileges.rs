@@ -8,7 +8,7 @@
 //! namespaces.
 
 use anyhow::Context as _;
-use caps::CapSet;
+use caps::{CapSet, Capability};
 
 /// Clears the calling thread's effective, permitted, inheritable and
 /// ambient sets: nothing it (or a child it starts) does from here on runs
@@ -23,5 +23,34 @@ pub fn drop_all() -> anyhow::Result<()> {
         caps::clear(None, set)
             .with_context(|| format!("could not clear the {set:?} capability set"))?;
     }
+    Ok(())
+}
+
+/// What the main thread keeps once the programs are attached: nothing,
+/// or, where the kernel checks privilege on every bpf(2) command (kernels
+/// before 5.x with `kernel.unprivileged_bpf_disabled` set), what reading
+/// the maps needs: CAP_BPF, or CAP_SYS_ADMIN where CAP_BPF is not held.
+pub fn drop_after_attach(reads_need_privilege: bool) -> anyhow::Result<()> {
+    if !reads_need_privilege {
+        return drop_all();
+    }
+    let have = caps::read(None, CapSet::Permitted).context("could not read the capabilities")?;
+    let keep: caps::CapsHashSet = [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN]
+        .into_iter()
+        .filter(|cap| have.contains(cap))
+        .take(1)
+        .collect();
+    for set in [CapSet::Ambient, CapSet::Inheritable] {
+        caps::clear(None, set)
+            .with_context(|| format!("could not clear the {set:?} capability set"))?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        caps::set(None, set, &keep)
+            .with_context(|| format!("could not narrow the {set:?} capability set"))?;
+    }
+    tracing::info!(
+        "flowtel: this kernel checks privilege on every bpf(2) call: keeping {:?} to read the maps, dropping every other capability",
+        keep
+    );
     Ok(())
 }

@@ -151,7 +151,6 @@ impl Health {
         let features = Arc::clone(&last_poll);
         meter
             .u64_observable_gauge("flowtel.feature.state")
-            .with_unit("1")
             .with_description("Each feature's state on this kernel: 2 on, 1 fallback, 0 off.")
             .with_callback(move |o| {
                 let levels = features.lock().unwrap_or_else(|e| e.into_inner()).features;

@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod bundle;
 pub mod netns;
 pub mod otlp_metrics;
 pub mod otlp_receiver;

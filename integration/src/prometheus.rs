@@ -1,7 +1,8 @@
 //! A real Prometheus server (Debian's `/usr/bin/prometheus`) scraping one
-//! target, in a temporary directory of its own, and instant queries to its
-//! HTTP API. The server is stopped and its directory removed when the
-//! [`Prometheus`] is dropped, also when a test panics.
+//! target, or run with a configuration of the caller's, in a temporary
+//! directory of its own, and questions to its HTTP API. The server is
+//! stopped and its directory removed when the [`Prometheus`] is dropped,
+//! also when a test panics.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,7 +59,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A running Prometheus server that scrapes one target every second.
+/// A running Prometheus server.
 pub struct Prometheus {
     child: Child,
     web: SocketAddr,
@@ -73,10 +74,6 @@ impl Prometheus {
     /// directory; waits until it is ready. Panics, with its log, if it is
     /// missing or does not become ready.
     pub fn start(target: SocketAddr) -> Prometheus {
-        assert!(
-            Path::new(BINARY).exists(),
-            "{BINARY} is missing: install Debian's `prometheus` package (see README.md)"
-        );
         let dir = TempDir::new("prometheus");
         let config = dir.write(
             "prometheus.yml",
@@ -86,16 +83,34 @@ impl Prometheus {
                  - targets: ['{target}']\n"
             ),
         );
+        Prometheus::launch(
+            dir,
+            &[
+                format!("--config.file={}", config.display()),
+                "--storage.tsdb.retention.time=5d".to_owned(),
+            ],
+        )
+    }
+
+    /// Starts Prometheus with `args` (at least `--config.file`, and neither
+    /// `--storage.tsdb.path` nor `--web.listen-address`), its data in `dir`
+    /// and its web interface on a free loopback port; waits until it is
+    /// ready. Panics, with its
+    /// log, if it is missing or does not become ready.
+    pub fn launch(dir: TempDir, args: &[String]) -> Prometheus {
+        assert!(
+            Path::new(BINARY).exists(),
+            "{BINARY} is missing: install Debian's `prometheus` package (see README.md)"
+        );
         let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.path().join("prometheus.log");
         let log_file = std::fs::File::create(&log).expect("create the log file");
         let child = Command::new(BINARY)
-            .arg(format!("--config.file={}", config.display()))
+            .args(args)
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg("--storage.tsdb.retention.time=5d")
             .arg(format!("--web.listen-address={web}"))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone the log file"))
@@ -131,30 +146,36 @@ impl Prometheus {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Evaluates the PromQL `query` now (`GET /api/v1/query`) and returns the
-    /// vector it answers: each sample's labels and value. Panics if the
-    /// server does not answer with a vector.
-    pub fn query(&self, query: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
-        let path = format!("/api/v1/query?query={}", percent_encode(query));
-        let (status, body) = get(self.web, &path)
-            .unwrap_or_else(|e| panic!("cannot query prometheus at {}: {e}", self.web));
-        let answer: serde_json::Value = serde_json::from_str(&body)
+    /// `GET path` of the HTTP API (`/api/v1/...`): the `data` of its
+    /// answer. Panics unless the server answers 200 with status `success`.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let (status, body) = get(self.web, path)
+            .unwrap_or_else(|e| panic!("cannot ask prometheus at {}: {e}", self.web));
+        let mut answer: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("prometheus answered {status} with non-JSON ({e}): {body}"));
         assert_eq!(
             (status, answer["status"].as_str()),
             (200, Some("success")),
-            "{query}: {body}"
+            "{path}: {body}"
         );
-        answer["data"]["result"]
+        answer["data"].take()
+    }
+
+    /// Evaluates the PromQL `query` now (`GET /api/v1/query`) and returns the
+    /// vector it answers: each sample's labels and value. Panics if the
+    /// server does not answer with a vector.
+    pub fn query(&self, query: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+        let data = self.api(&format!("/api/v1/query?query={}", percent_encode(query)));
+        data["result"]
             .as_array()
-            .unwrap_or_else(|| panic!("{query}: not a vector: {body}"))
+            .unwrap_or_else(|| panic!("{query}: not a vector: {data}"))
             .iter()
             .map(|sample| {
                 let labels = sample["metric"].as_object().cloned().unwrap_or_default();
                 let value = sample["value"][1]
                     .as_str()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| panic!("{query}: a sample without a value: {body}"));
+                    .unwrap_or_else(|| panic!("{query}: a sample without a value: {data}"));
                 (labels, value)
             })
             .collect()

@@ -46,6 +46,10 @@ impl Archive {
     /// The archive under `cache`, its package lists brought up to date
     /// (`apt-get update` with the matrix's own sources) unless fresh.
     pub fn open(cache: &Path) -> Archive {
+        // apt locks its lists: the matrix's kernels open the archive at
+        // once, from the threads of one test binary.
+        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = OPENING.lock().unwrap_or_else(|e| e.into_inner());
         let dir = cache.join("apt");
         fs::create_dir_all(dir.join("lists/partial")).expect("create the apt lists directory");
         fs::create_dir_all(dir.join("cache/archives/partial")).expect("create the apt cache");
@@ -90,6 +94,8 @@ impl Archive {
 
     /// The newest package whose name matches `pattern` (a regex).
     fn newest(&self, pattern: &str) -> String {
+        static SEARCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = SEARCHING.lock().unwrap_or_else(|e| e.into_inner());
         let search = run_ok(
             self.apt("apt-cache")
                 .args(["search", "--names-only", pattern]),
@@ -115,6 +121,9 @@ impl Kernel {
         let package = archive.newest(pattern);
         let dir = cache.join(&package);
         let unpacked = dir.join("unpacked");
+        // apt locks its cache while it downloads.
+        static DOWNLOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
         if !unpacked.is_dir() {
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).expect("create the kernel cache");

@@ -1,48 +1,22 @@
 //! The deployment bundle in `otel-config/`: every YAML file parses, the
 //! collector pipelines convert (or keep) temporality as flowtel needs, the
 //! Kubernetes DaemonSet and the systemd unit grant exactly the three
-//! capabilities README.md's "Privileges" names, and every dashboard panel
-//! queries a flowtel metric. Needs no root. (`otel-config/flowtel.yaml` has
-//! its own test.)
+//! capabilities README.md's "Privileges" names, every dashboard panel
+//! queries a flowtel metric, and the Prometheus server keeps five days,
+//! set in one place. Needs no root. (`otel-config/flowtel.yaml` has its own
+//! test; the alert rules and Datadog monitors are the `alerts` test's.)
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use integration::bundle::{self, read, yaml_documents};
+use integration::prometheus::{Prometheus, TempDir, BINARY as PROMETHEUS};
 use serde_json::Value;
 
 /// The capabilities flowtel needs, as Kubernetes and systemd spell them.
 const KUBERNETES_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 const SYSTEMD_CAPABILITIES: [&str; 3] = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"];
-
-fn bundle() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("otel-config")
-}
-
-fn read(relative: &str) -> String {
-    let path = bundle().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every document of a YAML file (empty ones skipped), as JSON values.
-fn yaml_documents(relative: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(&read(relative))
-        .unwrap_or_else(|e| panic!("otel-config/{relative}: {e}"))
-}
-
-fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, found);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            found.push(path);
-        }
-    }
-}
 
 fn strings(value: &Value) -> Vec<&str> {
     value
@@ -55,18 +29,21 @@ fn strings(value: &Value) -> Vec<&str> {
 
 #[test]
 fn every_yaml_file_of_the_bundle_parses() {
-    let mut files = Vec::new();
-    yaml_files(&bundle(), &mut files);
-    files.retain(|path| path.file_name().unwrap() != "flowtel.yaml");
-    files.sort();
-    let names: Vec<String> = files
+    let names: Vec<String> = bundle::files(".")
         .iter()
-        .map(|p| p.strip_prefix(bundle()).unwrap().display().to_string())
+        .filter(|p| {
+            matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                && p.as_path() != Path::new("flowtel.yaml")
+        })
+        .map(|p| p.display().to_string())
         .collect();
     for expected in [
         "collector-datadog.yaml",
         "collector-prometheus.yaml",
         "kubernetes/daemonset.yaml",
+        "prometheus/prometheus.yml",
+        "alerts/flows.rules.yml",
+        "alerts/tests/flows.test.yml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -349,4 +326,110 @@ fn every_dashboard_panel_queries_a_flowtel_metric() {
         variables,
         ["datasource", "source_service", "destination_service"]
     );
+}
+
+/// The Prometheus flag of how long the scraped series are kept.
+const RETENTION: &str = "--storage.tsdb.retention.time";
+
+#[test]
+fn the_prometheus_server_keeps_five_days_set_in_one_place() {
+    let unit = read("prometheus/flowtel-prometheus.service");
+    let exec = unit_value(&unit, "ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some(PROMETHEUS), "{exec}");
+    let flags: Vec<&str> = words.collect();
+    let flag = |name: &str| -> Vec<&str> {
+        flags
+            .iter()
+            .filter_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .collect()
+    };
+    assert_eq!(flag(RETENTION), ["5d"], "{exec}");
+    assert_eq!(
+        flag("--config.file"),
+        ["/etc/flowtel/prometheus/prometheus.yml"]
+    );
+    assert_eq!(unit_value(&unit, "User"), "prometheus");
+    assert_eq!(unit_value(&unit, "Restart"), "on-failure");
+
+    // The one place: no other file of the bundle sets a retention (the
+    // READMEs say where it is).
+    for name in bundle::files(".") {
+        if name.file_name().unwrap() == "README.md"
+            || name == Path::new("prometheus/flowtel-prometheus.service")
+        {
+            continue;
+        }
+        let text = std::fs::read(bundle::dir().join(&name)).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&text).contains("retention.time"),
+            "{} sets a retention: the unit is the one place",
+            name.display()
+        );
+    }
+    let readme = read("README.md");
+    for said in [
+        "flowtel-prometheus.service",
+        "--storage.tsdb.retention.time=5d",
+    ] {
+        assert!(readme.contains(said), "otel-config/README.md: {said}");
+    }
+
+    // The configuration is valid, rule files included.
+    let config = bundle::dir().join("prometheus/prometheus.yml");
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool: {e}: install Debian's `prometheus` package (.ci/run does)")
+        });
+    assert!(
+        check.status.success(),
+        "promtool check config: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The real server, started as the unit starts it (its data and web
+    // address in a temporary place), keeps 5 days and loads the rules.
+    let mut args: Vec<String> = flags
+        .iter()
+        .filter(|f| {
+            !f.starts_with("--storage.tsdb.path=") && !f.starts_with("--web.listen-address=")
+        })
+        .map(|f| f.to_string())
+        .collect();
+    for arg in &mut args {
+        if arg.starts_with("--config.file=") {
+            *arg = format!("--config.file={}", config.display());
+        }
+    }
+    let prometheus = Prometheus::launch(TempDir::new("bundle-prometheus"), &args);
+    let runtime = prometheus.api("/api/v1/status/runtimeinfo");
+    assert_eq!(runtime["storageRetention"], "5d", "{runtime}");
+    let rules = prometheus.api("/api/v1/rules");
+    let mut groups: Vec<(&str, usize)> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap(),
+                g["rules"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    groups.sort_unstable();
+    let written = bundle::alert_rules();
+    let mut expected: Vec<(&str, usize)> = Vec::new();
+    for rule in &written {
+        match expected.iter_mut().find(|(group, _)| *group == rule.group) {
+            Some((_, n)) => *n += 1,
+            None => expected.push((rule.group.as_str(), 1)),
+        }
+    }
+    expected.sort_unstable();
+    assert!(expected.len() >= 3, "{expected:?}");
+    assert_eq!(groups, expected, "{}", prometheus.log());
 }

@@ -186,16 +186,45 @@ fn without_udp_peers_an_unconnected_socket_counts_as_one_flow() {
 }
 
 #[test]
+fn without_socket_cookies_connections_are_keyed_by_address_and_exact() {
+    privilege::require_root();
+    // As on kernels before 5.12, whose tracing programs cannot ask for a
+    // socket cookie.
+    let (row, ok) = check_row("flowtel_state", "tcp connections");
+    assert!(
+        ok && row.contains(" fallback ") && row.contains("keyed by socket address"),
+        "{row}"
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut old_server, _) = listener.accept().unwrap();
+    let mut agent = agent_refusing("flowtel_state");
+    assert_reported(&mut agent, "tcp connections", "fallback");
+    old.write_all(&[3u8; 10_000]).unwrap();
+    old_server.read_exact(&mut [0u8; 10_000]).unwrap();
+    let old_flow = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(port);
+    let got = agent.wait_for_totals(&old_flow, |t| t.bytes_sent >= 10_000);
+    assert_eq!(got.bytes_sent, 10_000, "older connection, live");
+    drop((old, old_server));
+    assert_tcp_exact(&mut agent);
+}
+
+#[test]
 fn without_the_state_tracepoint_nothing_counts_and_the_agent_says_so() {
     privilege::require_root();
-    let (row, ok) = check_row("flowtel_state", "programs");
+    let both = "flowtel_state,flowtel_state_by_addr";
+    let (row, ok) = check_row(both, "programs");
     assert!(
         !ok && row.contains("nothing can count TCP connections"),
         "{row}"
     );
     let output = Command::new(env!("CARGO_BIN_EXE_flowtel"))
         .args(["run", "--format", "json"])
-        .env(REFUSE, "flowtel_state")
+        .env(REFUSE, both)
         .output()
         .expect("run flowtel");
     assert_eq!(output.status.code(), Some(1));
@@ -207,7 +236,7 @@ fn without_the_state_tracepoint_nothing_counts_and_the_agent_says_so() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
         errors[0].contains("nothing can count TCP connections on this kernel")
-            && errors[0].contains("flowtel_state"),
+            && errors[0].contains("flowtel_state_by_addr"),
         "{stderr}"
     );
 }

@@ -174,6 +174,28 @@ impl Receiver {
         self.probe_set
     }
 
+    /// Whether this kernel checks privilege on every bpf(2) command, so
+    /// that reading the maps needs CAP_BPF (kernels before 5.x with
+    /// `kernel.unprivileged_bpf_disabled` set): found by reading a map from
+    /// a thread that has dropped its effective capabilities.
+    pub fn reads_need_privilege(&self) -> bool {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    if caps::clear(None, caps::CapSet::Effective).is_err() {
+                        return true;
+                    }
+                    matches!(
+                        self.stats.get(&0, 0),
+                        Err(aya::maps::MapError::SyscallError(ref e))
+                            if e.io_error.raw_os_error() == Some(libc::EPERM)
+                    )
+                })
+                .join()
+                .unwrap_or(true)
+        })
+    }
+
     /// How each feature works on this kernel.
     pub fn features(&self) -> &Features {
         &self.features
@@ -224,7 +246,7 @@ impl Receiver {
                         || self.idle_udp.is_idle(&key, &info, polled)));
             let (info, ending) = if closed {
                 // Take the entry and its very last value in one step.
-                match reap::take_entry(&self.conns, &key) {
+                match reap::take_entry(&mut self.conns, &key) {
                     Ok(Some(last)) => (last, Ending::Closed),
                     Ok(None) => continue, // the kernel handed it over meanwhile
                     Err(error) => return Err(Error::Reap(error)),

@@ -49,7 +49,7 @@ async fn watch(settings: Settings, mut state: view::State) -> anyhow::Result<()>
     let mut hangup = signal(SignalKind::hangup()).context("could not listen for SIGHUP")?;
     let mut receiver =
         Receiver::start(&settings.receiver).context("could not start the receiver")?;
-    crate::privileges::drop_all()?;
+    crate::privileges::drop_after_attach(receiver.reads_need_privilege())?;
     let mut processor = Processor::new(settings.processor.clone(), SystemTime::now())?;
 
     let mut screen = Screen::enter().context("could not set up the terminal")?;

@@ -42,21 +42,22 @@ pub fn fingerprint(object: &[u8], probe_set: ProbeSet, max_connections: u32, rin
     )
 }
 
-/// Decides whether to resume: the pins of this fingerprint exist, every
-/// program's link is pinned, and the pinned connection map is the one the
+/// Decides whether to resume: the pins of this fingerprint exist, one of
+/// `programs` (the required ones' alternatives) has its link pinned, and
+/// the pinned connection map is the one the
 /// last checkpoint was taken from (`expected_map_id`). Anything else is
 /// removed, detaching whatever it kept attached, and a fresh directory made.
 pub fn plan(
     pin_dir: &Path,
     fingerprint: &str,
-    programs: &[&str],
+    required_any: &[&str],
     expected_map_id: Option<u32>,
 ) -> Result<PinPlan, Error> {
     let dir = pin_dir.join(fingerprint);
     let pinned_map_id = MapInfo::from_pin(dir.join("conns"))
         .ok()
         .map(|info| info.id());
-    let links_pinned = programs.iter().all(|name| dir.join(name).exists());
+    let links_pinned = required_any.iter().any(|name| dir.join(name).exists());
     let resume = links_pinned && pinned_map_id.is_some() && pinned_map_id == expected_map_id;
     if !resume {
         remove_all_under(pin_dir)?;

@@ -43,39 +43,87 @@ struct Mechanism {
     programs: &'static [(&'static str, Hook)],
 }
 
+/// How TCP connections are keyed: by socket cookie where tracing programs
+/// may ask for one (Linux 5.12+), else by the socket's address. One keying
+/// for all TCP programs: the state program's decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keying {
+    Cookie,
+    Address,
+}
+
 const TCP_STATE: Mechanism = Mechanism {
     via: "tracepoint inet_sock_set_state",
     programs: &[("flowtel_state", Hook::Tracepoint("inet_sock_set_state"))],
 };
-
-const TCP_RETRANSMIT: Mechanism = Mechanism {
-    via: "tracepoint tcp_retransmit_skb",
-    programs: &[("flowtel_retransmit", Hook::Tracepoint("tcp_retransmit_skb"))],
+const TCP_STATE_BY_ADDR: Mechanism = Mechanism {
+    via: "tracepoint inet_sock_set_state, keyed by socket address",
+    programs: &[(
+        "flowtel_state_by_addr",
+        Hook::Tracepoint("inet_sock_set_state"),
+    )],
 };
+
+const TCP_RETRANSMIT: [Mechanism; 2] = [
+    Mechanism {
+        via: "tracepoint tcp_retransmit_skb",
+        programs: &[("flowtel_retransmit", Hook::Tracepoint("tcp_retransmit_skb"))],
+    },
+    Mechanism {
+        via: "tracepoint tcp_retransmit_skb",
+        programs: &[(
+            "flowtel_retransmit_by_addr",
+            Hook::Tracepoint("tcp_retransmit_skb"),
+        )],
+    },
+];
 
 /// Before each poll, in each network namespace with tracked connections:
 /// copies every TCP connection's counters into the connection map.
-pub const TCP_REFRESH: &str = "flowtel_tcp_refresh";
-const TCP_ITERATOR: Mechanism = Mechanism {
-    via: "iter/tcp in each network namespace",
-    programs: &[(TCP_REFRESH, Hook::Iter("tcp"))],
-};
+const TCP_ITERATOR: [Mechanism; 2] = [
+    Mechanism {
+        via: "iter/tcp in each network namespace",
+        programs: &[("flowtel_tcp_refresh", Hook::Iter("tcp"))],
+    },
+    Mechanism {
+        via: "iter/tcp in each network namespace",
+        programs: &[("flowtel_tcp_refresh_by_addr", Hook::Iter("tcp"))],
+    },
+];
 
 /// At start, in each network namespace: the TCP connections older than
 /// the agent.
-pub const TCP_DISCOVER: &str = "flowtel_tcp_discover";
-const TCP_DISCOVERY: Mechanism = Mechanism {
-    via: "iter/tcp at start, in each network namespace",
-    programs: &[(TCP_DISCOVER, Hook::Iter("tcp"))],
-};
+const TCP_DISCOVERY: [Mechanism; 2] = [
+    Mechanism {
+        via: "iter/tcp at start, in each network namespace",
+        programs: &[("flowtel_tcp_discover", Hook::Iter("tcp"))],
+    },
+    Mechanism {
+        via: "iter/tcp at start, in each network namespace",
+        programs: &[("flowtel_tcp_discover_by_addr", Hook::Iter("tcp"))],
+    },
+];
 
 /// Before a poll (budgeted): gives accepted connections the process
 /// holding them.
-pub const OWNERS: &str = "flowtel_owners";
-const OWNERS_WALK: Mechanism = Mechanism {
-    via: "iter/task_file",
-    programs: &[(OWNERS, Hook::Iter("task_file"))],
-};
+const OWNERS_WALK: [Mechanism; 2] = [
+    Mechanism {
+        via: "iter/task_file",
+        programs: &[("flowtel_owners", Hook::Iter("task_file"))],
+    },
+    Mechanism {
+        via: "iter/task_file",
+        programs: &[("flowtel_owners_by_addr", Hook::Iter("task_file"))],
+    },
+];
+
+/// The way of a keyed feature for `keying`.
+fn keyed(ways: &'static [Mechanism; 2], keying: Keying) -> &'static Mechanism {
+    match keying {
+        Keying::Cookie => &ways[0],
+        Keying::Address => &ways[1],
+    }
+}
 
 /// UDP datagrams from the tracepoints of Linux 6.3+ (which fire for every
 /// protocol: the one per-send and per-receive cost TCP pays).
@@ -126,12 +174,17 @@ const UDP_RELEASE: Mechanism = Mechanism {
 
 /// Every program of the object, for the contract test.
 #[cfg(test)]
-const ALL_MECHANISMS: [&Mechanism; 9] = [
+const ALL_MECHANISMS: [&Mechanism; 14] = [
     &TCP_STATE,
-    &TCP_RETRANSMIT,
-    &TCP_ITERATOR,
-    &TCP_DISCOVERY,
-    &OWNERS_WALK,
+    &TCP_STATE_BY_ADDR,
+    &TCP_RETRANSMIT[0],
+    &TCP_RETRANSMIT[1],
+    &TCP_ITERATOR[0],
+    &TCP_ITERATOR[1],
+    &TCP_DISCOVERY[0],
+    &TCP_DISCOVERY[1],
+    &OWNERS_WALK[0],
+    &OWNERS_WALK[1],
     &TRACEPOINT_UDP,
     &KPROBE_UDP,
     &UDP_PEERS,
@@ -140,13 +193,18 @@ const ALL_MECHANISMS: [&Mechanism; 9] = [
 
 /// The ways each feature can work, best first, on this kernel and config;
 /// and what remains of it, if anything, when none of them loads.
-fn mechanisms(feature: Feature, probe_set: ProbeSet, kprobes: bool) -> Vec<&'static Mechanism> {
+fn mechanisms(
+    feature: Feature,
+    probe_set: ProbeSet,
+    kprobes: bool,
+    keying: Keying,
+) -> Vec<&'static Mechanism> {
     match feature {
-        Feature::TcpConnections => vec![&TCP_STATE],
-        Feature::Retransmits => vec![&TCP_RETRANSMIT],
-        Feature::TcpLiveBytes => vec![&TCP_ITERATOR],
-        Feature::ExistingConnections => vec![&TCP_DISCOVERY],
-        Feature::SocketOwners => vec![&OWNERS_WALK],
+        Feature::TcpConnections => vec![&TCP_STATE, &TCP_STATE_BY_ADDR],
+        Feature::Retransmits => vec![keyed(&TCP_RETRANSMIT, keying)],
+        Feature::TcpLiveBytes => vec![keyed(&TCP_ITERATOR, keying)],
+        Feature::ExistingConnections => vec![keyed(&TCP_DISCOVERY, keying)],
+        Feature::SocketOwners => vec![keyed(&OWNERS_WALK, keying)],
         Feature::Udp => match probe_set {
             ProbeSet::Kprobe => vec![&KPROBE_UDP],
             ProbeSet::Tracepoint if kprobes => vec![&TRACEPOINT_UDP, &KPROBE_UDP],
@@ -196,7 +254,7 @@ pub fn tracepoints(set: ProbeSet) -> impl Iterator<Item = &'static str> {
         ProbeSet::Kprobe => &KPROBE_UDP,
         ProbeSet::Tracepoint | ProbeSet::Auto => &TRACEPOINT_UDP,
     };
-    [&TCP_STATE, &TCP_RETRANSMIT, udp]
+    [&TCP_STATE, &TCP_RETRANSMIT[0], udp]
         .into_iter()
         .flat_map(|m| m.programs.iter())
         .filter_map(|(_, hook)| match hook {
@@ -315,6 +373,8 @@ pub fn load_and_attach(
         kprobes,
         verdicts: Vec::new(),
     };
+    let mut keying = Keying::Cookie;
+    let mut used: Vec<(Feature, &'static Mechanism)> = Vec::new();
     for feature in Feature::ALL {
         let udp_off = matches!(features.get(Feature::Udp), State::Off { .. });
         let state = if is_udp(feature) && !config.udp {
@@ -326,12 +386,15 @@ pub fn load_and_attach(
                 why: "udp is off".to_owned(),
             }
         } else {
-            enable(
-                &mut ebpf,
-                &mut context,
-                feature,
-                &mechanisms(feature, probe_set, kprobes),
-            )
+            let ways = mechanisms(feature, probe_set, kprobes, keying);
+            let (state, way) = enable(&mut ebpf, &mut context, feature, &ways);
+            if let Some(way) = way {
+                used.push((feature, way));
+                if std::ptr::eq(way, &TCP_STATE_BY_ADDR) {
+                    keying = Keying::Address;
+                }
+            }
+            state
         };
         features.set(feature, state);
     }
@@ -349,13 +412,14 @@ pub fn load_and_attach(
         },
     };
 
-    let iterator = |ebpf: &mut Ebpf, feature: Feature, name| match features.get(feature) {
-        State::Off { .. } => Ok(None),
-        _ => attach_iterator(ebpf, name, stage),
-    };
-    let tcp_refresh = iterator(&mut ebpf, Feature::TcpLiveBytes, TCP_REFRESH)?;
-    let tcp_discover = iterator(&mut ebpf, Feature::ExistingConnections, TCP_DISCOVER)?;
-    let owners = iterator(&mut ebpf, Feature::SocketOwners, OWNERS)?;
+    let iterator =
+        |ebpf: &mut Ebpf, feature: Feature| match used.iter().find(|(f, _)| *f == feature) {
+            Some((_, way)) => attach_iterator(ebpf, way.programs[0].0, stage),
+            None => Ok(None),
+        };
+    let tcp_refresh = iterator(&mut ebpf, Feature::TcpLiveBytes)?;
+    let tcp_discover = iterator(&mut ebpf, Feature::ExistingConnections)?;
+    let owners = iterator(&mut ebpf, Feature::SocketOwners)?;
     Ok(LoadedPrograms {
         ebpf,
         probe_set,
@@ -387,21 +451,21 @@ fn enable(
     ebpf: &mut Ebpf,
     context: &mut Context<'_>,
     feature: Feature,
-    ways: &[&Mechanism],
-) -> State {
+    ways: &[&'static Mechanism],
+) -> (State, Option<&'static Mechanism>) {
     let mut refused: Vec<String> = Vec::new();
-    for (rank, way) in ways.iter().enumerate() {
+    for (rank, way) in ways.iter().copied().enumerate() {
         match enable_mechanism(ebpf, context, way) {
             Ok(()) if rank == 0 => {
-                return State::On {
-                    via: way.via.to_owned(),
-                }
+                let via = way.via.to_owned();
+                return (State::On { via }, Some(way));
             }
             Ok(()) => {
-                return State::Fallback {
+                let state = State::Fallback {
                     via: way.via.to_owned(),
                     why: refused.join("; "),
-                }
+                };
+                return (state, Some(way));
             }
             Err(error) => {
                 tracing::debug!(%feature, via = way.via, "refused: {error}");
@@ -410,13 +474,14 @@ fn enable(
         }
     }
     let why = refused.join("; ");
-    match remains_without(feature) {
+    let state = match remains_without(feature) {
         Some(via) => State::Fallback {
             via: via.to_owned(),
             why,
         },
         None => State::Off { why },
-    }
+    };
+    (state, None)
 }
 
 /// Loads every program of `way` and, for `Stage::Attach`, attaches the
@@ -447,13 +512,14 @@ fn enable_mechanism(
             .program_mut(name)
             .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
         done.push(name);
-        if refused_for_test(name) {
-            return Err(Error::Verifier {
+        let loaded = if refused_for_test(name) {
+            Err(Error::Verifier {
                 program: name,
                 reason: format!("refused for this test ({REFUSE_FOR_TEST})"),
-            });
-        }
-        let loaded = load(program, name, hook, context.btf);
+            })
+        } else {
+            load(program, name, hook, context.btf)
+        };
         context
             .verdicts
             .push((name, loaded.as_ref().map(drop).map_err(|e| e.to_string())));
@@ -555,9 +621,10 @@ fn plan_pins(
     pins::plan(pin_dir, &fingerprint, REQUIRED_PINS, checkpoint_map_id)
 }
 
-/// The links a previous agent must have pinned for this one to resume: the
-/// required feature's (the others are taken as pinned or not).
-const REQUIRED_PINS: &[&str] = &["flowtel_state"];
+/// A previous agent must have pinned one of these links for this one to
+/// resume: the required feature's, either keying (the other features are
+/// taken as pinned or not).
+const REQUIRED_PINS: &[&str] = &["flowtel_state", "flowtel_state_by_addr"];
 
 fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Result<(), Error> {
     let loaded = match (hook, program) {
@@ -716,12 +783,12 @@ mod tests {
     #[test]
     fn every_feature_but_tcp_connections_can_be_lost() {
         for feature in Feature::ALL {
-            let ways = mechanisms(feature, ProbeSet::Tracepoint, true);
+            let ways = mechanisms(feature, ProbeSet::Tracepoint, true, Keying::Cookie);
             assert!(!ways.is_empty(), "{feature} has no way to work");
             assert!(!feature.loss().is_empty());
         }
         assert_eq!(
-            mechanisms(Feature::Udp, ProbeSet::Tracepoint, true)
+            mechanisms(Feature::Udp, ProbeSet::Tracepoint, true, Keying::Cookie)
                 .iter()
                 .map(|way| way.via)
                 .collect::<Vec<_>>(),

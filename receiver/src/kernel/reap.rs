@@ -1,11 +1,15 @@
 //! Removes a finished connection from the map and returns its last value in
 //! one step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, Linux 5.14+ for hash maps), so
 //! that bytes the kernel adds between a read and a delete cannot be lost.
-//! aya 0.14 offers this command only for queues and stacks.
+//! aya 0.14 offers this command only for queues and stacks. Older kernels
+//! answer ENOTSUPP: there the entry is read, then deleted (what moves in
+//! between is lost; it is rare, since only entries that are done, closed
+//! or released or idle, are taken), said once in the log.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 
@@ -22,8 +26,45 @@ struct MapElemAttr {
     flags: u64,
 }
 
+/// The kernel's `ENOTSUPP` (not in libc: it is kernel-internal).
+const ENOTSUPP: i32 = 524;
+
+/// Set once the kernel has said it cannot look up and delete in one step.
+static IN_TWO_STEPS: AtomicBool = AtomicBool::new(false);
+
 /// Deletes `key`, returning the value it held; None when it is already gone.
 pub fn take_entry(
+    map: &mut BpfHashMap<MapData, ConnKey, ConnInfo>,
+    key: &ConnKey,
+) -> io::Result<Option<ConnInfo>> {
+    if !IN_TWO_STEPS.load(Ordering::Relaxed) {
+        match take_at_once(map, key) {
+            Err(error) if error.raw_os_error() == Some(ENOTSUPP) => {
+                IN_TWO_STEPS.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    "this kernel cannot look up and delete a hash map entry in one step (Linux 5.14+): finished connections are read, then removed"
+                );
+            }
+            result => return result,
+        }
+    }
+    let value = match map.get(key, 0) {
+        Ok(value) => value,
+        Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+        Err(error) => return Err(io::Error::other(error)),
+    };
+    match map.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(Some(value)),
+        Err(aya::maps::MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(Some(value))
+        }
+        Err(error) => Err(io::Error::other(error)),
+    }
+}
+
+fn take_at_once(
     map: &BpfHashMap<MapData, ConnKey, ConnInfo>,
     key: &ConnKey,
 ) -> io::Result<Option<ConnInfo>> {
