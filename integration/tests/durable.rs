@@ -71,7 +71,21 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
         "exporters:\n  otlp:\n    spill_dir: {}\n",
         spill.display()
     ));
+    survive_sigkill_during_an_outage(&config, &spill);
+}
 
+#[test]
+fn with_persistence_alone_the_queue_is_kept_in_the_state_directory() {
+    privilege::require_root();
+    let sandbox = Sandbox::new("durable-state");
+    let config = sandbox.config("");
+    survive_sigkill_during_an_outage(&config, &sandbox.state_dir().join("otlp-queue"));
+}
+
+/// Four windows queued during an outage, the agent killed, a new one with
+/// the backend up: every byte once, in order, with its own timestamps; the
+/// queue directory `spill` empty after.
+fn survive_sigkill_during_an_outage(config: &Path, spill: &Path) {
     // The backend is down for the first agent's whole life: four
     // transfers of 1,000,000 bytes (500,000 each way), each in a window.
     let down = OtlpReceiver::start(
@@ -81,7 +95,7 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
             ..Behaviour::default()
         },
     );
-    let mut first = agent(&down, &config);
+    let mut first = agent(&down, config);
     let mut transfers = Vec::new();
     for _ in 0..4 {
         let truth = tcp::transfer(LOOPBACK, 500_000, 500_000);
@@ -96,12 +110,12 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
     first.wait_for_another_window();
     kill(&mut first);
     let killed_ns = nanos(SystemTime::now());
-    let on_disk = kept(&spill);
+    let on_disk = kept(spill);
     println!("killed during the outage; {on_disk} windows on disk");
     assert!(down.accepted().is_empty());
 
     let up = OtlpReceiver::start(Protocol::Http, Behaviour::default());
-    let mut second = agent(&up, &config);
+    let mut second = agent(&up, config);
     second.assert_resumed();
     let expected: i64 = transfers
         .iter()
@@ -163,7 +177,7 @@ fn windows_queued_in_an_outage_survive_sigkill_and_arrive_once_in_order() {
         .collect();
     assert!(!transfer_points.is_empty());
     assert!(transfer_points.iter().all(|p| p.time_ns <= killed_ns));
-    assert_eq!(kept(&spill), 0, "sent, then gone from disk");
+    assert_eq!(kept(spill), 0, "sent, then gone from disk");
 }
 
 #[test]
