@@ -72,4 +72,19 @@ fn check_reports_an_endpoint_that_answers_200_with_html() {
         stdout.contains("otlp probe    an empty export request was accepted"),
         "{stdout}"
     );
+
+    // A user and password in the URL: the probe reaches the host, the
+    // report never shows them.
+    let with_password = ok
+        .base_endpoint()
+        .replacen("http://", "http://flowtel:pw-check-7e1@", 1);
+    let output = check_with_endpoint(&with_password);
+    let all = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(all.contains("http://<redacted>@127.0.0.1:"), "{all}");
+    assert!(
+        all.contains("otlp probe    an empty export request was accepted"),
+        "{all}"
+    );
+    assert!(!all.contains("pw-check-7e1"), "{all}");
 }
