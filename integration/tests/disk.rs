@@ -283,6 +283,15 @@ fn a_queue_directory_that_fills_while_running_is_logged_once_and_nothing_is_lost
     );
     assert_eq!(arrived(before.server_port), truth(&before));
     assert_eq!(arrived(during.server_port), truth(&during));
+    // In order: the windows written at the stop kept their place.
+    let times: Vec<u64> = otlp_metrics::points(&up.accepted())
+        .iter()
+        .map(|p| p.time_ns)
+        .collect();
+    assert!(
+        times.windows(2).all(|t| t[0] <= t[1]),
+        "the windows arrived out of order"
+    );
     let counted: i64 = otlp_metrics::health_points(&up.accepted())
         .iter()
         .filter(|p| p.metric == "flowtel.queue.write_failures")

@@ -104,20 +104,21 @@ impl OtlpExporter {
     }
 
     /// Writes `window` to the queue directory, if there is one; returns its
-    /// file. A failure is counted, and logged when it starts (at most once
-    /// in [`LogLimit::QUIET`]); the window is then held in memory only, and
-    /// written again at the stop.
+    /// file, written or not. A failure is counted, and logged when it starts
+    /// (at most once in [`LogLimit::QUIET`]); the window is then held in
+    /// memory only, and written to its file (its place in the queue) at the
+    /// stop.
     fn keep(&mut self, window: &WindowRequests) -> Option<PathBuf> {
         let spill = self.spill.as_mut()?;
-        match spill.write(window) {
-            Ok(file) => {
+        let file = spill.reserve();
+        match spill.write_at(&file, window) {
+            Ok(()) => {
                 if self.disk_failing.take() == Some(true) {
                     tracing::info!(
                         "flowtel: writing windows to {} works again",
                         spill.dir().display()
                     );
                 }
-                Some(file)
             }
             Err(e) => {
                 self.delivery
@@ -134,9 +135,9 @@ impl OtlpExporter {
                     );
                     }
                 }
-                None
             }
         }
+        Some(file)
     }
 }
 
@@ -197,12 +198,13 @@ impl Exporter for OtlpExporter {
         let mut kept = 0;
         let mut failure = None;
         for queued in &left {
-            if queued.file.is_some() {
-                kept += 1;
-                continue;
-            }
-            match spill.write(&queued.window) {
-                Ok(_) => kept += 1,
+            let written = match &queued.file {
+                Some(file) if file.exists() => Ok(()),
+                Some(file) => spill.write_at(file, &queued.window),
+                None => spill.write(&queued.window).map(drop),
+            };
+            match written {
+                Ok(()) => kept += 1,
                 Err(e) => failure = Some(e),
             }
         }

@@ -28,7 +28,8 @@ pub struct Bounds {
 pub struct Queued {
     /// The window's requests.
     pub window: WindowRequests,
-    /// Its file on disk, if it was written.
+    /// Its file on disk, when the queue is durable (not yet written while
+    /// the directory refuses writes).
     pub file: Option<PathBuf>,
 }
 

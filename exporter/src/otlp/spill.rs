@@ -99,15 +99,27 @@ impl Spill {
 
     /// Writes `window` after those already kept, durably; returns its file.
     pub fn write(&mut self, window: &WindowRequests) -> std::io::Result<PathBuf> {
+        let path = self.reserve();
+        self.write_at(&path, window)?;
+        Ok(path)
+    }
+
+    /// The file of the next window, in queue order: a window that cannot
+    /// be written now and is written later (at the stop) keeps its place.
+    pub fn reserve(&mut self) -> PathBuf {
+        let path = self.dir.join(format!("{:020}.{EXTENSION}", self.next));
+        self.next += 1;
+        path
+    }
+
+    /// Writes `window` to `path` (from [`Spill::reserve`]), durably.
+    pub fn write_at(&self, path: &Path, window: &WindowRequests) -> std::io::Result<()> {
         let mut bytes = Vec::with_capacity(window.size() as usize + 4 * window.0.len());
         for encoded in &window.0 {
             bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
             bytes.extend_from_slice(encoded);
         }
-        let path = self.dir.join(format!("{:020}.{EXTENSION}", self.next));
-        self.next += 1;
-        self.write_durably(&path, &bytes)?;
-        Ok(path)
+        self.write_durably(path, &bytes)
     }
 
     /// Writes and removes a small file, so that a directory that is
@@ -213,8 +225,15 @@ mod tests {
         remove(&a).unwrap();
         spill.write(&window("c")).unwrap();
 
-        let (_, kept) = Spill::open(&dir).unwrap();
+        let (mut spill, kept) = Spill::open(&dir).unwrap();
         assert_eq!(marks(&kept), ["b", "c"], "a was settled; c comes after b");
+
+        // A window written late (the directory was full) keeps its place.
+        let late = spill.reserve();
+        spill.write(&window("e")).unwrap();
+        spill.write_at(&late, &window("d")).unwrap();
+        let (_, kept) = Spill::open(&dir).unwrap();
+        assert_eq!(marks(&kept), ["b", "c", "d", "e"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
