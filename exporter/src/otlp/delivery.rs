@@ -83,8 +83,9 @@ impl Delivery {
     /// Queues a window (kept on disk in `file`, if given); when the queue
     /// is full (the backend has been down for longer than it holds), the
     /// oldest windows are dropped, counted and logged.
-    pub fn enqueue(&self, window: WindowRequests, file: Option<PathBuf>) {
-        let dropped = self.queue.push(window, file);
+    pub fn enqueue(&self, window: WindowRequests, file: Option<PathBuf>) -> Arc<Queued> {
+        let queued = Arc::new(Queued::new(window, file));
+        let dropped = self.queue.push_queued(Arc::clone(&queued));
         if dropped > 0 {
             let total = self.losses.queue_full.fetch_add(dropped, Ordering::Relaxed) + dropped;
             tracing::warn!(
@@ -94,6 +95,7 @@ impl Delivery {
                 "OTLP queue full: the oldest windows were dropped; the backend is down for longer than queue_size windows (or queue_bytes) hold"
             );
         }
+        queued
     }
 
     /// What was lost so far.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use processor::{PollReport, WindowReport};
 
@@ -13,6 +14,7 @@ use super::config::Temporality;
 use super::delivery::{Delivery, WindowRequests, SHUTDOWN_GRACE};
 use super::destination::Destination;
 use super::encode::Encoder;
+use super::queue::Queued;
 use super::spill::Spill;
 use super::transport::Transport;
 use crate::health::Health;
@@ -31,6 +33,9 @@ pub struct OtlpExporter {
     disk_failing: Option<bool>,
     /// How often a failing queue directory is logged.
     disk_log: LogLimit,
+    /// Windows the queue directory refused, to write once it takes them
+    /// again (gone once sent or dropped).
+    unwritten: Vec<Weak<Queued>>,
 }
 
 impl OtlpExporter {
@@ -100,7 +105,23 @@ impl OtlpExporter {
             spill,
             disk_failing: None,
             disk_log: LogLimit::default(),
+            unwritten: Vec::new(),
         })
+    }
+
+    /// Writes the windows the queue directory refused earlier and that
+    /// still wait, each to its place, now that it takes them again; stops
+    /// at the first that fails (tried again after the next window).
+    fn write_unwritten(&mut self) {
+        let Some(spill) = &self.spill else { return };
+        let mut failed = false;
+        self.unwritten.retain(|weak| {
+            let Some(queued) = weak.upgrade() else {
+                return false;
+            };
+            failed = failed || queued.write_late(spill).is_err();
+            failed
+        });
     }
 
     /// Writes `window` to the queue directory, if there is one; returns its
@@ -173,7 +194,12 @@ impl Exporter for OtlpExporter {
             window.size()
         );
         let file = self.keep(&window);
-        self.delivery.enqueue(window, file);
+        let queued = self.delivery.enqueue(window, file);
+        if self.disk_failing.is_some() {
+            self.unwritten.push(Arc::downgrade(&queued));
+        } else {
+            self.write_unwritten();
+        }
         Ok(())
     }
 
@@ -199,8 +225,7 @@ impl Exporter for OtlpExporter {
         let mut failure = None;
         for queued in &left {
             let written = match &queued.file {
-                Some(file) if file.exists() => Ok(()),
-                Some(file) => spill.write_at(file, &queued.window),
+                Some(_) => queued.write_late(spill),
                 None => spill.write(&queued.window).map(drop),
             };
             match written {
@@ -254,6 +279,43 @@ mod tests {
             files[1].exists() && files[2].exists(),
             "kept for the next agent"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_window_the_directory_refused_is_written_to_its_place_once_it_takes_them_again() {
+        use crate::otlp::encode::tests::{curl_to, window};
+        let dir =
+            std::env::temp_dir().join(format!("flowtel-exporter-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut destination = crate::otlp::delivery::tests::unreachable_destination();
+        destination.queue_size = 10;
+        destination.spill_dir = Some(dir.clone());
+        let mut exporter = OtlpExporter::start(&destination, &BTreeMap::new()).unwrap();
+        // The directory is gone, a file in its place: writes fail.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"in the way").unwrap();
+        let refused = window(60, 60, vec![curl_to(443, 1, 1)]);
+        exporter.export_window(&refused).unwrap();
+        let losses = exporter.delivery.losses_handle();
+        assert_eq!(losses.disk_failures.load(Ordering::Relaxed), 1);
+        let place = exporter.unwritten[0]
+            .upgrade()
+            .unwrap()
+            .file
+            .clone()
+            .unwrap();
+        // Back: the next window is written, and the refused one to its place.
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let next = window(120, 60, vec![curl_to(443, 2, 2)]);
+        exporter.export_window(&next).unwrap();
+        assert!(exporter.unwritten.is_empty());
+        let (_, kept) = Spill::open(&dir).unwrap();
+        let files: Vec<&PathBuf> = kept.iter().map(|(_, file)| file).collect();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0], &place, "the refused window comes first");
+        exporter.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

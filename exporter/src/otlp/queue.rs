@@ -31,11 +31,34 @@ pub struct Queued {
     /// Its file on disk, when the queue is durable (not yet written while
     /// the directory refuses writes).
     pub file: Option<PathBuf>,
+    /// Sent or dropped: its file is gone and must not be written again.
+    settled: Mutex<bool>,
 }
 
 impl Queued {
+    /// A window to queue, kept in `file`.
+    pub fn new(window: WindowRequests, file: Option<PathBuf>) -> Queued {
+        Queued {
+            window,
+            file,
+            settled: Mutex::new(false),
+        }
+    }
+
+    /// Writes the window to its file, if it has one, is not there yet and
+    /// the window is still queued (a window written late keeps its place).
+    pub fn write_late(&self, spill: &super::spill::Spill) -> std::io::Result<()> {
+        let settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.file {
+            Some(file) if !*settled && !file.exists() => spill.write_at(file, &self.window),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes the file of a window that left the queue.
     fn settle(&self) {
+        let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        *settled = true;
         let Some(file) = &self.file else { return };
         if let Err(e) = super::spill::remove(file) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -76,14 +99,17 @@ impl WindowQueue {
     /// Adds `window` (kept in `file`, if given) at the back; returns how
     /// many of the oldest windows were dropped to keep within the bounds.
     pub fn push(&self, window: WindowRequests, file: Option<PathBuf>) -> u64 {
-        let size = window.size();
+        self.push_queued(Arc::new(Queued::new(window, file)))
+    }
+
+    /// [`WindowQueue::push`] for a window the caller keeps a handle to.
+    pub fn push_queued(&self, queued: Arc<Queued>) -> u64 {
+        let size = queued.window.size();
         let mut dropped = Vec::new();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.bytes += size;
-            state
-                .windows
-                .push_back((Arc::new(Queued { window, file }), size));
+            state.windows.push_back((queued, size));
             while state.windows.len() > self.bounds.windows.max(1)
                 || (state.bytes > self.bounds.bytes && state.windows.len() > 1)
             {
