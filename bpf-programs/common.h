@@ -12,6 +12,7 @@
 #define IPPROTO_UDP 17
 #define MSG_PEEK 2
 #define EEXIST 17
+#define E2BIG 7
 
 /* include/net/tcp_states.h */
 #define TCP_ESTABLISHED 1
@@ -60,10 +61,19 @@ static __always_inline struct conn_info *insert_conn(const struct conn_key *key,
 {
 	long err = bpf_map_update_elem(&conns, key, info, BPF_NOEXIST);
 
-	if (err && err != -EEXIST /* another CPU won the race */) {
+	/* A hash map can refuse an update though it has room: its bucket
+	 * lock busy or timing out (newer kernels' resilient spinlocks),
+	 * seen on a one-CPU guest. Once more, then counted. */
+	if (err && err != -EEXIST && err != -E2BIG)
+		err = bpf_map_update_elem(&conns, key, info, BPF_NOEXIST);
+	if (err == -E2BIG) {
 		/* A connection's opening happens once, so it counts connections;
 		 * anything else repeats per event of an untracked socket. */
 		stat_inc(sight == SEEN_OPENING ? FT_STAT_MAP_FULL : FT_STAT_UNTRACKED);
+		return 0;
+	}
+	if (err && err != -EEXIST /* another CPU won the race */) {
+		stat_inc(FT_STAT_INSERT_FAILED);
 		return 0;
 	}
 	return bpf_map_lookup_elem(&conns, key);

@@ -31,7 +31,8 @@
 #define FT_STAT_CLOSE_DEFERRED 1  /* ring buffer full: closed entry left in map */
 #define FT_STAT_RELEASE_LOST 2    /* ring buffer full: UDP release not reported */
 #define FT_STAT_UNTRACKED 3       /* other event on a socket not in the full map */
-#define FT_STAT_COUNT 4
+#define FT_STAT_INSERT_FAILED 4   /* a new entry refused though the map had room */
+#define FT_STAT_COUNT 5
 
 /*
  * One tracked connection. For TCP and connected UDP the peer is the

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
-/* Prints the layout of the shared structs; receiver/build.rs runs it and a
- * test compares it with receiver/src/kernel/abi.rs. */
+/* Prints the layout of the shared structs and the shared constants;
+ * receiver/build.rs runs it and a test compares it with
+ * receiver/src/kernel/abi.rs. */
 #include <stddef.h>
 #include <stdio.h>
 
@@ -8,6 +9,7 @@
 
 #define SIZE(type) printf("%s %zu\n", #type, sizeof(struct type))
 #define FIELD(type, field) printf("%s.%s %zu\n", #type, #field, offsetof(struct type, field))
+#define CONSTANT(name) printf("%s %d\n", #name, name)
 
 int main(void)
 {
@@ -51,6 +53,19 @@ int main(void)
 	FIELD(conn_event, key);
 	FIELD(conn_event, info);
 	SIZE(udp_peer);
+	CONSTANT(FT_FLAG_SEEN_OPEN);
+	CONSTANT(FT_FLAG_ESTABLISHED);
+	CONSTANT(FT_FLAG_CLOSED);
+	CONSTANT(FT_DIR_OUTGOING);
+	CONSTANT(FT_DIR_INCOMING);
+	CONSTANT(FT_EVENT_CLOSED);
+	CONSTANT(FT_EVENT_RELEASED);
+	CONSTANT(FT_STAT_MAP_FULL);
+	CONSTANT(FT_STAT_CLOSE_DEFERRED);
+	CONSTANT(FT_STAT_RELEASE_LOST);
+	CONSTANT(FT_STAT_UNTRACKED);
+	CONSTANT(FT_STAT_INSERT_FAILED);
+	CONSTANT(FT_STAT_COUNT);
 	SIZE(netns_seen);
 	FIELD(netns_seen, last_ns);
 	FIELD(netns_seen, pid);

@@ -24,6 +24,7 @@ use flowtel::config;
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
     let cli = Cli::parse();
     // Log lines would tear top's screen: it shows what matters itself.
     if !matches!(cli.command, Command::Top(_)) {
@@ -67,6 +68,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(agent::run(settings))
         }
         Command::Top(args) => top::run(args),
+    }
+}
+
+/// Each poll holds the connection map's samples for a moment (tens of MiB
+/// at 100,000 connections). glibc's malloc raises its mmap threshold after
+/// the first such buffer is freed and then keeps the next ones in the heap,
+/// so the agent's RSS would stay at its peak between polls. A fixed
+/// threshold keeps buffers above 128 KiB mmapped, returned when freed; two
+/// arenas are enough for the agent's few threads.
+fn return_large_buffers_to_the_system() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

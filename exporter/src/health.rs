@@ -139,6 +139,15 @@ impl Health {
             )
             .with_callback(move |o| o.observe(releases_lost(), &[]))
             .build();
+        let insert_failures = read(|h| h.insert_failures);
+        meter
+            .u64_observable_counter("flowtel.map.insert.failures")
+            .with_unit("{event}")
+            .with_description(
+                "Events not counted: the kernel refused a new entry though the map had room.",
+            )
+            .with_callback(move |o| o.observe(insert_failures(), &[]))
+            .build();
         let unreachable = read(|h| h.namespaces_unreachable);
         meter
             .u64_observable_gauge("flowtel.netns.unreachable")
@@ -318,6 +327,7 @@ mod tests {
         assert_eq!(value(&request, "flowtel.series.overflowed"), Some(5.0));
         assert_eq!(value(&request, "flowtel.poll.duration"), Some(1.0));
         assert_eq!(value(&request, "flowtel.udp.releases.lost"), Some(0.0));
+        assert_eq!(value(&request, "flowtel.map.insert.failures"), Some(0.0));
         assert_eq!(value(&request, "flowtel.netns.unreachable"), Some(0.0));
         let states = request.resource_metrics[0].scope_metrics[0]
             .metrics

@@ -352,9 +352,12 @@ impl Agent {
                 .destination_port(truth.server_port);
             let got = self.sum(&own);
             assert_eq!(
-                got.bytes_sent, client.client_sent,
-                "client {} sent",
-                client.address
+                got.bytes_sent,
+                client.client_sent,
+                "client {} sent; this process's UDP flows: {:#?}; health: {:?}",
+                client.address,
+                self.sum_by_flow(&FlowFilter::this_process().udp()),
+                self.health().last()
             );
             assert_eq!(
                 got.bytes_received, client.client_received,

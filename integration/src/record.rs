@@ -29,6 +29,8 @@ pub struct Health {
     pub namespaces_unreachable: u64,
     /// UDP socket releases lost to a full ring buffer.
     pub udp_releases_lost: u64,
+    /// New entries the kernel refused though the map had room.
+    pub insert_failures: u64,
     /// Each feature's level: "on", "fallback" or "off".
     pub features: std::collections::BTreeMap<String, String>,
 }

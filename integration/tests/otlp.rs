@@ -677,6 +677,7 @@ fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
         "flowtel.feature.state",
         "flowtel.netns.unreachable",
         "flowtel.udp.releases.lost",
+        "flowtel.map.insert.failures",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }

@@ -64,6 +64,8 @@ pub struct Receiver {
     features: Features,
     /// Ends UDP flows whose socket's release was not reported.
     idle_udp: udp_idle::IdleUdp,
+    /// Entries the last poll read: the next one sizes its buffers by it.
+    last_tracked: u64,
     /// Gives accepted TCP connections the process that holds them.
     owners: Option<owners::OwnersWalk>,
     stats: PerCpuArray<MapData, u64>,
@@ -144,6 +146,7 @@ impl Receiver {
             namespaces_unreachable: 0,
             features: loaded.features,
             idle_udp: udp_idle::IdleUdp::new(config.udp_idle_timeout),
+            last_tracked: 0,
             owners,
             conns,
             stats,
@@ -221,42 +224,73 @@ impl Receiver {
             );
         }
 
+        let started_walks = std::time::Instant::now();
         if let Some(owners) = &mut self.owners {
             owners.run_if_due().map_err(Error::Owners)?;
         }
+        let owners_took = started_walks.elapsed();
         self.refresh_tcp()?;
+        let refresh_took = started_walks.elapsed() - owners_took;
         let read_at = kernel::monotonic_ns();
         let polled = std::time::Instant::now();
-        let entries = self.read_connection_map()?;
-        let tracked = entries.len() as u64;
+        // Entry by entry as the batches arrive, so that the map is never
+        // held in memory twice (as entries and as samples). A key seen
+        // twice (the walk raced with deletions) counts once.
+        samples.reserve(self.last_tracked as usize + self.last_tracked as usize / 8);
+        let mut seen: HashSet<ConnKey> = HashSet::with_capacity(self.last_tracked as usize);
         let mut open_tcp_netns = HashSet::new();
-        for (key, info) in entries {
-            if decode::is_tcp(&info) && !decode::is_closed(&info) {
+        let mut finished = Vec::new();
+        let (processes, idle_udp) = (&mut self.processes, &mut self.idle_udp);
+        batch::for_each(&self.conns, |key, info| {
+            if !seen.insert(*key) {
+                return;
+            }
+            if decode::is_tcp(info) && !decode::is_closed(info) {
                 open_tcp_netns.insert(info.netns);
             }
-            if reported.contains(&(key, info.first_seen_ns)) {
-                continue;
+            if reported.contains(&(*key, info.first_seen_ns)) {
+                return;
             }
             // A closed entry is still here when the ring buffer was full; a
             // UDP socket's entries stay until user space sees its release,
             // or until they have been idle too long.
-            let closed = decode::is_closed(&info)
-                || (!decode::is_tcp(&info)
+            let closed = decode::is_closed(info)
+                || (!decode::is_tcp(info)
                     && (released_udp_sockets.contains(&key.cookie)
-                        || self.idle_udp.is_idle(&key, &info, polled)));
-            let (info, ending) = if closed {
-                // Take the entry and its very last value in one step.
-                match reap::take_entry(&mut self.conns, &key) {
-                    Ok(Some(last)) => (last, Ending::Closed),
-                    Ok(None) => continue, // the kernel handed it over meanwhile
-                    Err(error) => return Err(Error::Reap(error)),
-                }
+                        || idle_udp.is_idle(key, info, polled)));
+            if closed {
+                finished.push(*key);
             } else {
-                (info, Ending::StillOpen)
+                let process = processes.resolve(info.pid, &info.comm);
+                samples.push(decode(key, info, Ending::StillOpen, process));
+            }
+        })
+        .map_err(|source| Error::Map {
+            map: "conns",
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error: source,
+            }),
+        })?;
+        let tracked = seen.len() as u64;
+        drop(seen);
+        for key in finished {
+            // Take the entry and its very last value in one step.
+            let info = match reap::take_entry(&mut self.conns, &key) {
+                Ok(Some(last)) => last,
+                Ok(None) => continue, // the kernel handed it over meanwhile
+                Err(error) => return Err(Error::Reap(error)),
             };
             let process = self.processes.resolve(info.pid, &info.comm);
-            samples.push(decode(&key, &info, ending, process));
+            samples.push(decode(&key, &info, Ending::Closed, process));
         }
+        self.last_tracked = tracked;
+        tracing::debug!(
+            ?owners_took,
+            ?refresh_took,
+            map_read_took = ?(reading.elapsed() - owners_took - refresh_took),
+            "poll phases"
+        );
         self.processes.end_poll();
         self.idle_udp.end_poll();
         self.last_read = (open_tcp_netns, read_at);
@@ -327,22 +361,6 @@ impl Receiver {
         }
     }
 
-    /// Reads the connection map in batches. A key seen twice (the walk
-    /// raced with deletions) is kept once.
-    fn read_connection_map(&self) -> Result<Vec<(ConnKey, ConnInfo)>, Error> {
-        let mut entries = batch::read_all(&self.conns).map_err(|source| Error::Map {
-            map: "conns",
-            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_lookup_batch",
-                io_error: source,
-            }),
-        })?;
-        // In place, without a second copy of a map that may be large.
-        entries.sort_unstable_by_key(|(key, _)| *key);
-        entries.dedup_by_key(|(key, _)| *key);
-        Ok(entries)
-    }
-
     fn health(&self, tracked: u64) -> Result<ReceiverHealth, Error> {
         let stat = |index: usize| -> Result<u64, Error> {
             let values = self
@@ -359,6 +377,7 @@ impl Receiver {
             untracked_events: stat(abi::STAT_UNTRACKED)?,
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
             udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
+            insert_failures: stat(abi::STAT_INSERT_FAILED)?,
             namespaces_unreachable: self.namespaces_unreachable,
             features: self.features.levels(),
             tracked_connections: tracked,

@@ -207,6 +207,9 @@ pub struct ReceiverHealth {
     /// UDP socket releases that found the ring buffer full: those sockets'
     /// flows end when they have been idle (swept), not at once.
     pub udp_releases_lost: u64,
+    /// New entries the kernel refused though the map had room (a busy or
+    /// timed-out bucket lock, twice): those events were not counted.
+    pub insert_failures: u64,
     /// Network namespaces with tracked TCP connections that the last poll
     /// could not enter: their open connections' bytes wait for the close.
     pub namespaces_unreachable: u64,

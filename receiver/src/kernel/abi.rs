@@ -1,6 +1,8 @@
-//! Rust mirrors of the structs in `bpf-programs/flowtel_types.h`.
-//! Keep in sync with that header; `layout_matches_c` checks sizes and offsets
-//! against what the C compiler produced at build time.
+//! Rust mirrors of the structs and constants in
+//! `bpf-programs/flowtel_types.h`. `layout_matches_c` checks every size,
+//! offset and constant against what the C compiler produced at build time
+//! (`layout.c`), and the programs' names are checked against the object in
+//! `kernel::programs`: a change on one side alone fails a unit test.
 
 /// `FT_FLAG_*`
 pub const FLAG_SEEN_OPEN: u8 = 1 << 0;
@@ -20,6 +22,9 @@ pub const STAT_MAP_FULL: usize = 0;
 pub const STAT_CLOSE_DEFERRED: usize = 1;
 pub const STAT_RELEASE_LOST: usize = 2;
 pub const STAT_UNTRACKED: usize = 3;
+pub const STAT_INSERT_FAILED: usize = 4;
+#[cfg(test)]
+pub const STAT_COUNT: usize = 5;
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
@@ -191,6 +196,19 @@ mod tests {
             ("conn_event.kind", offset_of!(ConnEvent, kind)),
             ("conn_event.key", offset_of!(ConnEvent, key)),
             ("conn_event.info", offset_of!(ConnEvent, info)),
+            ("FT_FLAG_SEEN_OPEN", FLAG_SEEN_OPEN.into()),
+            ("FT_FLAG_ESTABLISHED", FLAG_ESTABLISHED.into()),
+            ("FT_FLAG_CLOSED", FLAG_CLOSED.into()),
+            ("FT_DIR_OUTGOING", DIR_OUTGOING.into()),
+            ("FT_DIR_INCOMING", DIR_INCOMING.into()),
+            ("FT_EVENT_CLOSED", EVENT_CLOSED as usize),
+            ("FT_EVENT_RELEASED", EVENT_RELEASED as usize),
+            ("FT_STAT_MAP_FULL", STAT_MAP_FULL),
+            ("FT_STAT_CLOSE_DEFERRED", STAT_CLOSE_DEFERRED),
+            ("FT_STAT_RELEASE_LOST", STAT_RELEASE_LOST),
+            ("FT_STAT_UNTRACKED", STAT_UNTRACKED),
+            ("FT_STAT_INSERT_FAILED", STAT_INSERT_FAILED),
+            ("FT_STAT_COUNT", STAT_COUNT),
             ("netns_seen", size_of::<NetnsSeen>()),
             ("netns_seen.last_ns", offset_of!(NetnsSeen, last_ns)),
             ("netns_seen.pid", offset_of!(NetnsSeen, pid)),

@@ -30,15 +30,14 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every entry of the map, as of the walk (entries added or removed
-/// meanwhile may or may not appear).
-pub fn read_all(
+/// Calls `each` with every entry of the map, batch by batch. A walk that
+/// races with deletions may give a key twice: the caller keeps one.
+pub fn for_each(
     map: &BpfHashMap<MapData, ConnKey, ConnInfo>,
-) -> io::Result<Vec<(ConnKey, ConnInfo)>> {
+    mut each: impl FnMut(&ConnKey, &ConnInfo),
+) -> io::Result<()> {
     let fd = map_fd(map);
-    let mut entries = Vec::new();
     let mut chunk = CHUNK;
-    // For hash maps the batch token is a bucket index.
     let (mut token_in, mut token_out) = (0u32, 0u32);
     let mut first = true;
     let mut keys = vec![ConnKey::default(); chunk];
@@ -59,20 +58,17 @@ pub fn read_all(
             map_fd: fd,
             ..BatchAttr::default()
         };
-        // SAFETY: attr is the batch commands' layout; the buffers hold
-        // `count` keys and values of the sizes the map was created with, and
-        // outlive the call.
+        // SAFETY: attr is the batch commands' layout; keys and values hold
+        // `chunk` elements of the map's key and value sizes, and the tokens
+        // are u32 (a hash map's batch token), all outliving the call.
         let error = unsafe { sys::bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let filled = attr.count as usize;
-        entries.extend(
-            keys.iter()
-                .copied()
-                .zip(values.iter().copied())
-                .take(filled),
-        );
+        for (key, value) in keys.iter().zip(values.iter()).take(filled) {
+            each(key, value);
+        }
         match error.as_ref().and_then(io::Error::raw_os_error) {
             None => {}
-            Some(libc::ENOENT) => return Ok(entries), // walked to the end
+            Some(libc::ENOENT) => return Ok(()), // walked to the end
             Some(libc::ENOSPC) if filled == 0 => {
                 chunk *= 2;
                 continue;
