@@ -91,22 +91,25 @@ pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report 
         Ok(plan) if plan.destinations.is_empty() => line(&mut text, "endpoint", "none configured"),
         Ok(plan) => {
             for destination in &plan.destinations {
+                let shown = destination.shown_url();
                 match answers(&destination.url) {
-                    Ok(took) => line(
-                        &mut text,
-                        "endpoint",
-                        &format!("{} answers (TCP connect in {took:?})", destination.url),
-                    ),
+                    Ok(took) => {
+                        line(
+                            &mut text,
+                            "endpoint",
+                            &format!("{shown} answers (TCP connect in {took:?})"),
+                        );
+                        let (said, problem) = otlp_probe(destination);
+                        line(&mut text, "otlp probe", &said);
+                        problems.extend(problem);
+                    }
                     Err(why) => {
                         line(
                             &mut text,
                             "endpoint",
-                            &format!("{} does not answer: {why}", destination.url),
+                            &format!("{shown} does not answer: {why}"),
                         );
-                        problems.push(format!(
-                            "the OTLP endpoint {} does not answer: {why}",
-                            destination.url
-                        ));
+                        problems.push(format!("the OTLP endpoint {shown} does not answer: {why}"));
                     }
                 }
             }
@@ -180,8 +183,8 @@ pub fn probes_name(set: ProbeSet) -> &'static str {
 /// Whether a TCP connection to the URL's host and port opens within 3 s.
 fn answers(url: &str) -> Result<std::time::Duration, String> {
     use std::net::{TcpStream, ToSocketAddrs as _};
-    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let (scheme, _) = url.split_once("://").ok_or("not a URL")?;
+    let authority = exporter::otlp::destination::host_port(url);
     let default_port = if scheme == "https" { 443 } else { 80 };
     let target = if authority
         .rsplit_once(':')
@@ -200,4 +203,32 @@ fn answers(url: &str) -> Result<std::time::Duration, String> {
     TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
     Ok(started.elapsed())
+}
+
+/// Sends the endpoint one empty export request: what it answered, and the
+/// problem when the answer shows that no OTLP receiver is there. Other
+/// failures (a refusal of the empty request, a timeout) are only said.
+fn otlp_probe(destination: &exporter::otlp::Destination) -> (String, Option<String>) {
+    use exporter::otlp::retry::{not_otlp_line, Attempt};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return (format!("not sent: {e}"), None),
+    };
+    let attempt = runtime.block_on(exporter::otlp::transport::probe(
+        destination,
+        std::time::Duration::from_secs(3),
+    ));
+    match attempt {
+        Attempt::Accepted { .. } => ("an empty export request was accepted".to_owned(), None),
+        Attempt::NotOtlp { reason } => {
+            let problem = format!("{}: {}", destination.shown_url(), not_otlp_line(&reason));
+            (not_otlp_line(&reason), Some(problem))
+        }
+        Attempt::Retryable { reason, .. } | Attempt::Permanent { reason } => {
+            (format!("an empty export request failed: {reason}"), None)
+        }
+    }
 }

@@ -35,6 +35,32 @@ impl Store {
         }
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes what an interrupted save left (`checkpoint.json.new`).
+    pub fn clean_leftovers(&self) {
+        let aside = self.dir.join(format!("{FILE}.new"));
+        match std::fs::remove_file(&aside) {
+            Ok(()) => tracing::info!(
+                "flowtel: removed {}, left by a save that was interrupted",
+                aside.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("flowtel: could not remove {}: {e}", aside.display()),
+        }
+    }
+
+    /// Removes the checkpoint, if there is one.
+    pub fn discard(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The saved checkpoint; `None` when there is none or it cannot be
     /// read (then the agent starts afresh, which never counts twice).
     pub fn load(&self) -> Option<Saved> {
@@ -52,16 +78,24 @@ impl Store {
         }
     }
 
-    /// Replaces the checkpoint atomically (write aside, then rename).
+    /// Replaces the checkpoint atomically and durably (write aside, fsync,
+    /// rename, fsync the directory).
     pub fn save(&self, saved: &Saved) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the state directory {}", self.dir.display()))?;
         let path = self.dir.join(FILE);
         let aside = self.dir.join(format!("{FILE}.new"));
         let text = serde_json::to_vec(saved).context("cannot encode the checkpoint")?;
-        std::fs::write(&aside, text)
+        let written = std::fs::File::create(&aside)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &text).and_then(|()| file.sync_all())
+            })
             .and_then(|()| std::fs::rename(&aside, &path))
-            .with_context(|| format!("cannot write the checkpoint {}", path.display()))
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
+        if written.is_err() {
+            let _ = std::fs::remove_file(&aside);
+        }
+        written.with_context(|| format!("cannot write the checkpoint {}", path.display()))
     }
 }
 
@@ -101,6 +135,12 @@ mod tests {
         assert_eq!(back.checkpoint, saved.checkpoint);
         std::fs::write(dir.join(FILE), "{not json").unwrap();
         assert!(store.load().is_none());
+        std::fs::write(dir.join(format!("{FILE}.new")), "half").unwrap();
+        store.clean_leftovers();
+        assert!(!dir.join(format!("{FILE}.new")).exists());
+        store.discard().unwrap();
+        assert!(!dir.join(FILE).exists());
+        store.discard().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

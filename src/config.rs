@@ -66,16 +66,34 @@ impl FileConfig {
             position,
             message,
         };
+        let max_nodes = match env.get(MAX_NODES_VAR) {
+            None => DEFAULT_MAX_NODES,
+            Some(v) => v.trim().parse().map_err(|_| {
+                error(
+                    None,
+                    format!("{MAX_NODES_VAR}={v:?} is not a number of YAML nodes, e.g. 4000000"),
+                )
+            })?,
+        };
         // A file of comments only is an empty document: all defaults.
         let config: FileConfig = if is_blank_yaml(text) {
             FileConfig::default()
         } else {
-            let options = serde_saphyr::options! {}.with_properties(env);
+            let options = serde_saphyr::options! {
+                budget: serde_saphyr::budget! {
+                    max_nodes: max_nodes,
+                    max_events: max_nodes.saturating_mul(4),
+                },
+            }
+            .with_properties(env);
             serde_saphyr::from_str_with_options(text, options).map_err(|e| {
                 let position = e
                     .location()
                     .map(|l| (l.line() as usize, l.column() as usize));
-                error(position, bare_message(&e))
+                error(
+                    position,
+                    limit_message(&e, max_nodes).unwrap_or_else(|| bare_message(&e)),
+                )
             })?
         };
         config
@@ -106,6 +124,25 @@ impl FileConfig {
             plain
         }
     }
+}
+
+/// How many YAML nodes (scalars, lists, maps) a configuration file may
+/// hold: a guard against runaway files, about 4 MB of mapping rules.
+pub const DEFAULT_MAX_NODES: usize = 1_000_000;
+
+/// The environment variable that raises [`DEFAULT_MAX_NODES`].
+pub const MAX_NODES_VAR: &str = "FLOWTEL_CONFIG_MAX_NODES";
+
+/// The parser's size limits, said with the limit and what to do (its own
+/// text is Rust debug output).
+fn limit_message(error: &serde_saphyr::Error, max_nodes: usize) -> Option<String> {
+    let text = error.without_snippet().to_string();
+    if !text.contains("budget breached: Nodes") && !text.contains("budget breached: Events") {
+        return None;
+    }
+    Some(format!(
+        "the file is larger than the configuration parser's limit of {max_nodes} YAML nodes (scalars, lists and maps): raise it with {MAX_NODES_VAR}, or make the file smaller (one mapping rule can match many names, e.g. match: '^(api|web|worker)$')"
+    ))
 }
 
 /// True when `text` holds no YAML node: only blank lines and comments.
@@ -143,6 +180,27 @@ mod tests {
 
     fn parse(text: &str) -> Result<FileConfig, String> {
         parse_with(text, &[])
+    }
+
+    #[test]
+    fn a_file_over_the_parsers_limit_says_the_limit_and_how_to_raise_it() {
+        let mut text = "processor:\n  mappings:\n    ports:\n".to_owned();
+        for port in 1..=40 {
+            text.push_str(&format!("      {port}: p{port}\n"));
+        }
+        let error = parse_with(&text, &[(MAX_NODES_VAR, "50")]).unwrap_err();
+        assert!(
+            error.contains(
+                "the file is larger than the configuration parser's limit of 50 YAML nodes (scalars, lists and maps): raise it with FLOWTEL_CONFIG_MAX_NODES, or make the file smaller"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains("budget breached"), "{error}");
+        assert_eq!(error.lines().count(), 1);
+        assert!(parse_with(&text, &[(MAX_NODES_VAR, "500")]).is_ok());
+        assert!(parse(&text).is_ok(), "the default holds far more");
+        let bad = parse_with(&text, &[(MAX_NODES_VAR, "many")]).unwrap_err();
+        assert!(bad.contains("is not a number of YAML nodes"), "{bad}");
     }
 
     fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<FileConfig, String> {

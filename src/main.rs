@@ -5,6 +5,7 @@ mod agent;
 mod check;
 mod checkpoint;
 mod cli;
+mod lock;
 mod privileges;
 mod top;
 

@@ -4,6 +4,7 @@
 //! table to the console.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,16 +79,35 @@ impl Config {
     /// Resolves which exporters run, and how, over `env`. With nothing
     /// configured and no endpoint in the environment, the console table.
     pub fn plan(&self, env: &OtlpEnv) -> Result<Plan, ConfigError> {
+        self.plan_with_state(env, None)
+    }
+
+    /// [`Config::plan`], for an agent that keeps its state in `state_dir`
+    /// (`receiver.persistence`): each OTLP destination without a
+    /// `spill_dir` keeps its queue on disk there, in `otlp-queue` or
+    /// `datadog-queue`.
+    pub fn plan_with_state(
+        &self,
+        env: &OtlpEnv,
+        state_dir: Option<&Path>,
+    ) -> Result<Plan, ConfigError> {
+        let in_state = |name: &str| state_dir.map(|dir| dir.join(name));
         let mut destinations = Vec::new();
-        match &self.otlp {
-            Some(otlp) => destinations.push(Destination::resolve(otlp, env)?),
+        let otlp = match &self.otlp {
+            Some(otlp) => Some(Destination::resolve(otlp, env)?),
             None if env.names_an_endpoint() => {
-                destinations.push(Destination::resolve(&OtlpConfig::default(), env)?)
+                Some(Destination::resolve(&OtlpConfig::default(), env)?)
             }
-            None => {}
+            None => None,
+        };
+        if let Some(mut otlp) = otlp {
+            otlp.spill_dir = otlp.spill_dir.or_else(|| in_state("otlp-queue"));
+            destinations.push(otlp);
         }
         if let Some(datadog) = &self.datadog {
-            destinations.push(datadog.destination()?);
+            let mut datadog = datadog.destination()?;
+            datadog.spill_dir = datadog.spill_dir.or_else(|| in_state("datadog-queue"));
+            destinations.push(datadog);
         }
         if let Some(prometheus) = &self.prometheus {
             prometheus.validate()?;
@@ -198,6 +218,37 @@ mod tests {
             .plan(&OtlpEnv::default())
             .unwrap_err();
         assert!(error.to_string().contains("idle_windows"), "{error}");
+    }
+
+    #[test]
+    fn with_a_state_directory_each_destination_queues_on_disk_unless_given_a_spill_dir() {
+        let config = parse(
+            r#"{"otlp":{"endpoint":"http://localhost:4318/v1/metrics"},"datadog":{"api_key":"k"}}"#,
+        )
+        .unwrap();
+        let state = Path::new("/var/lib/flowtel");
+        let plan = config
+            .plan_with_state(&OtlpEnv::default(), Some(state))
+            .unwrap();
+        let dirs: Vec<_> = plan
+            .destinations
+            .iter()
+            .map(|d| d.spill_dir.clone())
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                Some(state.join("otlp-queue")),
+                Some(state.join("datadog-queue"))
+            ]
+        );
+        let given = parse(r#"{"otlp":{"spill_dir":"/spill"}}"#).unwrap();
+        let plan = given
+            .plan_with_state(&OtlpEnv::default(), Some(state))
+            .unwrap();
+        assert_eq!(plan.destinations[0].spill_dir, Some("/spill".into()));
+        let plan = config.plan(&OtlpEnv::default()).unwrap();
+        assert!(plan.destinations.iter().all(|d| d.spill_dir.is_none()));
     }
 
     #[test]

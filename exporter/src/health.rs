@@ -195,11 +195,29 @@ impl Health {
             .with_description("Windows waiting for the backend.")
             .with_callback(move |o| o.observe(queued(), &[]))
             .build();
+        let refused = Arc::clone(&losses);
         meter
             .u64_observable_counter("flowtel.export.failures")
             .with_unit("{request}")
             .with_description("Requests the backend refused for good.")
-            .with_callback(move |o| o.observe(losses.refused.load(Ordering::Relaxed), &[]))
+            .with_callback(move |o| o.observe(refused.refused.load(Ordering::Relaxed), &[]))
+            .build();
+        let not_otlp = Arc::clone(&losses);
+        meter
+            .u64_observable_counter("flowtel.export.not_otlp")
+            .with_unit("{response}")
+            .with_description(
+                "2xx answers that were not OTLP responses (another service at the endpoint); the requests are retried.",
+            )
+            .with_callback(move |o| o.observe(not_otlp.not_otlp.load(Ordering::Relaxed), &[]))
+            .build();
+        meter
+            .u64_observable_counter("flowtel.queue.write_failures")
+            .with_unit("{window}")
+            .with_description(
+                "Windows that could not be written to the queue directory (held in memory only).",
+            )
+            .with_callback(move |o| o.observe(losses.disk_failures.load(Ordering::Relaxed), &[]))
             .build();
         let poll_duration = meter
             .f64_histogram("flowtel.poll.duration")
@@ -280,6 +298,8 @@ mod tests {
     fn health_figures_become_otlp_metrics() {
         let losses = Arc::new(Losses::default());
         losses.queue_full.store(3, Ordering::Relaxed);
+        losses.disk_failures.store(4, Ordering::Relaxed);
+        losses.not_otlp.store(6, Ordering::Relaxed);
         let health = Health::new(
             &BTreeMap::from([("host.name".to_owned(), "h1".to_owned())]),
             false,
@@ -302,6 +322,8 @@ mod tests {
         assert_eq!(value(&request, "flowtel.windows.dropped"), Some(3.0));
         assert_eq!(value(&request, "flowtel.windows.queued"), Some(2.0));
         assert_eq!(value(&request, "flowtel.export.failures"), Some(0.0));
+        assert_eq!(value(&request, "flowtel.queue.write_failures"), Some(4.0));
+        assert_eq!(value(&request, "flowtel.export.not_otlp"), Some(6.0));
         assert_eq!(value(&request, "flowtel.series.overflowed"), Some(5.0));
         assert_eq!(value(&request, "flowtel.poll.duration"), Some(1.0));
         assert_eq!(value(&request, "flowtel.udp.releases.lost"), Some(0.0));

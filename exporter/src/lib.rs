@@ -32,6 +32,7 @@ mod duration_serde;
 mod error;
 mod fanout;
 pub mod health;
+mod log_limit;
 pub mod metrics;
 pub mod otlp;
 pub mod prometheus;
@@ -40,6 +41,7 @@ mod secret;
 pub use config::{Config, ConsoleConfig, Plan};
 pub use error::{ConfigError, Error};
 pub use fanout::Fanout;
+pub use log_limit::LogLimit;
 pub use secret::{Secret, REDACTED};
 
 use processor::{PollReport, WindowReport};

@@ -462,6 +462,50 @@ impl Agent {
         panic!("{message}");
     }
 
+    /// Waits until the agent closes one more window than it had.
+    pub fn wait_for_another_window(&mut self) {
+        let closed = record::windows_closed(&self.records());
+        self.wait_until("one more window", |records| {
+            record::windows_closed(records) > closed
+        });
+    }
+
+    /// Sends the agent `signal` (`libc::SIGKILL`, `libc::SIGHUP`, ...).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
+        // SAFETY: kill has no memory preconditions; the pid is our own
+        // child, not yet reaped (the Child is not waited for until drop or
+        // stop), so it cannot name another process.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Waits (up to the stop grace period) for the agent to exit; says how
+    /// it ended, or that it did not.
+    pub fn wait_for_exit(&mut self) -> String {
+        let deadline = Instant::now() + EXIT_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // The output readers finish after the process.
+                thread::sleep(Duration::from_millis(300));
+                return status.to_string();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        format!("still running after {EXIT_GRACE:?}")
+    }
+
+    /// Asserts that the agent said it continues the previous agent's
+    /// counters (`receiver.persistence`).
+    pub fn assert_resumed(&self) {
+        assert!(
+            self.stderr()
+                .iter()
+                .any(|line| line.contains("continuing the previous agent's counters")),
+            "the agent did not resume: {:?}",
+            self.stderr()
+        );
+    }
+
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
     /// says how it ended.
     pub fn stop(&mut self) -> String {

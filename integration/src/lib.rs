@@ -34,6 +34,7 @@ pub mod otlp_receiver;
 pub mod privilege;
 pub mod prometheus;
 pub mod record;
+pub mod sandbox;
 pub mod tmux;
 pub mod traffic;
 pub mod vm;

@@ -68,6 +68,29 @@ impl Point {
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
     }
+
+    /// Whether the point is of a flow of this (the test's) process.
+    pub fn of_this_process(&self) -> bool {
+        self.attribute("source.process.pid") == Some(&std::process::id().to_string())
+    }
+
+    /// Whether the point is of a flow to or from `port`.
+    pub fn at_port(&self, port: u16) -> bool {
+        let port = port.to_string();
+        self.attribute("destination.port") == Some(&port)
+            || self.attribute("source.port") == Some(&port)
+    }
+}
+
+/// Sum of this process's `network.flow.bytes` points for one direction
+/// (`transmit` or `receive`) of the flows to or from `port`.
+pub fn flow_bytes(points: &[Point], port: u16, direction: &str) -> i64 {
+    points
+        .iter()
+        .filter(|p| p.metric == "network.flow.bytes" && p.of_this_process() && p.at_port(port))
+        .filter(|p| p.attribute("network.io.direction") == Some(direction))
+        .map(Point::int)
+        .sum()
 }
 
 /// The scope of the agent's own health metrics.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -54,6 +54,9 @@ pub struct Behaviour {
     /// Answer the first request with gRPC RESOURCE_EXHAUSTED and a
     /// `google.rpc.RetryInfo` asking for this delay (HTTP: a bare 429).
     pub exhausted_retry_delay: Option<Duration>,
+    /// HTTP: answer the first this many requests with 200 and an HTML page,
+    /// as a web server that is not an OTLP receiver would (not accepted).
+    pub html_first: u32,
 }
 
 /// One request as it arrived.
@@ -94,6 +97,8 @@ impl State {
             Answer::Exhausted
         } else if self.arrivals.len() < self.behaviour.unavailable_first as usize {
             Answer::Unavailable
+        } else if self.arrivals.len() < self.behaviour.html_first as usize {
+            Answer::Html
         } else {
             Answer::Ok
         };
@@ -112,6 +117,7 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Ok,
+    Html,
     Unavailable,
     Unauthorized,
     Exhausted,
@@ -238,11 +244,7 @@ impl OtlpReceiver {
 
     /// The requests the receiver accepted, in arrival order.
     pub fn accepted(&self) -> Vec<ExportMetricsServiceRequest> {
-        self.arrivals()
-            .into_iter()
-            .filter(|a| a.accepted)
-            .map(|a| a.request)
-            .collect()
+        accepted_requests(&self.arrivals())
     }
 
     /// Waits up to `timeout` until `done` holds for the arrivals; returns
@@ -268,6 +270,15 @@ impl OtlpReceiver {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The requests of the accepted `arrivals`, in arrival order.
+pub fn accepted_requests(arrivals: &[Arrival]) -> Vec<ExportMetricsServiceRequest> {
+    arrivals
+        .iter()
+        .filter(|a| a.accepted)
+        .map(|a| a.request.clone())
+        .collect()
 }
 
 /// The success answer: a partial success when the behaviour says so.
@@ -306,7 +317,7 @@ impl MetricsService for GrpcService {
         };
         tokio::time::sleep(behaviour.delay).await;
         match answer {
-            Answer::Ok => Ok(tonic::Response::new(success(&behaviour))),
+            Answer::Ok | Answer::Html => Ok(tonic::Response::new(success(&behaviour))),
             Answer::Unavailable => Err(tonic::Status::unavailable("test receiver: unavailable")),
             Answer::Unauthorized => Err(tonic::Status::unauthenticated("test receiver: bad key")),
             Answer::Exhausted => {
@@ -325,7 +336,7 @@ async fn http_export(
     axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, Vec<u8>) {
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], Vec<u8>) {
     let gzip = headers
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() == b"gzip");
@@ -335,7 +346,7 @@ async fn http_export(
             .read_to_end(&mut plain)
             .is_err()
         {
-            return (StatusCode::BAD_REQUEST, b"bad gzip".to_vec());
+            return (StatusCode::BAD_REQUEST, TEXT, b"bad gzip".to_vec());
         }
         plain
     } else {
@@ -344,6 +355,7 @@ async fn http_export(
     let Ok(request) = ExportMetricsServiceRequest::decode(&body[..]) else {
         return (
             StatusCode::BAD_REQUEST,
+            TEXT,
             b"not an ExportMetricsServiceRequest".to_vec(),
         );
     };
@@ -357,9 +369,22 @@ async fn http_export(
     };
     tokio::time::sleep(behaviour.delay).await;
     match answer {
-        Answer::Ok => (StatusCode::OK, success(&behaviour).encode_to_vec()),
-        Answer::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Vec::new()),
-        Answer::Unauthorized => (StatusCode::UNAUTHORIZED, Vec::new()),
-        Answer::Exhausted => (StatusCode::TOO_MANY_REQUESTS, Vec::new()),
+        Answer::Ok => (
+            StatusCode::OK,
+            PROTOBUF,
+            success(&behaviour).encode_to_vec(),
+        ),
+        Answer::Html => (StatusCode::OK, HTML, HTML_PAGE.to_vec()),
+        Answer::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, TEXT, Vec::new()),
+        Answer::Unauthorized => (StatusCode::UNAUTHORIZED, TEXT, Vec::new()),
+        Answer::Exhausted => (StatusCode::TOO_MANY_REQUESTS, TEXT, Vec::new()),
     }
 }
+
+/// OTLP/HTTP's answer content type.
+const PROTOBUF: [(header::HeaderName, &str); 1] =
+    [(header::CONTENT_TYPE, "application/x-protobuf")];
+const TEXT: [(header::HeaderName, &str); 1] = [(header::CONTENT_TYPE, "text/plain")];
+const HTML: [(header::HeaderName, &str); 1] = [(header::CONTENT_TYPE, "text/html; charset=utf-8")];
+/// What a web server that is not an OTLP receiver sends.
+const HTML_PAGE: &[u8] = b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>\n";

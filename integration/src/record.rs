@@ -384,6 +384,32 @@ impl Totals {
     }
 }
 
+/// Bytes both ways of this process's TCP connection to `port`, in the
+/// window records.
+pub fn window_bytes(records: &[Record], port: u16) -> u64 {
+    let client = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(port);
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Window(flow) if client.matches(&flow.attributes) => {
+                Some(flow.bytes_sent + flow.bytes_received)
+            }
+            _ => None,
+        })
+        .sum()
+}
+
+/// How many windows the records show closed (`window_summary` records).
+pub fn windows_closed(records: &[Record]) -> usize {
+    records
+        .iter()
+        .filter(|r| matches!(r, Record::Other(v) if v["record"] == "window_summary"))
+        .count()
+}
+
 /// Sums the poll records that pass `filter`.
 pub fn sum<'a>(records: impl IntoIterator<Item = &'a Record>, filter: &FlowFilter) -> Totals {
     let mut totals = Totals::default();

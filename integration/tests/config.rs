@@ -3,6 +3,7 @@
 //! running agent keys its windows by the attributes and mappings the file
 //! gives, with every byte kept when series overflow.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -52,6 +53,16 @@ fn config_check(path: &str, env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .expect("run flowtel config check")
+}
+
+/// `flowtel ARGS` with `env`: its exit code and stderr.
+fn flowtel(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(FLOWTEL)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run flowtel");
+    (out.status.code(), text(&out.stderr))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -164,6 +175,142 @@ fn secrets_never_appear_in_check_output_or_errors() {
     let all = text(&out.stdout) + &text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(!all.contains(KEY), "{all}");
+}
+
+#[test]
+fn a_password_in_the_endpoint_never_shows_and_loopback_is_read_from_the_host() {
+    const PASSWORD: &str = "pw-test-93c1e";
+    let env = [("FLOWTEL_TEST_PASSWORD", PASSWORD)];
+    let endpoint = |host: &str| {
+        format!("exporters:\n  otlp:\n    endpoint: http://admin:${{FLOWTEL_TEST_PASSWORD}}@{host}:4318/v1/metrics\n")
+    };
+    // On this host: cleartext is allowed, the user and password redacted.
+    let local = TempFile::new("userinfo-local", &endpoint("127.0.0.1"));
+    let out = config_check(local.path(), &env);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("endpoint: http://<redacted>@127.0.0.1:4318/v1/metrics"),
+        "{all}"
+    );
+    assert!(!all.contains(PASSWORD), "{all}");
+    // Another host: refused by check and by run, in one line without it.
+    let remote = TempFile::new("userinfo-remote", &endpoint("collector"));
+    for args in [
+        &["config", "check", remote.path()][..],
+        &["run", "--config", remote.path()],
+    ] {
+        let (code, stderr) = flowtel(args, &env);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("<redacted>@collector:4318"), "{stderr}");
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn a_header_value_run_would_refuse_is_refused_by_check() {
+    let file = TempFile::new(
+        "header-crlf",
+        "exporters:\n  otlp:\n    endpoint: http://127.0.0.1:4318/v1/metrics\n",
+    );
+    let env = [(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "authorization=Bearer%0D%0AX-Evil: 1",
+    )];
+    for args in [
+        &["config", "check", file.path()][..],
+        &["run", "--config", file.path()],
+    ] {
+        let (code, stderr) = flowtel(args, &env);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "the value of otlp header \"authorization\" is not a valid HTTP header value"
+            ),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("X-Evil"), "{stderr}");
+    }
+}
+
+/// `flowtel ARGS`: its exit code, stdout, stderr and peak RSS in KiB (from
+/// wait4, this child's own).
+fn flowtel_rusage(args: &[&str]) -> (Option<i32>, String, String, i64) {
+    let mut child = Command::new(FLOWTEL)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run flowtel");
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_string(&mut text).unwrap();
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let mut status = 0;
+    // SAFETY: rusage is a plain C struct, zeroed is a valid value; wait4
+    // writes into the two locals only, for our own unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    // Reaped by wait4 already: this only tells the Child so (ECHILD).
+    let _ = child.wait();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, stdout, stderr, usage.ru_maxrss)
+}
+
+#[test]
+fn a_large_mapping_file_takes_memory_in_proportion_and_its_limit_is_one_line() {
+    const RULES: usize = 40_000;
+    let mut rules = "processor:\n  mappings:\n    processes:\n".to_owned();
+    for n in 0..RULES {
+        rules.push_str(&format!(
+            "      - {{match: '^svc{n:05}$', service: service-{n:05}}}\n"
+        ));
+    }
+    let big = TempFile::new("mapping-40k", &rules);
+    let small = TempFile::new("mapping-none", "processor:\n  interval: 1m\n");
+    let (code, _, stderr, baseline) = flowtel_rusage(&["config", "check", small.path()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr, peak) = flowtel_rusage(&["config", "check", big.path()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.matches("match: ^svc").count(),
+        RULES,
+        "every rule printed"
+    );
+    let file_kib = (rules.len() / 1024) as i64;
+    println!(
+        "config check of {RULES} process rules ({file_kib} KiB): {peak} KiB peak RSS, {baseline} KiB for an empty file"
+    );
+    assert!(
+        peak - baseline < 10 * file_kib,
+        "{} KiB more than an empty file for a {file_kib} KiB file",
+        peak - baseline
+    );
+
+    // Over the parser's limit: one line with the limit and what to do.
+    let out = Command::new(FLOWTEL)
+        .args(["config", "check", big.path()])
+        .env("FLOWTEL_CONFIG_MAX_NODES", "100000")
+        .output()
+        .expect("run flowtel");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the file is larger than the configuration parser's limit of 100000 YAML nodes (scalars, lists and maps): raise it with FLOWTEL_CONFIG_MAX_NODES"),
+        "{stderr}"
+    );
 }
 
 /// Records printed until the agent's last window summary, after `stop`.

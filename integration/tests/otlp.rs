@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use integration::agent::Agent;
 use integration::otlp_metrics::{self, Kind, Point};
-use integration::otlp_receiver::{Behaviour, OtlpReceiver, Protocol};
+use integration::otlp_receiver::{accepted_requests, Arrival, Behaviour, OtlpReceiver, Protocol};
 use integration::privilege;
 use integration::traffic::tcp;
 
@@ -25,23 +25,53 @@ fn agent(receiver: &OtlpReceiver, env: &[(&str, &str)]) -> Agent {
 }
 
 fn mine(p: &Point) -> bool {
-    p.attribute("source.process.pid") == Some(&std::process::id().to_string())
+    p.of_this_process()
 }
 
 /// Sum of this process's `network.flow.bytes` points for one direction of
 /// the flow to or from `port`.
 fn bytes(points: &[Point], port: u16, direction: &str) -> i64 {
-    points
-        .iter()
-        .filter(|p| p.metric == "network.flow.bytes" && mine(p))
-        .filter(|p| p.attribute("network.io.direction") == Some(direction))
-        .filter(|p| {
-            let port = port.to_string();
-            p.attribute("destination.port") == Some(&port)
-                || p.attribute("source.port") == Some(&port)
-        })
-        .map(Point::int)
-        .sum()
+    otlp_metrics::flow_bytes(points, port, direction)
+}
+
+/// This process's transmitted bytes at `port` in the accepted arrivals.
+fn accepted_bytes(arrivals: &[Arrival], port: u16) -> i64 {
+    bytes(
+        &otlp_metrics::points(&accepted_requests(arrivals)),
+        port,
+        "transmit",
+    )
+}
+
+/// A receiver that answers as `behaviour` says, an agent exporting to it,
+/// and a transfer of `upload` and `download` bytes with its truth: the
+/// bytes both ends transmitted.
+fn export_transfer(
+    behaviour: Behaviour,
+    upload: usize,
+    download: usize,
+) -> (OtlpReceiver, Agent, tcp::Transfer, i64) {
+    let receiver = OtlpReceiver::start(Protocol::Http, behaviour);
+    let agent = agent(&receiver, &[]);
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), upload, download);
+    let expected = (truth.client_sent + truth.server_sent) as i64;
+    (receiver, agent, truth, expected)
+}
+
+/// The first three arrivals were not accepted, and the fourth, accepted,
+/// is the same request again.
+fn assert_refused_three_times_then_resent(arrivals: &[Arrival]) {
+    assert!(arrivals[..3].iter().all(|a| !a.accepted));
+    assert!(
+        arrivals[..4]
+            .iter()
+            .all(|a| a.request == arrivals[0].request),
+        "the refused request came again, unchanged: same window, same points"
+    );
+    assert!(
+        arrivals[3].accepted,
+        "the retry carries the original window"
+    );
 }
 
 fn exact_windows(protocol: Protocol, gzip: bool) {
@@ -235,10 +265,7 @@ fn windows_queued_through_an_outage_arrive_once_in_order_with_their_timestamps()
         unavailable_first: 3,
         ..Behaviour::default()
     };
-    let receiver = OtlpReceiver::start(Protocol::Http, behaviour);
-    let mut agent = agent(&receiver, &[]);
-    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 1 << 10);
-    let expected = (truth.client_sent + truth.server_sent) as i64;
+    let (receiver, mut agent, truth, expected) = export_transfer(behaviour, 1 << 20, 1 << 10);
     // Traffic in every window of the outage, so that each has a request.
     while !receiver.arrivals().iter().any(|a| a.accepted) {
         assert!(
@@ -249,29 +276,12 @@ fn windows_queued_through_an_outage_arrive_once_in_order_with_their_timestamps()
         std::thread::sleep(Duration::from_millis(300));
     }
     receiver.wait_for("this process's bytes, accepted", WAIT, |arrivals| {
-        let accepted: Vec<_> = arrivals
-            .iter()
-            .filter(|a| a.accepted)
-            .map(|a| a.request.clone())
-            .collect();
-        bytes(
-            &otlp_metrics::points(&accepted),
-            truth.server_port,
-            "transmit",
-        ) >= expected
+        accepted_bytes(arrivals, truth.server_port) >= expected
     });
     std::thread::sleep(Duration::from_millis(1500));
     agent.stop();
     let arrivals = receiver.arrivals();
-    // The refused request came again, unchanged: same window, same points.
-    assert!(arrivals[..3].iter().all(|a| !a.accepted));
-    assert!(arrivals[..4]
-        .iter()
-        .all(|a| a.request == arrivals[0].request));
-    assert!(
-        arrivals[3].accepted,
-        "the retry carries the original window"
-    );
+    assert_refused_three_times_then_resent(&arrivals);
     // Windows that closed during the outage were sent after it with their
     // own timestamps.
     let recovered = arrivals[3]
@@ -314,6 +324,94 @@ fn windows_queued_through_an_outage_arrive_once_in_order_with_their_timestamps()
         .stderr()
         .iter()
         .any(|l| l.contains("HTTP status 503") && l.contains("retry")));
+}
+
+#[test]
+fn a_200_with_an_html_page_is_not_delivery_logged_once_counted_and_retried() {
+    privilege::require_root();
+    // A web server that is not an OTLP receiver answers the first three.
+    let behaviour = Behaviour {
+        html_first: 3,
+        ..Behaviour::default()
+    };
+    let (receiver, mut agent, truth, expected) = export_transfer(behaviour, 4_000_000, 4_000_000);
+    assert_eq!(expected, 8_000_000);
+    let counted = |requests: &[_]| {
+        let health = otlp_metrics::health_points(requests);
+        health
+            .iter()
+            .filter(|p| p.metric == "flowtel.export.not_otlp")
+            .map(Point::int)
+            .sum::<i64>()
+    };
+    receiver.wait_for(
+        "the bytes, accepted, and the answers counted",
+        WAIT,
+        |arrivals| {
+            accepted_bytes(arrivals, truth.server_port) >= expected
+                && counted(&accepted_requests(arrivals)) >= 3
+        },
+    );
+    agent.stop();
+    assert_refused_three_times_then_resent(&receiver.arrivals());
+    let accepted = receiver.accepted();
+    let arrived = bytes(
+        &otlp_metrics::points(&accepted),
+        truth.server_port,
+        "transmit",
+    );
+    println!("a 200 with HTML three times: {arrived} of {expected} bytes arrived");
+    assert_eq!(arrived, expected);
+    assert_eq!(counted(&accepted), 3, "flowtel.export.not_otlp");
+    let said: Vec<_> = agent
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("the endpoint answered 200 but is not an OTLP receiver"))
+        .collect();
+    assert_eq!(said.len(), 1, "logged once: {said:?}");
+    assert!(said[0].contains("text/html"), "{said:?}");
+}
+
+#[test]
+fn a_password_in_the_endpoint_never_shows_in_the_log() {
+    privilege::require_root();
+    const PASSWORD: &str = "pw-otlp-test-4d2a";
+    let receiver = OtlpReceiver::start(
+        Protocol::Http,
+        Behaviour {
+            unavailable_first: 2,
+            ..Behaviour::default()
+        },
+    );
+    let endpoint =
+        receiver
+            .endpoint()
+            .replacen("http://", &format!("http://flowtel:{PASSWORD}@"), 1);
+    let mut agent = agent(
+        &receiver,
+        &[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", endpoint.as_str())],
+    );
+    let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
+    receiver.wait_for("the bytes, after two 503s", WAIT, |arrivals| {
+        accepted_bytes(arrivals, truth.server_port)
+            >= (truth.client_sent + truth.server_sent) as i64
+    });
+    agent.stop();
+    let stderr = agent.stderr();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("retry") && l.contains("<redacted>@127.0.0.1")),
+        "the retry warnings name the endpoint, redacted: {stderr:?}"
+    );
+    assert!(stderr.iter().all(|l| !l.contains(PASSWORD)), "{stderr:?}");
+    assert!(
+        receiver.arrivals().iter().all(|a| a
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v.starts_with("Basic "))),
+        "the user and password go as basic authentication"
+    );
 }
 
 #[test]

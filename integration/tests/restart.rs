@@ -6,59 +6,16 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use integration::agent::Agent;
 use integration::privilege;
 use integration::record::{FlowFilter, Record, Totals};
+use integration::sandbox::Sandbox;
 
 const FLOWTEL: &str = env!("CARGO_BIN_EXE_flowtel");
-
-/// A private bpf filesystem and a state directory, gone on drop (which also
-/// detaches whatever programs stay pinned there).
-struct Sandbox {
-    root: PathBuf,
-    bpffs: PathBuf,
-}
-
-impl Sandbox {
-    fn new(tag: &str) -> Sandbox {
-        let root =
-            std::env::temp_dir().join(format!("flowtel-restart-{}-{tag}", std::process::id()));
-        let bpffs = root.join("bpffs");
-        std::fs::create_dir_all(&bpffs).expect("sandbox dir");
-        let status = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&bpffs)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "cannot mount a bpf filesystem on {bpffs:?}"
-        );
-        Sandbox { root, bpffs }
-    }
-
-    fn config(&self) -> PathBuf {
-        let path = self.root.join("flowtel.yaml");
-        let text = format!(
-            "receiver:\n  persistence:\n    pin_dir: {}\n    state_dir: {}\n",
-            self.bpffs.join("flowtel").display(),
-            self.root.join("state").display()
-        );
-        std::fs::write(&path, text).expect("write config");
-        path
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.bpffs).status();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
 
 fn start(config: &Path) -> Agent {
     Agent::start_with(
@@ -104,8 +61,8 @@ fn stop(agent: &mut Agent) -> Vec<Record> {
 #[test]
 fn bytes_across_a_restart_are_counted_once() {
     privilege::require_root();
-    let sandbox = Sandbox::new("sigterm");
-    let config = sandbox.config();
+    let sandbox = Sandbox::new("restart-sigterm");
+    let config = sandbox.config("");
     const X: usize = 40_000; // before the restart
     const Y: usize = 30_000; // while no agent runs
     const Z: usize = 20_000; // a whole connection while no agent runs
@@ -132,14 +89,7 @@ fn bytes_across_a_restart_are_counted_once() {
     }
 
     let mut second = start(&config);
-    assert!(
-        second
-            .stderr()
-            .iter()
-            .any(|line| line.contains("continuing the previous agent's counters")),
-        "the second agent did not resume: {:?}",
-        second.stderr()
-    );
+    second.assert_resumed();
     send(&mut client, &mut server, W);
     drop(client);
     drop(server);
@@ -183,11 +133,9 @@ fn bytes_across_a_restart_are_counted_once() {
 #[test]
 fn after_a_crash_the_next_agent_counts_from_the_last_exported_window() {
     privilege::require_root();
-    let sandbox = Sandbox::new("crash");
-    let config = sandbox.config();
+    let sandbox = Sandbox::new("restart-crash");
     // One-second windows, so that the first agent checkpoints at each.
-    let text = std::fs::read_to_string(&config).unwrap() + "processor:\n  interval: 1s\n";
-    std::fs::write(&config, text).unwrap();
+    let config = sandbox.config("processor:\n  interval: 1s\n");
     const X: usize = 25_000; // exported by the first agent before it dies
     const Y: usize = 15_000; // moved after its last window, and while down
 
@@ -220,4 +168,59 @@ fn after_a_crash_the_next_agent_counts_from_the_last_exported_window() {
     assert_eq!(exported, X as u64);
     assert_eq!(after.bytes_sent, Y as u64, "nothing exported counted again");
     assert_eq!(after.connections_opened, 0);
+}
+
+#[test]
+fn a_second_agent_on_the_same_directories_refuses_to_start_and_the_first_counts_on() {
+    privilege::require_root();
+    let sandbox = Sandbox::new("restart-second-agent");
+    let config = sandbox.config("");
+    let mut first = start(&config);
+
+    let mut second = Command::new(FLOWTEL)
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the second agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second agent did not refuse to start within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    println!("second agent: {status}: {stderr}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another flowtel agent (pid {}) is running with the state directory",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+
+    // The first agent was not disturbed: it counts a transfer exactly.
+    let truth = integration::traffic::tcp::transfer("127.0.0.1".parse().unwrap(), 30_000, 10_000);
+    first.assert_transfer_counted(&truth);
+    let how = first.stop();
+    assert!(how.contains("exit status: 0"), "{how}");
 }

@@ -159,35 +159,124 @@ impl Rule {
     }
 }
 
-/// A regular expression from the configuration; compares by its text.
+/// A regular expression from the configuration; compares by its text. A
+/// pattern that is only a literal, anchored or not (`^nginx$`, `^web`,
+/// `worker$`, `api`), is matched as a string: a compiled regular expression
+/// takes kilobytes, which a file of tens of thousands of rules multiplies.
 #[derive(Clone)]
-pub struct Pattern(regex::Regex);
+pub struct Pattern {
+    text: String,
+    matcher: Matcher,
+}
+
+#[derive(Clone)]
+enum Matcher {
+    /// The literal, and whether it is anchored at the start and the end.
+    Literal {
+        literal: String,
+        start: bool,
+        end: bool,
+    },
+    Regex(regex::Regex),
+}
 
 impl Pattern {
-    /// Compiles `text`; the error is one line.
+    /// Compiles `text` (unless it is a literal); the error is one line.
     pub fn new(text: &str) -> Result<Pattern, String> {
-        regex::Regex::new(text).map(Pattern).map_err(|e| {
-            format!(
-                "`{text}` is not a valid regular expression: {}",
-                one_line(&e)
-            )
+        let invalid = |why: String| format!("`{text}` is not a valid regular expression: {why}");
+        let hir = regex_syntax::Parser::new()
+            .parse(text)
+            .map_err(|e| invalid(one_line(&e)))?;
+        let matcher = match literal(&hir) {
+            Some((literal, start, end)) => Matcher::Literal {
+                literal,
+                start,
+                end,
+            },
+            None => regex::Regex::new(text)
+                .map(Matcher::Regex)
+                .map_err(|e| invalid(one_line(&e)))?,
+        };
+        Ok(Pattern {
+            text: text.to_owned(),
+            matcher,
         })
     }
 
     /// True when the pattern matches somewhere in `text`.
     pub fn is_match(&self, text: &str) -> bool {
-        self.0.is_match(text)
+        match &self.matcher {
+            Matcher::Literal {
+                literal,
+                start: true,
+                end: true,
+            } => text == literal,
+            Matcher::Literal {
+                literal,
+                start: true,
+                end: false,
+            } => text.starts_with(literal.as_str()),
+            Matcher::Literal {
+                literal,
+                start: false,
+                end: true,
+            } => text.ends_with(literal.as_str()),
+            Matcher::Literal { literal, .. } => text.contains(literal.as_str()),
+            Matcher::Regex(regex) => regex.is_match(text),
+        }
+    }
+
+    /// The whole text this pattern matches, when that is all it matches
+    /// (`^nginx$`): for an index of such rules.
+    pub fn exact(&self) -> Option<&str> {
+        match &self.matcher {
+            Matcher::Literal {
+                literal,
+                start: true,
+                end: true,
+            } => Some(literal),
+            _ => None,
+        }
     }
 
     /// The pattern's text.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.text
+    }
+}
+
+/// A pattern that is a literal between optional `^` and `$`: the literal
+/// and whether each anchor is there.
+fn literal(hir: &regex_syntax::hir::Hir) -> Option<(String, bool, bool)> {
+    use regex_syntax::hir::{HirKind, Look};
+    let text = |hir: &regex_syntax::hir::Hir| match hir.kind() {
+        HirKind::Literal(literal) => std::str::from_utf8(&literal.0).ok().map(str::to_owned),
+        _ => None,
+    };
+    let parts = match hir.kind() {
+        HirKind::Literal(_) => return text(hir).map(|t| (t, false, false)),
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => return None,
+    };
+    let is =
+        |hir: &regex_syntax::hir::Hir, look| matches!(hir.kind(), HirKind::Look(l) if *l == look);
+    let (start, parts) = match parts.split_first() {
+        Some((first, rest)) if is(first, Look::Start) => (true, rest),
+        _ => (false, parts),
+    };
+    let (end, parts) = match parts.split_last() {
+        Some((last, rest)) if is(last, Look::End) => (true, rest),
+        _ => (false, parts),
+    };
+    match parts {
+        [only] => text(only).map(|t| (t, start, end)),
+        _ => None,
     }
 }
 
 /// regex's syntax errors draw a caret under the pattern over several lines;
 /// the last line says what is wrong.
-fn one_line(error: &regex::Error) -> String {
+fn one_line(error: &impl fmt::Display) -> String {
     let text = error.to_string();
     let last = text.lines().rev().find(|line| !line.trim().is_empty());
     last.unwrap_or(&text)
@@ -254,6 +343,49 @@ mod tests {
             error,
             "`(nginx` is not a valid regular expression: unclosed group"
         );
+    }
+
+    #[test]
+    fn a_literal_pattern_matches_as_its_regular_expression_would() {
+        let names = ["nginx", "nginx-worker", "my-nginx", "web", "", "NGINX"];
+        for text in [
+            "^nginx$",
+            "^nginx",
+            "nginx$",
+            "nginx",
+            "^ngi.x$",
+            "^(nginx|web)$",
+            "(?i)^nginx$",
+            "^$",
+            "^",
+            "ng\\x69nx",
+            "^nginx\\$",
+        ] {
+            let pattern = Pattern::new(text).unwrap();
+            let regex = regex::Regex::new(text).unwrap();
+            for name in names {
+                assert_eq!(
+                    pattern.is_match(name),
+                    regex.is_match(name),
+                    "{text} on {name:?}"
+                );
+            }
+            assert_eq!(pattern.as_str(), text);
+        }
+        assert_eq!(Pattern::new("^nginx$").unwrap().exact(), Some("nginx"));
+        assert!(matches!(
+            Pattern::new("^nginx").unwrap().matcher,
+            Matcher::Literal {
+                start: true,
+                end: false,
+                ..
+            }
+        ));
+        assert_eq!(Pattern::new("^ngi.x$").unwrap().exact(), None);
+        assert!(matches!(
+            Pattern::new("^ngi.x$").unwrap().matcher,
+            Matcher::Regex(_)
+        ));
     }
 
     #[test]

@@ -18,8 +18,52 @@ pub struct Resolver {
     /// Longest prefix first, so the first match is the most specific.
     cidrs: Vec<(IpNet, EndAttributes)>,
     ports: HashMap<u16, Arc<str>>,
-    processes: Vec<NameRule>,
-    containers: Vec<NameRule>,
+    processes: NameRules,
+    containers: NameRules,
+}
+
+/// Rules on a name, in order; the first that matches wins. The rules whose
+/// pattern is a whole name (`^nginx$`) are also indexed by it, so that a file
+/// of many such rules is not searched one by one.
+#[derive(Debug, Clone, Default)]
+struct NameRules {
+    rules: Vec<NameRule>,
+    /// A whole name and the first rule that is exactly it.
+    exact: HashMap<String, usize>,
+    /// The other rules, in order.
+    others: Vec<usize>,
+}
+
+impl NameRules {
+    fn of(rules: &[Rule]) -> NameRules {
+        let mut exact = HashMap::new();
+        let mut others = Vec::new();
+        for (n, rule) in rules.iter().enumerate() {
+            match rule.pattern.exact() {
+                Some(name) => {
+                    exact.entry(name.to_owned()).or_insert(n);
+                }
+                None => others.push(n),
+            }
+        }
+        NameRules {
+            rules: rules.iter().map(NameRule::of).collect(),
+            exact,
+            others,
+        }
+    }
+
+    /// The first rule that matches `name`.
+    fn first(&self, name: &str) -> Option<&NameRule> {
+        let exact = self.exact.get(name).copied();
+        let other = self
+            .others
+            .iter()
+            .copied()
+            .take_while(|&n| exact.is_none_or(|e| n < e))
+            .find(|&n| self.rules[n].pattern.is_match(name));
+        other.or(exact).map(|n| &self.rules[n])
+    }
 }
 
 /// A rule's attributes with both prefixes already applied.
@@ -78,8 +122,8 @@ impl Resolver {
                 .iter()
                 .map(|(port, name)| (port.0, Arc::from(name.as_str())))
                 .collect(),
-            processes: mappings.processes.iter().map(NameRule::of).collect(),
-            containers: mappings.containers.iter().map(NameRule::of).collect(),
+            processes: NameRules::of(&mappings.processes),
+            containers: NameRules::of(&mappings.containers),
         }
     }
 
@@ -101,11 +145,11 @@ impl Resolver {
             a.set("destination.port.name", Arc::clone(name));
         }
         let process = key.source_process_name();
-        if let Some(rule) = self.processes.iter().find(|r| r.pattern.is_match(process)) {
+        if let Some(rule) = self.processes.first(process) {
             set_all(&mut a, &rule.source);
         }
         if let Some(id) = key.source_container_id() {
-            if let Some(rule) = self.containers.iter().find(|r| r.pattern.is_match(id)) {
+            if let Some(rule) = self.containers.first(id) {
                 set_all(&mut a, &rule.source);
             }
         }
@@ -246,6 +290,37 @@ mod tests {
         // ^(nginx|envoy)$.
         let a = r.attributes(&key("127.0.0.1", "10.9.9.9", "nginx-worker", None));
         assert_eq!(text(&a, "source.service"), None);
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_whether_indexed_or_searched() {
+        let rules = |patterns: &[&str]| -> NameRules {
+            let rules: Vec<Rule> = patterns
+                .iter()
+                .enumerate()
+                .map(|(n, p)| Rule {
+                    pattern: Pattern::new(p).unwrap(),
+                    service: Some(n.to_string()),
+                    attributes: AttributeMap::default(),
+                })
+                .collect();
+            NameRules::of(&rules)
+        };
+        let service = |rules: &NameRules, name: &str| {
+            rules
+                .first(name)
+                .map(|r| r.source[0].1.to_string())
+                .unwrap_or_default()
+        };
+        let searched_first = rules(&["^ng", "^nginx$", "^nginx$", "x$"]);
+        assert_eq!(service(&searched_first, "nginx"), "0");
+        assert_eq!(service(&searched_first, "box"), "3");
+        assert_eq!(service(&searched_first, "web"), "");
+        let indexed_first = rules(&["^nginx$", "^ng", "^nginx$", "x$"]);
+        assert_eq!(service(&indexed_first, "nginx"), "0");
+        assert_eq!(service(&indexed_first, "ngx"), "1");
+        assert_eq!(service(&indexed_first, "box"), "3");
+        assert_eq!(indexed_first.others, [1, 3]);
     }
 
     #[test]

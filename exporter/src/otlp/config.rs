@@ -21,7 +21,12 @@ pub struct OtlpConfig {
     /// else `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/metrics` appended for
     /// HTTP), else `http://localhost:4317` for gRPC and
     /// `http://localhost:4318/v1/metrics` for HTTP.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A user and password in it are redacted when the configuration is
+    /// printed.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted_endpoint"
+    )]
     pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf`. Default: `OTEL_EXPORTER_OTLP_PROTOCOL`,
     /// else `http/protobuf` (the specification's default).
@@ -66,11 +71,21 @@ pub struct OtlpConfig {
     /// oldest windows are dropped, as for `queue_size`. Default: 64 MiB.
     #[serde(default = "default_queue_bytes")]
     pub queue_bytes: u64,
-    /// A directory where the windows the backend has not taken when the
-    /// agent stops are kept; the next agent sends them first, with their
-    /// original timestamps. Default: none (they are counted as lost).
+    /// A directory that keeps the queue on disk: each window is written
+    /// there when it closes and removed once the backend took it, so that
+    /// the next agent, after a stop or a crash, sends what is left first,
+    /// with its original timestamps. Default: `<state_dir>/otlp-queue` with
+    /// `receiver.persistence`, else none (the queue is in memory only, and
+    /// what it holds at a stop is counted as lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_dir: Option<std::path::PathBuf>,
+}
+
+fn redacted_endpoint<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_str(&super::destination::redact_url(url)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The default `queue_bytes`: 64 MiB.

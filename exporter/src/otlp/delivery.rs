@@ -3,6 +3,7 @@
 //! good, or the agent stops. The agent's loop only ever enqueues, so a slow
 //! or absent backend never delays a poll.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +11,30 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tokio::task::JoinHandle;
 
-use super::queue::{Bounds, WindowQueue};
+use super::queue::{Bounds, Queued, WindowQueue};
 use super::retry::{Attempt, Backoff};
 use super::transport::Transport;
 
 /// How long the agent waits at shutdown for the queue to drain.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// The requests of one window, sent in order.
-#[derive(Debug)]
-pub struct WindowRequests(pub Vec<ExportMetricsServiceRequest>);
+/// The requests of one window, sent in order, each held as its protobuf
+/// encoding: what the queue holds is what `queue_bytes` counts, and what
+/// goes on the wire and to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRequests(pub Vec<Vec<u8>>);
+
+impl WindowRequests {
+    /// Encodes `requests`.
+    pub fn encode(requests: &[ExportMetricsServiceRequest]) -> WindowRequests {
+        WindowRequests(requests.iter().map(prost::Message::encode_to_vec).collect())
+    }
+
+    /// The bytes the window holds.
+    pub fn size(&self) -> u64 {
+        self.0.iter().map(|r| r.len() as u64).sum()
+    }
+}
 
 /// Windows lost, by cause; also what the agent's health metrics read.
 #[derive(Debug, Default)]
@@ -28,8 +43,13 @@ pub struct Losses {
     pub queue_full: AtomicU64,
     /// Requests the backend refused for good (4xx, bad credentials).
     pub refused: AtomicU64,
-    /// Windows still queued when the agent stopped.
+    /// Windows still queued when the agent stopped, and not kept on disk.
     pub at_shutdown: AtomicU64,
+    /// Windows that could not be written to the queue directory (held in
+    /// memory only, written again at the stop).
+    pub disk_failures: AtomicU64,
+    /// 2xx answers that were not OTLP's (the request is retried).
+    pub not_otlp: AtomicU64,
 }
 
 /// The handle the exporter keeps: the queue's sending end and the task.
@@ -60,11 +80,12 @@ impl Delivery {
         }
     }
 
-    /// Queues a window; when the queue is full (the backend has been down
-    /// for longer than it holds), the oldest windows are dropped, counted
-    /// and logged.
-    pub fn enqueue(&self, window: WindowRequests) {
-        let dropped = self.queue.push(window);
+    /// Queues a window (kept on disk in `file`, if given); when the queue
+    /// is full (the backend has been down for longer than it holds), the
+    /// oldest windows are dropped, counted and logged.
+    pub fn enqueue(&self, window: WindowRequests, file: Option<PathBuf>) -> Arc<Queued> {
+        let queued = Arc::new(Queued::new(window, file));
+        let dropped = self.queue.push_queued(Arc::clone(&queued));
         if dropped > 0 {
             let total = self.losses.queue_full.fetch_add(dropped, Ordering::Relaxed) + dropped;
             tracing::warn!(
@@ -74,6 +95,7 @@ impl Delivery {
                 "OTLP queue full: the oldest windows were dropped; the backend is down for longer than queue_size windows (or queue_bytes) hold"
             );
         }
+        queued
     }
 
     /// What was lost so far.
@@ -94,8 +116,8 @@ impl Delivery {
 
     /// Closes the queue and waits up to `grace` for what is queued to be
     /// sent; returns what is left then (the window being sent included),
-    /// oldest first, for the caller to spill or count as lost.
-    pub async fn close(&mut self, grace: Duration) -> Vec<Arc<WindowRequests>> {
+    /// oldest first, for the caller to keep on disk or count as lost.
+    pub async fn close(&mut self, grace: Duration) -> Vec<Arc<Queued>> {
         self.queue.close();
         let Some(mut task) = self.task.take() else {
             return Vec::new();
@@ -107,8 +129,9 @@ impl Delivery {
         self.queue.drain()
     }
 
-    /// Counts and logs `left` windows as lost at shutdown.
-    pub fn lost_at_shutdown(&self, left: usize, grace: Duration) {
+    /// Counts and logs `left` windows as lost at shutdown, and why they
+    /// could not be kept.
+    pub fn lost_at_shutdown(&self, left: usize, grace: Duration, why: &str) {
         if left == 0 {
             return;
         }
@@ -117,7 +140,7 @@ impl Delivery {
             .store(left as u64, Ordering::Relaxed);
         tracing::warn!(
             endpoint = %self.endpoint,
-            "OTLP export still failing at shutdown after {}: {left} queued windows not sent (set exporters.otlp.spill_dir to keep them for the next start)",
+            "OTLP export still failing at shutdown after {}: {left} queued windows lost: {why}",
             humantime::format_duration(grace),
         );
     }
@@ -130,10 +153,12 @@ async fn send_all(
     endpoint: String,
     losses: Arc<Losses>,
 ) {
-    // Log a permanent refusal once per distinct reason, not once per window.
+    // Log a permanent refusal, or an answer that is not OTLP's, once per
+    // distinct reason, not once per window or per retry.
     let mut last_refusal: Option<String> = None;
+    let mut last_not_otlp: Option<String> = None;
     while let Some(window) = windows.front().await {
-        for request in &window.0 {
+        for request in &window.window.0 {
             let mut backoff = Backoff::default();
             let mut retries = 0u32;
             loop {
@@ -150,7 +175,22 @@ async fn send_all(
                             );
                         }
                         last_refusal = None;
+                        last_not_otlp = None;
                         break;
+                    }
+                    Attempt::NotOtlp { reason } => {
+                        losses.not_otlp.fetch_add(1, Ordering::Relaxed);
+                        let wait = backoff.next_wait(None);
+                        retries += 1;
+                        if last_not_otlp.as_deref() != Some(reason.as_str()) {
+                            tracing::error!(
+                                endpoint = %endpoint,
+                                "{}; the windows stay queued and are retried (check the endpoint's host, port and path)",
+                                super::retry::not_otlp_line(&reason)
+                            );
+                            last_not_otlp = Some(reason);
+                        }
+                        tokio::time::sleep(wait).await;
                     }
                     Attempt::Retryable {
                         reason,
@@ -184,7 +224,7 @@ async fn send_all(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -195,11 +235,17 @@ mod tests {
     /// A real HTTP client aimed at a loopback port nobody listens on: every
     /// attempt fails to connect, which is retryable.
     fn unreachable() -> (Transport, String) {
+        let destination = unreachable_destination();
+        (Transport::new(&destination).unwrap(), destination.url)
+    }
+
+    /// A destination on a loopback port nobody listens on, queue_size 1.
+    pub(crate) fn unreachable_destination() -> Destination {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let destination = Destination {
+        Destination {
             url: format!("http://127.0.0.1:{port}/v1/metrics"),
             protocol: Protocol::HttpProtobuf,
             headers: BTreeMap::new(),
@@ -211,12 +257,11 @@ mod tests {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             insecure: false,
             spill_dir: None,
-        };
-        (Transport::new(&destination).unwrap(), destination.url)
+        }
     }
 
     fn window() -> WindowRequests {
-        WindowRequests(vec![ExportMetricsServiceRequest::default()])
+        WindowRequests::encode(&[ExportMetricsServiceRequest::default()])
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -227,10 +272,10 @@ mod tests {
             bytes: u64::MAX,
         };
         let mut delivery = Delivery::start(transport, url, bounds);
-        delivery.enqueue(window()); // being sent, retried, still queued
+        delivery.enqueue(window(), None); // being sent, retried, still queued
         tokio::time::sleep(Duration::from_millis(200)).await;
-        delivery.enqueue(window()); // pushes the oldest out
-        delivery.enqueue(window()); // and again
+        delivery.enqueue(window(), None); // pushes the oldest out
+        delivery.enqueue(window(), None); // and again
         assert_eq!(delivery.losses().queue_full.load(Ordering::Relaxed), 2);
         let left = delivery.close(Duration::from_millis(100)).await;
         assert_eq!(left.len(), 1, "the newest window is left to spill");

@@ -38,7 +38,7 @@ pub struct Destination {
     pub queue_size: usize,
     /// Capacity of the window queue, in bytes of encoded requests.
     pub queue_bytes: u64,
-    /// Where unsent windows go at shutdown.
+    /// The queue directory, when the queue is kept on disk.
     pub spill_dir: Option<std::path::PathBuf>,
 }
 
@@ -92,13 +92,21 @@ impl Destination {
         Ok(destination)
     }
 
-    /// Checks what only makes sense together.
+    /// The URL as it may be printed: a user and password in it are
+    /// redacted.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Checks what only makes sense together, and the header values as
+    /// the transport will take them, so that `config check` refuses what
+    /// `run` would.
     pub fn check(&self) -> Result<(), ConfigError> {
         check_url(&self.url)?;
         if !self.insecure && self.url.starts_with("http://") && !is_loopback_url(&self.url) {
             return Err(ConfigError::new(format!(
                 "otlp endpoint {} would send flows and headers in cleartext to another host: use https://, or allow it with exporters.otlp.insecure: true (OTEL_EXPORTER_OTLP_INSECURE=true)",
-                self.url
+                self.shown_url()
             )));
         }
         if self.timeout.is_zero() {
@@ -123,8 +131,36 @@ impl Destination {
                 )));
             }
         }
-        Ok(())
+        match self.protocol {
+            Protocol::Grpc => super::transport::grpc_metadata(&self.headers).map(drop),
+            Protocol::HttpProtobuf => super::transport::http_headers(&self.headers).map(drop),
+        }
     }
+}
+
+/// `url` with the user and password of its authority, if any, replaced by
+/// `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((_, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let scheme = scheme.map(|s| format!("{s}://")).unwrap_or_default();
+    format!("{scheme}{}@{host}{path}", crate::REDACTED)
+}
+
+/// The host and port of `url`'s authority, without any user and password.
+pub fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port)
 }
 
 /// The generic endpoint is a base URL: HTTP appends the signal's path.
@@ -139,8 +175,7 @@ fn append_metrics_path(base: &str) -> String {
 /// True when the URL's host is this machine: `localhost`, 127.0.0.0/8 or
 /// `[::1]`.
 fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = host_port(url);
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => authority
@@ -160,7 +195,8 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
         _ => Err(ConfigError::new(format!(
-            "otlp endpoint {url:?} is not an http:// or https:// URL with a host, e.g. http://localhost:4318/v1/metrics"
+            "otlp endpoint {:?} is not an http:// or https:// URL with a host, e.g. http://localhost:4318/v1/metrics",
+            redact_url(url)
         ))),
     }
 }
@@ -264,6 +300,67 @@ mod tests {
             e.insecure = Some(true);
         });
         assert!(Destination::resolve(&OtlpConfig::default(), &env).is_ok());
+    }
+
+    #[test]
+    fn userinfo_is_redacted_when_shown_and_the_loopback_rule_reads_the_host() {
+        assert_eq!(
+            redact_url("http://admin:s3cr3t@collector:4318/v1/metrics"),
+            "http://<redacted>@collector:4318/v1/metrics"
+        );
+        assert_eq!(
+            redact_url("https://tok@[::1]:4317"),
+            "https://<redacted>@[::1]:4317"
+        );
+        assert_eq!(
+            redact_url("http://collector:4318/a@b"),
+            "http://collector:4318/a@b",
+            "an @ in the path is not userinfo"
+        );
+        assert_eq!(host_port("http://a:b@127.0.0.1:4318/v1"), "127.0.0.1:4318");
+        let to = |url: &str| {
+            let config = OtlpConfig {
+                endpoint: Some(url.into()),
+                ..OtlpConfig::default()
+            };
+            Destination::resolve(&config, &OtlpEnv::default())
+        };
+        let local = to("http://admin:s3cr3t@127.0.0.1:4318/v1/metrics").unwrap();
+        assert_eq!(
+            local.shown_url(),
+            "http://<redacted>@127.0.0.1:4318/v1/metrics"
+        );
+        let error = to("http://admin:s3cr3t@collector:4318/v1/metrics").unwrap_err();
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        assert!(
+            error.to_string().contains("<redacted>@collector"),
+            "{error}"
+        );
+        let error = to("ftp://admin:s3cr3t@collector").unwrap_err();
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
+
+    #[test]
+    fn header_values_the_transport_refuses_are_refused_by_the_check() {
+        for protocol in [Protocol::HttpProtobuf, Protocol::Grpc] {
+            let mut config = OtlpConfig {
+                protocol: Some(protocol),
+                ..OtlpConfig::default()
+            };
+            config
+                .headers
+                .insert("authorization".into(), Secret::new("Bearer a\r\nX-Evil: 1"));
+            let error = Destination::resolve(&config, &OtlpEnv::default()).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                match protocol {
+                    Protocol::HttpProtobuf =>
+                        "the value of otlp header \"authorization\" is not a valid HTTP header value",
+                    Protocol::Grpc =>
+                        "the value of otlp header \"authorization\" is not valid gRPC metadata (printable ASCII only)",
+                }
+            );
+        }
     }
 
     #[test]

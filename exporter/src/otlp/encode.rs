@@ -266,7 +266,7 @@ fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -278,7 +278,7 @@ mod tests {
 
     const T0: u64 = 1_700_000_000;
 
-    fn window(start_s: u64, len_s: u64, flows: Vec<Flow>) -> WindowReport {
+    pub(crate) fn window(start_s: u64, len_s: u64, flows: Vec<Flow>) -> WindowReport {
         WindowReport {
             start: UNIX_EPOCH + Duration::from_secs(start_s),
             end: UNIX_EPOCH + Duration::from_secs(start_s + len_s),
@@ -287,7 +287,7 @@ mod tests {
         }
     }
 
-    fn curl_to(port: u16, sent: u64, received: u64) -> Flow {
+    pub(crate) fn curl_to(port: u16, sent: u64, received: u64) -> Flow {
         Flow {
             key: FlowKey {
                 transport: Transport::Tcp,

@@ -25,6 +25,18 @@ pub enum Attempt {
         /// What went wrong, one line, never a header value.
         reason: String,
     },
+    /// A 2xx that is not an OTLP answer (an HTML page, garbage, a cut
+    /// protobuf): some other service took the request, so the data is not
+    /// known to be delivered. Retried like an outage.
+    NotOtlp {
+        /// What the answer was, one line.
+        reason: String,
+    },
+}
+
+/// The line that names an answer that is not OTLP's.
+pub fn not_otlp_line(reason: &str) -> String {
+    format!("the endpoint answered 200 but is not an OTLP receiver: {reason}")
 }
 
 /// Classifies an OTLP/HTTP status, as the specification lists them.

@@ -2,6 +2,7 @@
 //! (reqwest), with its TLS, headers, compression and timeout; the answer
 //! classified as an [`Attempt`].
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::config::{Compression, Protocol};
 use super::destination::Destination;
 use super::retry::{self, Attempt};
-use crate::ConfigError;
+use crate::{ConfigError, Secret};
 
 /// A connection to one backend.
 #[derive(Debug, Clone)]
@@ -38,11 +39,12 @@ impl Transport {
         }
     }
 
-    /// Sends one request and says how it went.
-    pub async fn send(&mut self, request: &ExportMetricsServiceRequest) -> Attempt {
+    /// Sends one request, given as its protobuf encoding, and says how it
+    /// went.
+    pub async fn send(&mut self, encoded: &[u8]) -> Attempt {
         match self {
-            Transport::Grpc(grpc) => grpc.send(request).await,
-            Transport::Http(http) => http.send(request).await,
+            Transport::Grpc(grpc) => grpc.send(encoded).await,
+            Transport::Http(http) => http.send(encoded).await,
         }
     }
 }
@@ -56,14 +58,60 @@ fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> 
     })
 }
 
+/// gRPC metadata.
+type Metadata = Vec<(
+    MetadataKey<tonic::metadata::Ascii>,
+    MetadataValue<tonic::metadata::Ascii>,
+)>;
+
+/// The headers as gRPC metadata; what [`Destination::check`] checks too.
+pub(crate) fn grpc_metadata(headers: &BTreeMap<String, Secret>) -> Result<Metadata, ConfigError> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::new(format!(
+                    "otlp header name {name:?} is not valid gRPC metadata"
+                ))
+            })?;
+            let value = MetadataValue::try_from(value.expose()).map_err(|_| {
+                ConfigError::new(format!(
+                    "the value of otlp header {name:?} is not valid gRPC metadata (printable ASCII only)"
+                ))
+            })?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The headers as HTTP headers, values marked sensitive; what
+/// [`Destination::check`] checks too.
+pub(crate) fn http_headers(
+    headers: &BTreeMap<String, Secret>,
+) -> Result<reqwest::header::HeaderMap, ConfigError> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let key = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::new(format!(
+                "otlp header name {name:?} is not a valid HTTP header name"
+            ))
+        })?;
+        let mut value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+            ConfigError::new(format!(
+                "the value of otlp header {name:?} is not a valid HTTP header value"
+            ))
+        })?;
+        value.set_sensitive(true);
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
 /// The gRPC client.
 #[derive(Debug, Clone)]
 pub struct GrpcTransport {
     client: MetricsServiceClient<Channel>,
-    headers: Vec<(
-        MetadataKey<tonic::metadata::Ascii>,
-        MetadataValue<tonic::metadata::Ascii>,
-    )>,
+    headers: Metadata,
     timeout: Duration,
 }
 
@@ -72,7 +120,7 @@ impl GrpcTransport {
         let invalid = |e: &dyn std::fmt::Display| {
             ConfigError::new(format!(
                 "otlp endpoint {:?} is not usable for gRPC: {e}",
-                d.url
+                d.shown_url()
             ))
         };
         let mut endpoint = Endpoint::from_shared(d.url.clone())
@@ -98,27 +146,24 @@ impl GrpcTransport {
         if d.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
-        let headers = d
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| ConfigError::new(format!("otlp header name {name:?} is not valid gRPC metadata")))?;
-                let value = MetadataValue::try_from(value.expose()).map_err(|_| {
-                    ConfigError::new(format!("the value of otlp header {name:?} is not valid gRPC metadata (printable ASCII only)"))
-                })?;
-                Ok((key, value))
-            })
-            .collect::<Result<_, ConfigError>>()?;
         Ok(GrpcTransport {
             client,
-            headers,
+            headers: grpc_metadata(&d.headers)?,
             timeout: d.timeout,
         })
     }
 
-    async fn send(&mut self, request: &ExportMetricsServiceRequest) -> Attempt {
-        let mut call = tonic::Request::new(request.clone());
+    async fn send(&mut self, encoded: &[u8]) -> Attempt {
+        // tonic's codec encodes a message: decoded again for the call only.
+        let request = match ExportMetricsServiceRequest::decode(encoded) {
+            Ok(request) => request,
+            Err(e) => {
+                return Attempt::Permanent {
+                    reason: format!("the queued request does not decode: {e}"),
+                }
+            }
+        };
+        let mut call = tonic::Request::new(request);
         call.set_timeout(self.timeout);
         for (key, value) in &self.headers {
             call.metadata_mut().insert(key.clone(), value.clone());
@@ -176,32 +221,16 @@ impl HttpTransport {
         let client = builder
             .build()
             .map_err(|e| ConfigError::new(format!("could not set up the OTLP/HTTP client: {e}")))?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &d.headers {
-            let key = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigError::new(format!(
-                    "otlp header name {name:?} is not a valid HTTP header name"
-                ))
-            })?;
-            let mut value =
-                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
-                    ConfigError::new(format!(
-                        "the value of otlp header {name:?} is not a valid HTTP header value"
-                    ))
-                })?;
-            value.set_sensitive(true);
-            headers.insert(key, value);
-        }
         Ok(HttpTransport {
             client,
             url: d.url.clone(),
-            headers,
+            headers: http_headers(&d.headers)?,
             gzip: d.compression == Compression::Gzip,
         })
     }
 
-    async fn send(&mut self, request: &ExportMetricsServiceRequest) -> Attempt {
-        let mut body = request.encode_to_vec();
+    async fn send(&mut self, encoded: &[u8]) -> Attempt {
+        let mut body = encoded.to_vec();
         let mut call = self
             .client
             .post(&self.url)
@@ -237,11 +266,103 @@ impl HttpTransport {
         if let Some(failed) = retry::http_status(status, retry_after) {
             return failed;
         }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         match response.bytes().await {
-            Ok(bytes) => accepted(ExportMetricsServiceResponse::decode(bytes).unwrap_or_default()),
+            Ok(body) => http_answer(content_type.as_deref(), &body),
             // The data arrived; only the answer was cut.
             Err(_) => accepted(ExportMetricsServiceResponse::default()),
         }
+    }
+}
+
+/// A 2xx answer of OTLP/HTTP: an `ExportMetricsServiceResponse` in
+/// protobuf or JSON, as its content type says. Anything else (an HTML page,
+/// garbage, a cut protobuf) is some other service's answer. An empty body
+/// with no content type is taken as a bare full success.
+fn http_answer(content_type: Option<&str>, body: &[u8]) -> Attempt {
+    let media = content_type.map(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let not_otlp = |reason: String| Attempt::NotOtlp { reason };
+    match media.as_deref() {
+        Some("application/x-protobuf" | "application/protobuf") => {
+            match ExportMetricsServiceResponse::decode(body) {
+                Ok(response) => accepted(response),
+                Err(e) => not_otlp(format!(
+                    "its protobuf body ({} bytes) is not an ExportMetricsServiceResponse ({e})",
+                    body.len()
+                )),
+            }
+        }
+        Some("application/json") => match json_answer(body) {
+            Some(response) => accepted(response),
+            None => not_otlp(format!(
+                "its JSON body ({} bytes) is not an ExportMetricsServiceResponse",
+                body.len()
+            )),
+        },
+        None if body.is_empty() => accepted(ExportMetricsServiceResponse::default()),
+        None => not_otlp(format!(
+            "its body ({} bytes) has no content type",
+            body.len()
+        )),
+        Some(other) => not_otlp(format!(
+            "its content type is {other:?}, not application/x-protobuf or application/json"
+        )),
+    }
+}
+
+/// The JSON form of an `ExportMetricsServiceResponse`: an object, with an
+/// optional `partialSuccess` whose `rejectedDataPoints` is a number or, as
+/// proto3 JSON writes 64-bit integers, a string.
+fn json_answer(body: &[u8]) -> Option<ExportMetricsServiceResponse> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    let Some(partial) = object.get("partialSuccess") else {
+        return Some(ExportMetricsServiceResponse::default());
+    };
+    let partial = partial.as_object()?;
+    let rejected = match partial.get("rejectedDataPoints") {
+        None => 0,
+        Some(serde_json::Value::Number(n)) => n.as_i64()?,
+        Some(serde_json::Value::String(s)) => s.parse().ok()?,
+        Some(_) => return None,
+    };
+    let message = match partial.get("errorMessage") {
+        None => String::new(),
+        Some(m) => m.as_str()?.to_owned(),
+    };
+    Some(ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected,
+            error_message: message,
+        }),
+    })
+}
+
+/// Sends one empty request to `destination` (which an OTLP receiver takes
+/// as a full success) and says how it went: `flowtel check`'s probe. Waits
+/// at most `timeout`.
+pub async fn probe(destination: &Destination, timeout: Duration) -> Attempt {
+    let mut destination = destination.clone();
+    destination.timeout = destination.timeout.min(timeout);
+    match Transport::new(&destination) {
+        Ok(mut transport) => {
+            transport
+                .send(&ExportMetricsServiceRequest::default().encode_to_vec())
+                .await
+        }
+        Err(e) => Attempt::Permanent {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -346,3 +467,54 @@ mod retry_info {
 }
 
 pub use retry_info::details as retry_info_details;
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
+
+    use super::*;
+
+    fn is_not_otlp(attempt: &Attempt) -> bool {
+        matches!(attempt, Attempt::NotOtlp { .. })
+    }
+
+    #[test]
+    fn only_an_otlp_answer_counts_as_delivered() {
+        let partial = ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 3,
+                error_message: "bad points".into(),
+            }),
+        };
+        let rejected_three = Attempt::Accepted {
+            rejected: 3,
+            message: "bad points".into(),
+        };
+        let protobuf = Some("application/x-protobuf");
+        assert_eq!(
+            http_answer(protobuf, &partial.encode_to_vec()),
+            rejected_three
+        );
+        assert_eq!(http_answer(protobuf, b""), accepted(Default::default()));
+        assert_eq!(http_answer(None, b""), accepted(Default::default()));
+        let json = Some("application/json; charset=utf-8");
+        let body = br#"{"partialSuccess":{"rejectedDataPoints":"3","errorMessage":"bad points"}}"#;
+        assert_eq!(http_answer(json, body), rejected_three);
+        assert_eq!(http_answer(json, b"{}"), accepted(Default::default()));
+
+        let html = b"<!doctype html><html><body>Welcome</body></html>";
+        let answer = http_answer(Some("text/html; charset=utf-8"), html);
+        assert_eq!(
+            answer,
+            Attempt::NotOtlp {
+                reason: "its content type is \"text/html\", not application/x-protobuf or application/json".into()
+            }
+        );
+        assert!(is_not_otlp(&http_answer(None, html)));
+        assert!(is_not_otlp(&http_answer(protobuf, &[0xff, 0xff, 0xff])));
+        let cut = partial.encode_to_vec();
+        assert!(is_not_otlp(&http_answer(protobuf, &cut[..cut.len() - 2])));
+        assert!(is_not_otlp(&http_answer(json, b"<html>")));
+        assert!(is_not_otlp(&http_answer(json, b"[1, 2]")));
+    }
+}
