@@ -1,5 +1,5 @@
 //! `flowtel`: the binary that wires the receiver, the processor and the
-//! exporters. See DESIGN.md.
+//! exporters. See ARCHITECTURE.md.
 
 mod agent;
 mod check;

@@ -1,4 +1,4 @@
-//! DESIGN.md's metrics, shared by the exporters that name them: what each
+//! flowtel's metrics (README, Exporting), shared by the exporters that name them: what each
 //! series of a closed window becomes (which metric, which extra attribute,
 //! which value) and the resource that describes this agent. The OTLP
 //! encoder turns these points into OTLP data points; the Prometheus exporter
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use processor::{AttributeValue, Series};
 
-/// A metric of DESIGN.md's table.
+/// One of flowtel's metrics.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Spec {
     /// The OpenTelemetry name, e.g. `network.flow.bytes`.

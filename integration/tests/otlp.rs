@@ -1,5 +1,5 @@
 //! flowtel's windows reach a real OTLP receiver (gRPC and HTTP, gzip on and
-//! off) with DESIGN.md's metrics, resource, attributes and aligned window
+//! off) with flowtel's metrics, resource, attributes and aligned window
 //! timestamps, and this process's TCP bytes exact; a receiver that fails
 //! first gets each window once, a refusing one gets no retry storm, a slow
 //! one times out without stalling the agent's polls.

@@ -1,5 +1,5 @@
 //! A closed window as OTLP metrics: the names, units and attributes of
-//! DESIGN.md, the window's own start and end on every point.
+//! `metrics.rs`, the window's own start and end on every point.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
