@@ -323,7 +323,7 @@ impl Receiver {
             if open.contains(&inode) || seen.last_ns >= *read_at {
                 walk.push(netns::Namespace {
                     inode,
-                    pid: seen.pid,
+                    seen_at: (seen.pid != 0).then_some(netns::Opener::Process(seen.pid)),
                 });
             } else {
                 forget.push(inode);

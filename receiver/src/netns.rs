@@ -18,12 +18,32 @@ use std::sync::Arc;
 
 use crate::kernel::iter::BpfIterator;
 
-/// A network namespace, by its inode (as `conn_info.netns` holds it), with
-/// a process that was seen in it (0: none known).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A network namespace, by its inode (as `conn_info.netns` holds it), and
+/// where it was last seen, if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     pub inode: u32,
-    pub pid: u32,
+    pub seen_at: Option<Opener>,
+}
+
+/// Where a namespace can be opened: a process in it, or a file it is
+/// bound to (`ip netns add`, Docker's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opener {
+    Process(u32),
+    Bound(PathBuf),
+}
+
+impl Opener {
+    /// The namespace's file, if it is still the namespace `inode`.
+    fn open(&self, inode: u32) -> Option<File> {
+        let file = match self {
+            Opener::Process(pid) => File::open(format!("/proc/{pid}/ns/net")),
+            Opener::Bound(path) => File::open(path),
+        }
+        .ok()?;
+        (file.metadata().ok()?.ino() as u32 == inode).then_some(file)
+    }
 }
 
 /// What a walk over several namespaces did.
@@ -73,7 +93,7 @@ impl Namespaces {
                 iterator.run()?;
                 walked.walked += 1;
             } else {
-                others.push(*namespace);
+                others.push(namespace.clone());
             }
         }
         match &self.entry {
@@ -92,7 +112,7 @@ impl Namespaces {
 /// Every network namespace on the host that a process is in or that is
 /// bound to a file (`ip netns add`, Docker's), each once.
 pub fn all_namespaces() -> Vec<Namespace> {
-    let mut found: HashMap<u32, u32> = HashMap::new();
+    let mut found: HashMap<u32, Opener> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let Some(pid) = entry
@@ -103,20 +123,25 @@ pub fn all_namespaces() -> Vec<Namespace> {
                 continue;
             };
             if let Some(inode) = namespace_of_pid(pid) {
-                found.entry(inode).or_insert(pid);
+                found.entry(inode).or_insert(Opener::Process(pid));
             }
         }
     }
     for dir in BOUND_NAMESPACE_DIRS {
         for path in bound_namespaces(Path::new(dir)) {
             if let Ok(meta) = std::fs::metadata(&path) {
-                found.entry(meta.ino() as u32).or_insert(0);
+                found
+                    .entry(meta.ino() as u32)
+                    .or_insert(Opener::Bound(path));
             }
         }
     }
     let mut namespaces: Vec<Namespace> = found
         .into_iter()
-        .map(|(inode, pid)| Namespace { inode, pid })
+        .map(|(inode, opener)| Namespace {
+            inode,
+            seen_at: Some(opener),
+        })
         .collect();
     namespaces.sort_unstable_by_key(|n| n.inode);
     namespaces
@@ -230,8 +255,11 @@ impl EntryThread {
             self.open
                 .retain(|inode, _| job.namespaces.iter().any(|n| n.inode == *inode));
         }
+        // Every namespace on the host, scanned at most once a walk, for the
+        // namespaces not held open whose last sighting no longer fits.
+        let mut scan: Option<HashMap<u32, Opener>> = None;
         for namespace in &job.namespaces {
-            let Some(file) = self.find(namespace) else {
+            let Some(file) = self.find(namespace, &mut scan) else {
                 walked.unreachable += 1;
                 continue;
             };
@@ -250,43 +278,35 @@ impl EntryThread {
         Ok(walked)
     }
 
-    /// The namespace's file: held open from before, or through the hinted
-    /// process, or found among all processes and bound namespaces.
-    fn find(&mut self, namespace: &Namespace) -> Option<&File> {
+    /// The namespace's file: held open from before, or opened where it was
+    /// last seen, or found among all processes and bound namespaces.
+    fn find(
+        &mut self,
+        namespace: &Namespace,
+        scan: &mut Option<HashMap<u32, Opener>>,
+    ) -> Option<&File> {
         use std::collections::hash_map::Entry as Slot;
         match self.open.entry(namespace.inode) {
             Slot::Occupied(held) => Some(held.into_mut()),
             Slot::Vacant(slot) => {
-                let file = open_through_pid(namespace.pid, namespace.inode)
-                    .or_else(|| search(namespace.inode))?;
+                let inode = namespace.inode;
+                let file = namespace
+                    .seen_at
+                    .as_ref()
+                    .and_then(|opener| opener.open(inode))
+                    .or_else(|| {
+                        let all = scan.get_or_insert_with(|| {
+                            all_namespaces()
+                                .into_iter()
+                                .filter_map(|n| Some((n.inode, n.seen_at?)))
+                                .collect()
+                        });
+                        all.get(&inode)?.open(inode)
+                    })?;
                 Some(slot.insert(file))
             }
         }
     }
-}
-
-fn open_through_pid(pid: u32, inode: u32) -> Option<File> {
-    if pid == 0 {
-        return None;
-    }
-    let file = File::open(format!("/proc/{pid}/ns/net")).ok()?;
-    (file.metadata().ok()?.ino() as u32 == inode).then_some(file)
-}
-
-fn search(inode: u32) -> Option<File> {
-    all_namespaces()
-        .into_iter()
-        .filter(|n| n.inode == inode)
-        .find_map(|n| open_through_pid(n.pid, inode))
-        .or_else(|| {
-            BOUND_NAMESPACE_DIRS
-                .iter()
-                .flat_map(|dir| bound_namespaces(Path::new(dir)))
-                .find_map(|path| {
-                    let file = File::open(path).ok()?;
-                    (file.metadata().ok()?.ino() as u32 == inode).then_some(file)
-                })
-        })
 }
 
 fn enter(namespace: &File) -> io::Result<()> {
