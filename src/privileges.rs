@@ -14,14 +14,19 @@ use caps::{CapSet, Capability};
 /// ambient sets: nothing it (or a child it starts) does from here on runs
 /// with a capability.
 pub fn drop_all() -> anyhow::Result<()> {
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
+    keep_only(&caps::CapsHashSet::new())
+}
+
+/// Narrows the calling thread's effective and permitted sets to `keep` and
+/// clears the inheritable and ambient ones, so a child inherits nothing.
+fn keep_only(keep: &caps::CapsHashSet) -> anyhow::Result<()> {
+    for set in [CapSet::Ambient, CapSet::Inheritable] {
         caps::clear(None, set)
             .with_context(|| format!("could not clear the {set:?} capability set"))?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        caps::set(None, set, keep)
+            .with_context(|| format!("could not narrow the {set:?} capability set"))?;
     }
     Ok(())
 }
@@ -40,14 +45,7 @@ pub fn drop_after_attach(reads_need_privilege: bool) -> anyhow::Result<()> {
         .filter(|cap| have.contains(cap))
         .take(1)
         .collect();
-    for set in [CapSet::Ambient, CapSet::Inheritable] {
-        caps::clear(None, set)
-            .with_context(|| format!("could not clear the {set:?} capability set"))?;
-    }
-    for set in [CapSet::Effective, CapSet::Permitted] {
-        caps::set(None, set, &keep)
-            .with_context(|| format!("could not narrow the {set:?} capability set"))?;
-    }
+    keep_only(&keep)?;
     tracing::info!(
         "flowtel: this kernel checks privilege on every bpf(2) call: keeping {:?} to read the maps, dropping every other capability",
         keep
