@@ -6,8 +6,7 @@
 //! counted is exact. Only when TCP connections cannot be counted does the
 //! agent refuse to start.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::process::Command;
 use std::time::Duration;
 
@@ -69,6 +68,28 @@ fn assert_reported(agent: &mut Agent, feature: &str, state: &str) {
     assert_eq!(level.as_deref(), Some(state), "{health:?}");
 }
 
+/// With `programs` refused: `flowtel check` exits 0 and shows `feature` as
+/// `state`, its row saying `detail`; an agent starts, warns once and
+/// reports the state. Returns that agent.
+fn start_refusing(programs: &str, feature: &str, state: &str, detail: &str) -> Agent {
+    let (row, ok) = check_row(programs, feature);
+    assert!(
+        ok && row.contains(&format!(" {state} ")) && row.contains(detail),
+        "{row}"
+    );
+    let mut agent = agent_refusing(programs);
+    assert_reported(&mut agent, feature, state);
+    agent
+}
+
+/// Waits for `polls` more health records: that many polls went by.
+fn wait_polls(agent: &mut Agent, polls: usize) {
+    let seen = agent.health().len();
+    agent.wait_until(&format!("{polls} more polls"), |records| {
+        records.iter().filter(|r| r.as_health().is_some()).count() >= seen + polls
+    });
+}
+
 fn assert_tcp_exact(agent: &mut Agent) {
     let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 64 << 10);
     agent.assert_transfer_counted(&truth);
@@ -77,25 +98,17 @@ fn assert_tcp_exact(agent: &mut Agent) {
 #[test]
 fn without_live_bytes_an_open_connections_bytes_count_at_its_close() {
     privilege::require_root();
-    let (row, ok) = check_row("flowtel_tcp_refresh", "tcp live bytes");
-    assert!(
-        ok && row.contains(" off ") && row.contains("only when it closes"),
-        "{row}"
+    let mut agent = start_refusing(
+        "flowtel_tcp_refresh",
+        "tcp live bytes",
+        "off",
+        "only when it closes",
     );
-    let mut agent = agent_refusing("flowtel_tcp_refresh");
-    assert_reported(&mut agent, "tcp live bytes", "off");
-
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
-    client.write_all(&[1u8; 54_321]).unwrap();
-    server.read_exact(&mut [0u8; 54_321]).unwrap();
+    let (mut client, mut server) = tcp::loopback_pair();
+    let port = client.peer_addr().unwrap().port();
+    tcp::exchange(&mut client, &mut server, 54_321);
     // Three polls with the connection open: nothing yet.
-    let polls = agent.health().len();
-    agent.wait_until("three polls", |records| {
-        records.iter().filter(|r| r.as_health().is_some()).count() >= polls + 3
-    });
+    wait_polls(&mut agent, 3);
     let flow = FlowFilter::this_process()
         .tcp()
         .outgoing()
@@ -110,14 +123,15 @@ fn without_live_bytes_an_open_connections_bytes_count_at_its_close() {
 #[test]
 fn without_discovery_a_connection_older_than_the_agent_is_not_counted() {
     privilege::require_root();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (mut old_server, _) = listener.accept().unwrap();
-    let mut agent = agent_refusing("flowtel_tcp_discover");
-    assert_reported(&mut agent, "existing connections", "off");
-    old.write_all(&[3u8; 10_000]).unwrap();
-    old_server.read_exact(&mut [0u8; 10_000]).unwrap();
+    let (mut old, mut old_server) = tcp::loopback_pair();
+    let port = old.peer_addr().unwrap().port();
+    let mut agent = start_refusing(
+        "flowtel_tcp_discover",
+        "existing connections",
+        "off",
+        "opened before the agent started",
+    );
+    tcp::exchange(&mut old, &mut old_server, 10_000);
     drop((old, old_server));
     // A connection made after the start is exact; the old one is absent.
     assert_tcp_exact(&mut agent);
@@ -131,21 +145,24 @@ fn without_discovery_a_connection_older_than_the_agent_is_not_counted() {
 #[test]
 fn without_the_owners_walk_an_accepted_connection_keeps_its_listeners_process() {
     privilege::require_root();
-    let mut agent = agent_refusing("flowtel_owners");
-    assert_reported(&mut agent, "socket owners", "off");
+    let mut agent = start_refusing(
+        "flowtel_owners",
+        "socket owners",
+        "off",
+        "keep their listener's process",
+    );
     assert_tcp_exact(&mut agent);
 }
 
 #[test]
 fn without_the_retransmit_hook_counters_come_from_the_polls() {
     privilege::require_root();
-    let (row, ok) = check_row("flowtel_retransmit", "retransmits");
-    assert!(
-        ok && row.contains(" fallback ") && row.contains("at each poll"),
-        "{row}"
+    let mut agent = start_refusing(
+        "flowtel_retransmit",
+        "retransmits",
+        "fallback",
+        "at each poll",
     );
-    let mut agent = agent_refusing("flowtel_retransmit");
-    assert_reported(&mut agent, "retransmits", "fallback");
     assert_tcp_exact(&mut agent);
 }
 
@@ -153,25 +170,25 @@ fn without_the_retransmit_hook_counters_come_from_the_polls() {
 fn without_udp_hooks_tcp_is_still_exact_and_udp_is_off() {
     privilege::require_root();
     // This kernel has no kprobes: with the tracepoints refused, nothing is left.
-    let mut agent = agent_refusing("flowtel_send");
-    assert_reported(&mut agent, "udp", "off");
+    let mut agent = start_refusing("flowtel_send", "udp", "off", "UDP is not counted");
     assert_tcp_exact(&mut agent);
     let truth = udp::serve_clients("127.0.0.1".parse().unwrap(), 1, 3);
     let server = FlowFilter::this_process()
         .udp()
         .source_port(truth.server_port);
-    let polls = agent.health().len();
-    agent.wait_until("two polls", |records| {
-        records.iter().filter(|r| r.as_health().is_some()).count() >= polls + 2
-    });
+    wait_polls(&mut agent, 2);
     assert_eq!(agent.sum(&server).bytes_received, 0);
 }
 
 #[test]
 fn without_udp_peers_an_unconnected_socket_counts_as_one_flow() {
     privilege::require_root();
-    let mut agent = agent_refusing("flowtel_udp_recvmsg4");
-    assert_reported(&mut agent, "udp peers", "off");
+    let mut agent = start_refusing(
+        "flowtel_udp_recvmsg4",
+        "udp peers",
+        "off",
+        "without their peer",
+    );
     let truth = udp::serve_clients("127.0.0.1".parse().unwrap(), 3, 4);
     let server = FlowFilter::this_process()
         .udp()
@@ -190,19 +207,15 @@ fn without_socket_cookies_connections_are_keyed_by_address_and_exact() {
     privilege::require_root();
     // As on kernels before 5.12, whose tracing programs cannot ask for a
     // socket cookie.
-    let (row, ok) = check_row("flowtel_state", "tcp connections");
-    assert!(
-        ok && row.contains(" fallback ") && row.contains("keyed by socket address"),
-        "{row}"
+    let (mut old, mut old_server) = tcp::loopback_pair();
+    let port = old.peer_addr().unwrap().port();
+    let mut agent = start_refusing(
+        "flowtel_state",
+        "tcp connections",
+        "fallback",
+        "keyed by socket address",
     );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (mut old_server, _) = listener.accept().unwrap();
-    let mut agent = agent_refusing("flowtel_state");
-    assert_reported(&mut agent, "tcp connections", "fallback");
-    old.write_all(&[3u8; 10_000]).unwrap();
-    old_server.read_exact(&mut [0u8; 10_000]).unwrap();
+    tcp::exchange(&mut old, &mut old_server, 10_000);
     let old_flow = FlowFilter::this_process()
         .tcp()
         .outgoing()

@@ -328,11 +328,9 @@ fn guest_check_reports_the_probe_set_and_the_expected_verdicts() {
 fn guest_open_connection_counts_before_its_close() {
     privilege::require_root();
     let mut agent = start_agent();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().unwrap().port();
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
-    move_bytes(&mut client, &mut server, 200_000);
+    let (mut client, mut server) = tcp::loopback_pair();
+    let port = client.peer_addr().unwrap().port();
+    tcp::exchange(&mut client, &mut server, 200_000);
     let flow = FlowFilter::this_process()
         .tcp()
         .outgoing()
@@ -345,13 +343,11 @@ fn guest_open_connection_counts_before_its_close() {
 #[ignore = "runs inside the kernel-matrix guests"]
 fn guest_connection_older_than_the_agent_counts_from_its_start() {
     privilege::require_root();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().unwrap().port();
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
-    move_bytes(&mut client, &mut server, 50_000);
+    let (mut client, mut server) = tcp::loopback_pair();
+    let port = client.peer_addr().unwrap().port();
+    tcp::exchange(&mut client, &mut server, 50_000);
     let mut agent = start_agent();
-    move_bytes(&mut client, &mut server, 123_456);
+    tcp::exchange(&mut client, &mut server, 123_456);
     drop((client, server));
     // Its process comes from the owners walk; where that is off (5.10),
     // the connection has none.
@@ -368,16 +364,6 @@ fn guest_connection_older_than_the_agent_counts_from_its_start() {
     .destination_port(port);
     let got = agent.wait_for_totals(&flow, |t| t.bytes_sent >= 123_456);
     assert_eq!(got.bytes_sent, 123_456);
-}
-
-fn move_bytes(writer: &mut std::net::TcpStream, reader: &mut std::net::TcpStream, bytes: usize) {
-    use std::io::{Read as _, Write as _};
-    let data = vec![4u8; bytes];
-    let mut received = vec![0u8; bytes];
-    std::thread::scope(|scope| {
-        scope.spawn(|| writer.write_all(&data).expect("write"));
-        reader.read_exact(&mut received).expect("read");
-    });
 }
 
 #[test]

@@ -3,8 +3,6 @@
 //! test makes (a container's, as far as the kernel can tell), and for a
 //! connection in that namespace opened before the agent started.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,23 +10,7 @@ use integration::agent::Agent;
 use integration::netns::NetNs;
 use integration::privilege;
 use integration::record::FlowFilter;
-
-/// A connected pair on loopback (in the calling thread's namespace).
-fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
-    let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-    let (server, _) = listener.accept().expect("accept");
-    (client, server)
-}
-
-fn exchange(writer: &mut TcpStream, reader: &mut TcpStream, bytes: usize) {
-    let data = vec![5u8; bytes];
-    let mut received = vec![0u8; bytes];
-    std::thread::scope(|scope| {
-        scope.spawn(|| writer.write_all(&data).expect("write"));
-        reader.read_exact(&mut received).expect("read");
-    });
-}
+use integration::traffic::tcp::{exchange, loopback_pair};
 
 /// Moves `up` then `down` bytes on an open connection, waits until the
 /// agent's polls show exactly those bytes on the client's flow while the
@@ -55,7 +37,7 @@ fn assert_counted_while_open(
 fn bytes_of_an_open_connection_count_in_the_poll_they_moved() {
     privilege::require_root();
     let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
-    let (mut client, mut server) = pair();
+    let (mut client, mut server) = loopback_pair();
     let port = client.peer_addr().unwrap().port();
     let flow = FlowFilter::this_process()
         .tcp()
@@ -78,7 +60,7 @@ fn connection_in(ns: &NetNs) -> (mpsc::Sender<Step>, u16, std::thread::JoinHandl
     let (steps, incoming) = mpsc::channel::<Step>();
     let (port_tx, port_rx) = mpsc::channel();
     let thread = ns.spawn(move || {
-        let (mut client, mut server) = pair();
+        let (mut client, mut server) = loopback_pair();
         port_tx.send(client.peer_addr().unwrap().port()).unwrap();
         for step in incoming {
             match step {

@@ -12,19 +12,11 @@ use std::time::Duration;
 use integration::agent::Agent;
 use integration::privilege;
 use integration::record::FlowFilter;
+use integration::traffic::tcp::exchange;
 
 const BEFORE: usize = 70_000;
 const UP: usize = 300_000;
 const DOWN: usize = 200_000;
-
-fn exchange(writer: &mut TcpStream, reader: &mut TcpStream, bytes: usize) {
-    let data = vec![7u8; bytes];
-    let mut received = vec![0u8; bytes];
-    std::thread::scope(|scope| {
-        scope.spawn(|| writer.write_all(&data).expect("write"));
-        reader.read_exact(&mut received).expect("read");
-    });
-}
 
 #[test]
 fn a_connection_and_a_listener_older_than_the_agent_count_under_their_process() {

@@ -31,6 +31,26 @@ pub struct Transfer {
     pub client_total_retrans: u32,
 }
 
+/// A connected pair on IPv4 loopback, in the calling thread's network
+/// namespace: (client, server), held open for the test to move bytes on.
+pub fn loopback_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let client = connect(listener.local_addr().expect("bound"));
+    let server = accept(&listener);
+    (client, server)
+}
+
+/// Moves exactly `bytes` from `writer` to `reader`, both ends of one open
+/// connection, leaving it open. Panics if a socket call fails.
+pub fn exchange(writer: &mut TcpStream, reader: &mut TcpStream, bytes: usize) {
+    let data = pattern(bytes);
+    let mut received = vec![0u8; bytes];
+    std::thread::scope(|scope| {
+        scope.spawn(|| writer.write_all(&data).expect("write"));
+        reader.read_exact(&mut received).expect("read");
+    });
+}
+
 /// One connection from a client to a server listening on `server_ip`: the
 /// client writes `upload` bytes and shuts its side down, the server reads to
 /// EOF, writes `download` bytes and closes, the client reads to EOF and
