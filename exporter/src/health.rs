@@ -116,38 +116,43 @@ impl Health {
             let last_poll = Arc::clone(&last_poll);
             move || field(&last_poll.lock().unwrap_or_else(|e| e.into_inner()))
         };
-        let dropped = read(|h| h.connections_dropped);
-        meter
-            .u64_observable_counter("flowtel.connections.dropped")
-            .with_unit("{connection}")
-            .with_description("New TCP connections not tracked: the connection map was full.")
-            .with_callback(move |o| o.observe(dropped(), &[]))
-            .build();
-        let untracked = read(|h| h.untracked_events);
-        meter
-            .u64_observable_counter("flowtel.events.untracked")
-            .with_unit("{event}")
-            .with_description("Socket events of connections left out of the full map.")
-            .with_callback(move |o| o.observe(untracked(), &[]))
-            .build();
-        let releases_lost = read(|h| h.udp_releases_lost);
-        meter
-            .u64_observable_counter("flowtel.udp.releases.lost")
-            .with_unit("{socket}")
-            .with_description(
-                "UDP socket releases lost to a full ring buffer: their flows end when idle.",
-            )
-            .with_callback(move |o| o.observe(releases_lost(), &[]))
-            .build();
-        let insert_failures = read(|h| h.insert_failures);
-        meter
-            .u64_observable_counter("flowtel.map.insert.failures")
-            .with_unit("{event}")
-            .with_description(
-                "Events not counted: the kernel refused a new entry though the map had room.",
-            )
-            .with_callback(move |o| o.observe(insert_failures(), &[]))
-            .build();
+        // A cumulative count the kernel side keeps, read off the last poll.
+        let receiver_counter = |name: &'static str,
+                                unit: &'static str,
+                                description: &'static str,
+                                field: fn(&ReceiverHealth) -> u64| {
+            let value = read(field);
+            meter
+                .u64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |o| o.observe(value(), &[]))
+                .build();
+        };
+        receiver_counter(
+            "flowtel.connections.dropped",
+            "{connection}",
+            "New TCP connections not tracked: the connection map was full.",
+            |h| h.connections_dropped,
+        );
+        receiver_counter(
+            "flowtel.events.untracked",
+            "{event}",
+            "Socket events of connections left out of the full map.",
+            |h| h.untracked_events,
+        );
+        receiver_counter(
+            "flowtel.udp.releases.lost",
+            "{socket}",
+            "UDP socket releases lost to a full ring buffer: their flows end when idle.",
+            |h| h.udp_releases_lost,
+        );
+        receiver_counter(
+            "flowtel.map.insert.failures",
+            "{event}",
+            "Events not counted: the kernel refused a new entry though the map had room.",
+            |h| h.insert_failures,
+        );
         let unreachable = read(|h| h.namespaces_unreachable);
         meter
             .u64_observable_gauge("flowtel.netns.unreachable")
