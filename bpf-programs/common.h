@@ -79,6 +79,27 @@ static __always_inline struct conn_info *insert_conn(const struct conn_key *key,
 	return bpf_map_lookup_elem(&conns, key);
 }
 
+static __always_inline __u32 setting(__u32 index)
+{
+	__u32 *value = bpf_map_lookup_elem(&settings, &index);
+
+	return value ? *value : 0;
+}
+
+static __always_inline int same_ip6(const __u32 *a, const __u32 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/* A datagram to or from the socket's connected peer: keyed by the socket
+ * alone, as a send() without an address is. */
+static __always_inline void forget_peer(struct conn_key *key)
+{
+	__builtin_memset(key->peer_addr, 0, sizeof(key->peer_addr));
+	key->peer_port = 0;
+	key->peer_family = 0;
+}
+
 /* For UDP, takes the peer the cgroup hook stashed for this syscall, if any. */
 static __always_inline void take_udp_peer(struct conn_key *key)
 {
@@ -95,14 +116,15 @@ static __always_inline void take_udp_peer(struct conn_key *key)
 	bpf_map_delete_elem(&udp_peers, &thread);
 }
 
-static __always_inline void add_udp(struct conn_info *info, int bytes, int sending)
+static __always_inline void add_udp_datagrams(struct conn_info *info, __u32 bytes,
+					       __u32 datagrams, int sending)
 {
 	if (sending) {
 		__sync_fetch_and_add(&info->bytes_sent, bytes);
-		__sync_fetch_and_add(&info->packets_sent, 1);
+		__sync_fetch_and_add(&info->packets_sent, datagrams);
 	} else {
 		__sync_fetch_and_add(&info->bytes_received, bytes);
-		__sync_fetch_and_add(&info->packets_received, 1);
+		__sync_fetch_and_add(&info->packets_received, datagrams);
 	}
 }
 

@@ -34,6 +34,9 @@
 #define FT_STAT_INSERT_FAILED 4   /* a new entry refused though the map had room */
 #define FT_STAT_COUNT 5
 
+/* Indexes of the settings map (written by user space). */
+#define FT_SETTING_SEND_PEERS 0 /* sends counted from packets keep their peer */
+
 /*
  * One tracked connection. For TCP and connected UDP the peer is the
  * socket's own (peer_family 0); an unconnected UDP socket gets one key per

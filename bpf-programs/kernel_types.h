@@ -95,10 +95,15 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 };
 
+struct nsproxy {
+	struct net *net_ns;
+};
+
 struct task_struct {
 	int tgid;
 	char comm[16];
 	struct css_set *cgroups;
+	struct nsproxy *nsproxy;
 };
 
 struct socket {

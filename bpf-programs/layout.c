@@ -66,6 +66,7 @@ int main(void)
 	CONSTANT(FT_STAT_UNTRACKED);
 	CONSTANT(FT_STAT_INSERT_FAILED);
 	CONSTANT(FT_STAT_COUNT);
+	CONSTANT(FT_SETTING_SEND_PEERS);
 	SIZE(netns_seen);
 	FIELD(netns_seen, last_ns);
 	FIELD(netns_seen, pid);

@@ -23,6 +23,17 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+/* Set by user space once the features are chosen. [0]: whether sends
+ * counted from their packets keep their peer; only while the peers of
+ * received datagrams are known too, so that an unconnected socket's sends
+ * and receives stay in the same flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} settings SEC(".maps");
+
 /* Peer of the datagram in flight, per thread. LRU so that a stash whose
  * tracepoint never ran cannot fill it. */
 struct {

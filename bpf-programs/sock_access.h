@@ -85,6 +85,22 @@ static __always_inline void FT_VARIANT(remember_listener)(struct sock *sk,
 	bpf_map_update_elem(&listeners, &key, &value, BPF_ANY);
 }
 
+/* Whether the peer a cgroup hook stashed is the one sk is connected to: a
+ * recvfrom() on a connected socket then stays in the socket's one
+ * conversation, as its sends without an address do. */
+static __always_inline int FT_VARIANT(is_connected_to)(struct sock *sk, const struct conn_key *key)
+{
+	struct in6_addr remote;
+
+	if (!key->peer_family || bpf_ntohs(FT_READ(sk, __sk_common.skc_dport)) != key->peer_port ||
+	    !key->peer_port)
+		return 0;
+	if (key->peer_family == AF_INET)
+		return FT_READ(sk, __sk_common.skc_daddr) == *(__u32 *)key->peer_addr;
+	FT_READ_INTO(&remote, sk, __sk_common.skc_v6_daddr);
+	return same_ip6(remote.in6_u.u6_addr32, (const __u32 *)key->peer_addr);
+}
+
 /* The UDP conversation of a send or receive on sk, tracked from now if new.
  * UDP has no handshake: whoever moved the first datagram of a conversation
  * (socket and peer) is the client. */
@@ -105,6 +121,8 @@ static __always_inline struct conn_info *FT_VARIANT(udp_conn)(struct sock *sk, i
 		return 0;
 	}
 	take_udp_peer(&key);
+	if (FT_VARIANT(is_connected_to)(sk, &key))
+		forget_peer(&key);
 	found = bpf_map_lookup_elem(&conns, &key);
 	if (found)
 		return found;
@@ -124,6 +142,6 @@ static __always_inline int FT_VARIANT(count_udp)(struct sock *sk, int bytes, int
 	info = FT_VARIANT(udp_conn)(sk, sending);
 	if (!info)
 		return 0;
-	add_udp(info, bytes, sending);
+	add_udp_datagrams(info, bytes, 1, sending);
 	return 0;
 }

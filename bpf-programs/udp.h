@@ -31,6 +31,146 @@ int BPF_PROG(flowtel_recv, struct sock *sk, int ret, int flags)
 	return count_udp_btf(sk, ret, 0);
 }
 
+/* --- UDP sends from the packets (cgroup_skb egress). -------------------
+ *
+ * Each datagram a local UDP socket sends passes here in the sender's own
+ * context, before fragmentation: its payload length is in its UDP header,
+ * its peer in its IP header. Unlike a tracing program, a cgroup program has
+ * no per-CPU recursion guard. Tracepoint programs are preemptible from
+ * Linux 7.2, and the kernel skips (recursion_misses) every run of one that
+ * another task was preempted in on the same CPU: a quarter of the sends on
+ * a busy one-CPU guest went uncounted through sock_send_length. */
+
+struct udp_header {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__be16 check;
+};
+
+/* The destination and payload of an outgoing IPv4 or IPv6 UDP datagram;
+ * -1 when the packet is neither (an IPv6 extension header before UDP). */
+static __always_inline int read_datagram(struct __sk_buff *ctx, struct conn_key *peer,
+					 __u32 *payload)
+{
+	struct udp_header udp;
+	__u32 udp_offset;
+	__u8 version_ihl;
+	__u8 next_header;
+
+	if (bpf_skb_load_bytes(ctx, 0, &version_ihl, 1))
+		return -1;
+	if (version_ihl >> 4 == 4) {
+		udp_offset = (version_ihl & 0xf) * 4;
+		if (bpf_skb_load_bytes(ctx, 16, peer->peer_addr, 4))
+			return -1;
+		peer->peer_family = AF_INET;
+	} else if (version_ihl >> 4 == 6) {
+		if (bpf_skb_load_bytes(ctx, 6, &next_header, 1) || next_header != IPPROTO_UDP)
+			return -1;
+		udp_offset = 40;
+		if (bpf_skb_load_bytes(ctx, 24, peer->peer_addr, 16))
+			return -1;
+		peer->peer_family = AF_INET6;
+	} else {
+		return -1;
+	}
+	if (bpf_skb_load_bytes(ctx, udp_offset, &udp, sizeof(udp)))
+		return -1;
+	if (bpf_ntohs(udp.len) < sizeof(udp))
+		return -1;
+	peer->peer_port = bpf_ntohs(udp.dest);
+	*payload = bpf_ntohs(udp.len) - sizeof(udp);
+	return 0;
+}
+
+/* The datagram's peer as the socket names it: an IPv6 socket sends to an
+ * IPv4 peer through its v4-mapped address (as recvmsg6 reports it). */
+static __always_inline void peer_as_socket_names_it(struct conn_key *key, __u16 socket_family)
+{
+	if (socket_family != AF_INET6 || key->peer_family != AF_INET)
+		return;
+	__u32 v4 = *(__u32 *)key->peer_addr;
+	((__u32 *)key->peer_addr)[0] = 0;
+	((__u32 *)key->peer_addr)[1] = 0;
+	((__u32 *)key->peer_addr)[2] = bpf_htonl(0xffff);
+	((__u32 *)key->peer_addr)[3] = v4;
+	key->peer_family = AF_INET6;
+}
+
+/* Whether the key's peer is the one the socket is connected to: its
+ * datagrams then belong to the socket's one conversation, as a send()
+ * without an address does. */
+static __always_inline int is_connected_peer(const struct bpf_sock *sk, const struct conn_key *key)
+{
+	if (!sk->dst_port || bpf_ntohs(sk->dst_port) != key->peer_port)
+		return 0;
+	if (key->peer_family == AF_INET)
+		return sk->dst_ip4 == *(__u32 *)key->peer_addr;
+	return same_ip6(sk->dst_ip6, (const __u32 *)key->peer_addr);
+}
+
+/* A new conversation's facts from the socket and the sending task (this
+ * hook runs in the sender's context; the task's namespace is the socket's
+ * but for a socket handed across namespaces). */
+static __always_inline void new_udp_conn_from_skb(const struct bpf_sock *sk, struct conn_info *info)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct owner owner = {};
+
+	info->first_seen_ns = bpf_ktime_get_ns();
+	info->protocol = IPPROTO_UDP;
+	info->netns = task->nsproxy->net_ns->ns.inum;
+	info->family = sk->family;
+	info->local_port = sk->src_port;
+	info->remote_port = bpf_ntohs(sk->dst_port);
+	if (sk->family == AF_INET) {
+		*(__u32 *)info->local_addr = sk->src_ip4;
+		*(__u32 *)info->remote_addr = sk->dst_ip4;
+	} else {
+		__builtin_memcpy(info->local_addr, (void *)sk->src_ip6, 16);
+		__builtin_memcpy(info->remote_addr, (void *)sk->dst_ip6, 16);
+	}
+	info->direction = FT_DIR_OUTGOING;
+	owner_of_current(&owner);
+	set_owner(info, &owner);
+}
+
+SEC("cgroup_skb/egress")
+int flowtel_udp_egress(struct __sk_buff *ctx)
+{
+	struct conn_key key = {};
+	struct conn_info info = {};
+	struct conn_info *found;
+	struct bpf_sock *sk = ctx->sk;
+	__u32 payload;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_UDP ||
+	    (sk->family != AF_INET && sk->family != AF_INET6))
+		return 1;
+	if (read_datagram(ctx, &key, &payload)) {
+		stat_inc(FT_STAT_UNTRACKED);
+		return 1;
+	}
+	peer_as_socket_names_it(&key, sk->family);
+	if (!setting(FT_SETTING_SEND_PEERS) || is_connected_peer(sk, &key))
+		forget_peer(&key);
+	key.cookie = bpf_get_socket_cookie(ctx);
+	found = bpf_map_lookup_elem(&conns, &key);
+	if (!found) {
+		new_udp_conn_from_skb(sk, &info);
+		found = insert_conn(&key, &info, SEEN_MID_LIFE);
+		if (!found)
+			return 1;
+	}
+	/* A UDP_SEGMENT send is one packet here, several on the wire. */
+	add_udp_datagrams(found, payload, ctx->gso_segs > 1 ? ctx->gso_segs : 1, 1);
+	return 1;
+}
+
 /* --- Peers of unconnected UDP datagrams (cgroup sock_addr hooks). ------ */
 
 static __always_inline void stash_udp_peer(struct bpf_sock_addr *ctx, __u16 family)

@@ -169,8 +169,14 @@ fn without_the_retransmit_hook_counters_come_from_the_polls() {
 #[test]
 fn without_udp_hooks_tcp_is_still_exact_and_udp_is_off() {
     privilege::require_root();
-    // This kernel has no kprobes: with the tracepoints refused, nothing is left.
-    let mut agent = start_refusing("flowtel_send", "udp", "off", "UDP is not counted");
+    // This kernel has no kprobes: with the egress hook and the tracepoints
+    // refused, nothing is left.
+    let mut agent = start_refusing(
+        "flowtel_udp_egress,flowtel_send",
+        "udp",
+        "off",
+        "UDP is not counted",
+    );
     assert_tcp_exact(&mut agent);
     let truth = udp::serve_clients("127.0.0.1".parse().unwrap(), 1, 3);
     let server = FlowFilter::this_process()
@@ -178,6 +184,19 @@ fn without_udp_hooks_tcp_is_still_exact_and_udp_is_off() {
         .source_port(truth.server_port);
     wait_polls(&mut agent, 2);
     assert_eq!(agent.sum(&server).bytes_received, 0);
+}
+
+#[test]
+fn without_the_egress_hook_udp_sends_count_from_the_send_tracepoint() {
+    privilege::require_root();
+    let mut agent = start_refusing(
+        "flowtel_udp_egress",
+        "udp",
+        "fallback",
+        "tracepoints sock_send_length, sock_recv_length",
+    );
+    let truth = udp::serve_clients("127.0.0.1".parse().unwrap(), 3, 4);
+    agent.assert_udp_exchange_counted(&truth);
 }
 
 #[test]

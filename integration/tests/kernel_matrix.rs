@@ -211,20 +211,28 @@ fn kernel_release() -> String {
         .to_owned()
 }
 
+/// What the guest runs: the feature table (and, for a refused program,
+/// the verifier's log) first, for the console; then the checks.
+/// `FLOWTEL_GUEST_COMMAND` replaces it when debugging a kernel (say, a loop
+/// over one check), and `FLOWTEL_GUEST_EXTRA` adds a binary at `/extra`
+/// (say, bpftool, for the programs' `recursion_misses`).
+const GUEST_COMMAND: &str = "RUST_LOG=receiver=debug /flowtel check 2>&1; \
+     FLOWTEL_BINARY=/flowtel /kernel_matrix --ignored guest_ --test-threads 1";
+
 /// Boots `kernel` with the guest checks and the kernel command line
 /// `append`, and returns its console.
 fn run_guest_checks(kernel: &vm::Kernel, cache: &Path, append: &str) -> String {
     let this_test = std::env::current_exe().expect("the test binary's path");
     let mut initramfs = vm::Initramfs::new(
         &cache.join(format!("guest-{}", kernel.package)),
-        // The feature table (and, for a refused program, the verifier's
-        // log) first, for the console; then the checks.
-        "RUST_LOG=receiver=debug /flowtel check 2>&1; \
-         FLOWTEL_BINARY=/flowtel /kernel_matrix --ignored guest_ --test-threads 1",
+        &std::env::var("FLOWTEL_GUEST_COMMAND").unwrap_or_else(|_| GUEST_COMMAND.to_owned()),
     );
     initramfs
         .add_binary(Path::new(env!("CARGO_BIN_EXE_flowtel")), "flowtel")
         .add_binary(&this_test, "kernel_matrix");
+    if let Ok(extra) = std::env::var("FLOWTEL_GUEST_EXTRA") {
+        initramfs.add_binary(Path::new(&extra), "extra");
+    }
     let initrd = initramfs.pack();
     let started = std::time::Instant::now();
     let console = vm::boot(kernel, &initrd, append, GUEST_TIMEOUT);

@@ -51,6 +51,7 @@ fn without_udp_nothing_runs_per_send_and_tcp_stays_exact() {
     for per_syscall in [
         "flowtel_send",
         "flowtel_recv",
+        "flowtel_udp_egr",
         "flowtel_udp_sen",
         "flowtel_udp_rec",
     ] {

@@ -25,6 +25,8 @@ pub const STAT_UNTRACKED: usize = 3;
 pub const STAT_INSERT_FAILED: usize = 4;
 #[cfg(test)]
 pub const STAT_COUNT: usize = 5;
+/// `FT_SETTING_SEND_PEERS`: the settings map's index.
+pub const SETTING_SEND_PEERS: u32 = 0;
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
@@ -209,6 +211,7 @@ mod tests {
             ("FT_STAT_UNTRACKED", STAT_UNTRACKED),
             ("FT_STAT_INSERT_FAILED", STAT_INSERT_FAILED),
             ("FT_STAT_COUNT", STAT_COUNT),
+            ("FT_SETTING_SEND_PEERS", SETTING_SEND_PEERS as usize),
             ("netns_seen", size_of::<NetnsSeen>()),
             ("netns_seen.last_ns", offset_of!(NetnsSeen, last_ns)),
             ("netns_seen.pid", offset_of!(NetnsSeen, pid)),

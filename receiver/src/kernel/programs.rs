@@ -4,8 +4,9 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
 
+use aya::maps::{Array, MapData};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, Iter, Program, ProgramError};
+use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Iter, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::btf::BtfKind;
 
@@ -29,6 +30,9 @@ enum Hook {
     Tracepoint(&'static str),
     /// A cgroup-v2 socket hook, attached to the cgroup root.
     Cgroup(&'static str),
+    /// A cgroup-v2 packet hook (`cgroup_skb/egress`), attached to the
+    /// cgroup root.
+    CgroupEgress,
     /// A kprobe or kretprobe (the program's section says which) on a kernel
     /// function.
     Kprobe(&'static str),
@@ -41,6 +45,14 @@ struct Mechanism {
     /// How `flowtel check` and the log name it.
     via: &'static str,
     programs: &'static [(&'static str, Hook)],
+}
+
+impl Mechanism {
+    /// Whether this is `other` (a `const` has no one address to compare):
+    /// no two ways share their first program.
+    fn is(&self, other: &Mechanism) -> bool {
+        self.programs[0].0 == other.programs[0].0
+    }
 }
 
 /// How TCP connections are keyed: by socket cookie where tracing programs
@@ -125,6 +137,17 @@ fn keyed(ways: &'static [Mechanism; 2], keying: Keying) -> &'static Mechanism {
     }
 }
 
+/// UDP sends from their packets (the cgroup egress hook, which a preempted
+/// run never makes the kernel skip, unlike a tracepoint program from Linux
+/// 7.2), receives from the receive tracepoint of Linux 6.3+.
+const PACKET_UDP: Mechanism = Mechanism {
+    via: "cgroup_skb egress (sends), tracepoint sock_recv_length (receives)",
+    programs: &[
+        ("flowtel_udp_egress", Hook::CgroupEgress),
+        ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
+    ],
+};
+
 /// UDP datagrams from the tracepoints of Linux 6.3+ (which fire for every
 /// protocol: the one per-send and per-receive cost TCP pays).
 const TRACEPOINT_UDP: Mechanism = Mechanism {
@@ -167,6 +190,18 @@ const UDP_PEERS: Mechanism = Mechanism {
     ],
 };
 
+/// The peers of received datagrams only: sends counted from their packets
+/// carry their peer (a send's stash would go stale, taken by no one).
+const UDP_RECEIVE_PEERS: Mechanism = Mechanism {
+    via: "the sent packets, cgroup recvmsg4/6 and connect4/6",
+    programs: &[
+        ("flowtel_udp_recvmsg4", Hook::Cgroup("recvmsg4")),
+        ("flowtel_udp_recvmsg6", Hook::Cgroup("recvmsg6")),
+        ("flowtel_udp_connect4", Hook::Cgroup("connect4")),
+        ("flowtel_udp_connect6", Hook::Cgroup("connect6")),
+    ],
+};
+
 const UDP_RELEASE: Mechanism = Mechanism {
     via: "cgroup sock_release",
     programs: &[("flowtel_sock_release", Hook::Cgroup("sock_release"))],
@@ -174,7 +209,7 @@ const UDP_RELEASE: Mechanism = Mechanism {
 
 /// Every program of the object, for the contract test.
 #[cfg(test)]
-const ALL_MECHANISMS: [&Mechanism; 14] = [
+const ALL_MECHANISMS: [&Mechanism; 16] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
     &TCP_RETRANSMIT[0],
@@ -185,9 +220,11 @@ const ALL_MECHANISMS: [&Mechanism; 14] = [
     &TCP_DISCOVERY[1],
     &OWNERS_WALK[0],
     &OWNERS_WALK[1],
+    &PACKET_UDP,
     &TRACEPOINT_UDP,
     &KPROBE_UDP,
     &UDP_PEERS,
+    &UDP_RECEIVE_PEERS,
     &UDP_RELEASE,
 ];
 
@@ -198,6 +235,7 @@ fn mechanisms(
     probe_set: ProbeSet,
     kprobes: bool,
     keying: Keying,
+    udp: Option<&'static Mechanism>,
 ) -> Vec<&'static Mechanism> {
     match feature {
         Feature::TcpConnections => vec![&TCP_STATE, &TCP_STATE_BY_ADDR],
@@ -207,9 +245,12 @@ fn mechanisms(
         Feature::SocketOwners => vec![keyed(&OWNERS_WALK, keying)],
         Feature::Udp => match probe_set {
             ProbeSet::Kprobe => vec![&KPROBE_UDP],
-            ProbeSet::Tracepoint if kprobes => vec![&TRACEPOINT_UDP, &KPROBE_UDP],
-            ProbeSet::Tracepoint | ProbeSet::Auto => vec![&TRACEPOINT_UDP],
+            ProbeSet::Tracepoint if kprobes => vec![&PACKET_UDP, &TRACEPOINT_UDP, &KPROBE_UDP],
+            ProbeSet::Tracepoint | ProbeSet::Auto => vec![&PACKET_UDP, &TRACEPOINT_UDP],
         },
+        Feature::UdpPeers if udp.is_some_and(|way| way.is(&PACKET_UDP)) => {
+            vec![&UDP_RECEIVE_PEERS]
+        }
         Feature::UdpPeers => vec![&UDP_PEERS],
         Feature::UdpRelease => vec![&UDP_RELEASE],
     }
@@ -386,17 +427,27 @@ pub fn load_and_attach(
                 why: "udp is off".to_owned(),
             }
         } else {
-            let ways = mechanisms(feature, probe_set, kprobes, keying);
+            let udp = used
+                .iter()
+                .find(|(f, _)| *f == Feature::Udp)
+                .map(|(_, way)| *way);
+            let ways = mechanisms(feature, probe_set, kprobes, keying, udp);
             let (state, way) = enable(&mut ebpf, &mut context, feature, &ways);
             if let Some(way) = way {
                 used.push((feature, way));
-                if std::ptr::eq(way, &TCP_STATE_BY_ADDR) {
+                if way.is(&TCP_STATE_BY_ADDR) {
                     keying = Keying::Address;
                 }
             }
             state
         };
         features.set(feature, state);
+    }
+    let send_peers = used
+        .iter()
+        .any(|(feature, way)| *feature == Feature::UdpPeers && way.is(&UDP_RECEIVE_PEERS));
+    if send_peers && stage == Stage::Attach {
+        enable_send_peers(&mut ebpf)?;
     }
     let verdicts = std::mem::take(&mut context.verdicts);
     if let State::Off { why } = features.get(Feature::TcpConnections) {
@@ -430,6 +481,23 @@ pub fn load_and_attach(
         tcp_discover,
         owners,
     })
+}
+
+/// Lets the egress hook key unconnected sends by their peer
+/// (`FT_SETTING_SEND_PEERS`): the receive side knows its peers too.
+fn enable_send_peers(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let failed = |reason: String| Error::Attach {
+        hook: "the settings map".to_owned(),
+        reason,
+    };
+    let map = ebpf
+        .map_mut("settings")
+        .expect("flowtel.bpf.o has the settings map");
+    let mut settings: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|e| failed(one_line(&e)))?;
+    settings
+        .set(crate::kernel::abi::SETTING_SEND_PEERS, 1, 0)
+        .map_err(|e| failed(one_line(&e)))
 }
 
 /// What loading and attaching one feature needs.
@@ -560,6 +628,7 @@ fn unload(program: &mut Program, pins: Option<&PinPlan>, name: &str) {
         Program::BtfTracePoint(p) => p.unload(),
         Program::CgroupSockAddr(p) => p.unload(),
         Program::CgroupSock(p) => p.unload(),
+        Program::CgroupSkb(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
         Program::Iter(p) => p.unload(),
         _ => Ok(()),
@@ -637,6 +706,7 @@ fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Res
         }
         (Hook::Cgroup(_), Program::CgroupSockAddr(program)) => program.load(),
         (Hook::Cgroup(_), Program::CgroupSock(program)) => program.load(),
+        (Hook::CgroupEgress, Program::CgroupSkb(program)) => program.load(),
         (Hook::Kprobe(_), Program::KProbe(program)) => program.load(),
         (Hook::Iter(target), Program::Iter(program)) => program.load(target, btf),
         (hook, _) => {
@@ -654,6 +724,7 @@ enum Attached {
     Tracepoint(aya::programs::tp_btf::BtfTracePointLinkId),
     SockAddr(aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId),
     Sock(aya::programs::cgroup_sock::CgroupSockLinkId),
+    Skb(aya::programs::cgroup_skb::CgroupSkbLinkId),
     Kprobe,
 }
 
@@ -677,6 +748,10 @@ fn attach(
             .attach(cgroup, CGROUP_ATTACH_MODE)
             .map(Attached::Sock)
             .map_err(attach_error(cgroup_target(kind))),
+        (Hook::CgroupEgress, Program::CgroupSkb(program)) => program
+            .attach(cgroup, CgroupSkbAttachType::Egress, CGROUP_ATTACH_MODE)
+            .map(Attached::Skb)
+            .map_err(attach_error(cgroup_target("skb egress"))),
         (Hook::Kprobe(function), Program::KProbe(program)) => program
             .attach(function, 0)
             .map(|_| Attached::Kprobe)
@@ -697,6 +772,10 @@ fn pin_link(program: &mut Program, attached: Attached, path: &Path) -> Result<()
             FdLink::try_from(link).map_err(|e| one_line(&e))?
         }
         (Attached::Sock(id), Program::CgroupSock(p)) => {
+            let link = p.take_link(id).map_err(|e| one_line(&e))?;
+            FdLink::try_from(link).map_err(|e| one_line(&e))?
+        }
+        (Attached::Skb(id), Program::CgroupSkb(p)) => {
             let link = p.take_link(id).map_err(|e| one_line(&e))?;
             FdLink::try_from(link).map_err(|e| one_line(&e))?
         }
@@ -771,6 +850,12 @@ mod tests {
                     | (Hook::Cgroup(_), ProgramSection::CgroupSockAddr { .. })
                     | (Hook::Cgroup(_), ProgramSection::CgroupSock { .. })
                     | (
+                        Hook::CgroupEgress,
+                        ProgramSection::CgroupSkb {
+                            attach_type: Some(CgroupSkbAttachType::Egress)
+                        }
+                    )
+                    | (
                         Hook::Kprobe(_),
                         ProgramSection::KProbe | ProgramSection::KRetProbe
                     )
@@ -781,19 +866,46 @@ mod tests {
     }
 
     #[test]
+    fn no_two_ways_share_their_first_program() {
+        let firsts: BTreeSet<&str> = ALL_MECHANISMS
+            .iter()
+            .map(|way| way.programs[0].0)
+            .collect();
+        assert_eq!(firsts.len(), ALL_MECHANISMS.len(), "Mechanism::is needs it");
+    }
+
+    #[test]
     fn every_feature_but_tcp_connections_can_be_lost() {
         for feature in Feature::ALL {
-            let ways = mechanisms(feature, ProbeSet::Tracepoint, true, Keying::Cookie);
+            let ways = mechanisms(feature, ProbeSet::Tracepoint, true, Keying::Cookie, None);
             assert!(!ways.is_empty(), "{feature} has no way to work");
             assert!(!feature.loss().is_empty());
         }
         assert_eq!(
-            mechanisms(Feature::Udp, ProbeSet::Tracepoint, true, Keying::Cookie)
-                .iter()
-                .map(|way| way.via)
-                .collect::<Vec<_>>(),
-            [TRACEPOINT_UDP.via, KPROBE_UDP.via],
-            "UDP falls back to kprobes where the kernel has them"
+            mechanisms(
+                Feature::Udp,
+                ProbeSet::Tracepoint,
+                true,
+                Keying::Cookie,
+                None
+            )
+            .iter()
+            .map(|way| way.via)
+            .collect::<Vec<_>>(),
+            [PACKET_UDP.via, TRACEPOINT_UDP.via, KPROBE_UDP.via],
+            "UDP falls back to tracepoints, then to kprobes where the kernel has them"
         );
+        let peers = |udp| {
+            mechanisms(
+                Feature::UdpPeers,
+                ProbeSet::Tracepoint,
+                true,
+                Keying::Cookie,
+                udp,
+            )[0]
+            .via
+        };
+        assert_eq!(peers(Some(&PACKET_UDP)), UDP_RECEIVE_PEERS.via);
+        assert_eq!(peers(Some(&TRACEPOINT_UDP)), UDP_PEERS.via);
     }
 }
