@@ -132,7 +132,11 @@ static __always_inline void new_udp_conn_from_skb(const struct bpf_sock *sk, str
 		__builtin_memcpy(info->remote_addr, (void *)sk->dst_ip6, 16);
 	}
 	info->direction = FT_DIR_OUTGOING;
-	owner_of_current(&owner);
+	/* From the task itself: bpf_get_current_comm() is no cgroup_skb
+	 * helper on Linux 6.12. */
+	owner.pid = task->tgid;
+	owner.cgroup_id = bpf_get_current_cgroup_id();
+	__builtin_memcpy(owner.comm, task->comm, sizeof(owner.comm));
 	set_owner(info, &owner);
 }
 

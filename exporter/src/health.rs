@@ -153,6 +153,12 @@ impl Health {
             "Events not counted: the kernel refused a new entry though the map had room.",
             |h| h.insert_failures,
         );
+        receiver_counter(
+            "flowtel.kernel.runs.missed",
+            "{run}",
+            "Runs of flowtel's tracing programs the kernel skipped (a run of the same program under way on that CPU): their events were not counted.",
+            |h| h.runs_missed,
+        );
         let unreachable = read(|h| h.namespaces_unreachable);
         meter
             .u64_observable_gauge("flowtel.netns.unreachable")
@@ -333,6 +339,7 @@ mod tests {
         assert_eq!(value(&request, "flowtel.poll.duration"), Some(1.0));
         assert_eq!(value(&request, "flowtel.udp.releases.lost"), Some(0.0));
         assert_eq!(value(&request, "flowtel.map.insert.failures"), Some(0.0));
+        assert_eq!(value(&request, "flowtel.kernel.runs.missed"), Some(0.0));
         assert_eq!(value(&request, "flowtel.netns.unreachable"), Some(0.0));
         let states = request.resource_metrics[0].scope_metrics[0]
             .metrics

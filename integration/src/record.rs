@@ -31,6 +31,8 @@ pub struct Health {
     pub udp_releases_lost: u64,
     /// New entries the kernel refused though the map had room.
     pub insert_failures: u64,
+    /// Runs of the tracing programs the kernel skipped.
+    pub runs_missed: u64,
     /// Each feature's level: "on", "fallback" or "off".
     pub features: std::collections::BTreeMap<String, String>,
 }

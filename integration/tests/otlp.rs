@@ -678,6 +678,7 @@ fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
         "flowtel.netns.unreachable",
         "flowtel.udp.releases.lost",
         "flowtel.map.insert.failures",
+        "flowtel.kernel.runs.missed",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }

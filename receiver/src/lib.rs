@@ -69,6 +69,10 @@ pub struct Receiver {
     /// Gives accepted TCP connections the process that holds them.
     owners: Option<owners::OwnersWalk>,
     stats: PerCpuArray<MapData, u64>,
+    /// Runs of the tracing programs the kernel skipped, and when the log
+    /// last said so.
+    missed_runs: kernel::misses::MissedRuns,
+    missed_runs_told: Option<std::time::Instant>,
     closed: ClosedEvents,
     reader: tokio::task::JoinHandle<()>,
     processes: ProcessResolver,
@@ -150,6 +154,8 @@ impl Receiver {
             owners,
             conns,
             stats,
+            missed_runs: kernel::misses::MissedRuns::default(),
+            missed_runs_told: None,
             closed,
             reader,
             processes: ProcessResolver::default(),
@@ -296,6 +302,7 @@ impl Receiver {
         self.last_read = (open_tcp_netns, read_at);
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;
+        health.runs_missed = self.read_missed_runs();
         health.poll_duration = reading.elapsed();
         Ok(Poll {
             at: Some(at),
@@ -361,6 +368,27 @@ impl Receiver {
         }
     }
 
+    /// The total of the skipped runs; says which programs skipped more, at
+    /// most once a minute.
+    fn read_missed_runs(&mut self) -> u64 {
+        let (total, grew) = self.missed_runs.update(&self._programs);
+        let quiet = self
+            .missed_runs_told
+            .is_some_and(|told| told.elapsed() < std::time::Duration::from_secs(60));
+        if !grew.is_empty() && !quiet {
+            let programs: Vec<String> = grew
+                .iter()
+                .map(|(program, runs)| format!("{runs} of {program}"))
+                .collect();
+            tracing::warn!(
+                "the kernel skipped runs of flowtel's programs ({}): a run of the same program was under way on that CPU (a preempted one, on Linux 7.2+); the events they would have counted are lost (flowtel.kernel.runs.missed counts them)",
+                programs.join(", ")
+            );
+            self.missed_runs_told = Some(std::time::Instant::now());
+        }
+        total
+    }
+
     fn health(&self, tracked: u64) -> Result<ReceiverHealth, Error> {
         let stat = |index: usize| -> Result<u64, Error> {
             let values = self
@@ -378,6 +406,7 @@ impl Receiver {
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
             udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
             insert_failures: stat(abi::STAT_INSERT_FAILED)?,
+            runs_missed: 0,
             namespaces_unreachable: self.namespaces_unreachable,
             features: self.features.levels(),
             tracked_connections: tracked,

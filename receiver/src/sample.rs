@@ -210,6 +210,9 @@ pub struct ReceiverHealth {
     /// New entries the kernel refused though the map had room (a busy or
     /// timed-out bucket lock, twice): those events were not counted.
     pub insert_failures: u64,
+    /// Runs of the tracing programs the kernel skipped (a run of the same
+    /// program under way on that CPU): their events were not counted.
+    pub runs_missed: u64,
     /// Network namespaces with tracked TCP connections that the last poll
     /// could not enter: their open connections' bytes wait for the close.
     pub namespaces_unreachable: u64,

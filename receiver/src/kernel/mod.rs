@@ -5,6 +5,7 @@ pub mod abi;
 pub mod batch;
 pub mod events;
 pub mod iter;
+pub mod misses;
 pub mod pins;
 pub mod preflight;
 pub mod programs;

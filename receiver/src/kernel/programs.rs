@@ -867,10 +867,7 @@ mod tests {
 
     #[test]
     fn no_two_ways_share_their_first_program() {
-        let firsts: BTreeSet<&str> = ALL_MECHANISMS
-            .iter()
-            .map(|way| way.programs[0].0)
-            .collect();
+        let firsts: BTreeSet<&str> = ALL_MECHANISMS.iter().map(|way| way.programs[0].0).collect();
         assert_eq!(firsts.len(), ALL_MECHANISMS.len(), "Mechanism::is needs it");
     }
 
