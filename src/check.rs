@@ -15,8 +15,13 @@ pub struct Report {
 }
 
 /// Checks the kernel and this process for `config`, and whether each
-/// configured OTLP endpoint answers.
-pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report {
+/// configured OTLP endpoint answers; with `all_programs`, loads every
+/// program of the object through the verifier too.
+pub fn check(
+    config: &receiver::Config,
+    exporters: &exporter::Config,
+    all_programs: bool,
+) -> Report {
     let support = receiver::support(config);
     let mut text = String::new();
     let mut problems = Vec::new();
@@ -73,6 +78,9 @@ pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report 
                     ),
                 );
                 text.push_str(&feature_table(&verified.features));
+                if all_programs {
+                    every_program(config, &mut text);
+                }
             }
             Err(error) => {
                 line(&mut text, "programs", &format!("refused: {error}"));
@@ -127,6 +135,39 @@ pub fn check(config: &receiver::Config, exporters: &exporter::Config) -> Report 
     };
     line(&mut text, "result", &verdict);
     Report { text, problem }
+}
+
+/// `--all-programs`: a line for every program of the object, loaded on its
+/// own, then which the verifier refused. A refused program no feature
+/// needs here does not stop `run`: it is a fallback that would fail when
+/// needed, which the kernel matrix checks for.
+fn every_program(config: &receiver::Config, text: &mut String) {
+    let verdicts = match receiver::verify_every_program(config) {
+        Ok(verdicts) => verdicts,
+        Err(error) => {
+            let _ = writeln!(text, "all programs  not loaded: {error}");
+            return;
+        }
+    };
+    let _ = writeln!(text, "all programs");
+    let mut refused = Vec::new();
+    for (name, verdict) in &verdicts {
+        let said = match verdict {
+            receiver::Verdict::Passed => "passes".to_owned(),
+            receiver::Verdict::NoHook(why) => format!("no hook here: {why}"),
+            receiver::Verdict::Refused(why) => {
+                refused.push(*name);
+                format!("refused: {why}")
+            }
+        };
+        let _ = writeln!(text, "  {name:<30} {said}");
+    }
+    let refused = if refused.is_empty() {
+        "none".to_owned()
+    } else {
+        refused.join(", ")
+    };
+    let _ = writeln!(text, "refused       {refused} (of {})", verdicts.len());
 }
 
 /// How many programs the verifier took, and which it refused.

@@ -58,6 +58,10 @@ pub struct CheckArgs {
     /// The probe set to check.
     #[arg(long, value_enum, default_value_t = Probes::Auto)]
     pub probes: Probes,
+    /// Also load every other program through the verifier, each on its
+    /// own: the fallbacks this kernel would never need.
+    #[arg(long)]
+    pub all_programs: bool,
 }
 
 /// `--probes`: which kernel hooks count sends and receives.

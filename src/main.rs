@@ -50,7 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 probes: args.probes.into(),
                 ..receiver::Config::default()
             };
-            let report = check::check(&config, &exporter::Config::default());
+            let report = check::check(&config, &exporter::Config::default(), args.all_programs);
             print!("{}", report.text);
             match report.problem {
                 None => Ok(()),

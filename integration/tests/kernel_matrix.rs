@@ -33,6 +33,10 @@ struct Guest {
     /// The programs its verifier refuses (each feature falls back or is
     /// off): any other refusal, or one of these passing, fails the check.
     refused: &'static [&'static str],
+    /// The programs it refuses when every program of the object is loaded
+    /// on its own (`flowtel check --all-programs`), the fallbacks it never
+    /// needs included; programs whose hook it lacks are not refusals.
+    refused_anywhere: &'static [&'static str],
 }
 
 fn run_kernel(guest: &Guest) {
@@ -40,16 +44,21 @@ fn run_kernel(guest: &Guest) {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-matrix");
     let archive = vm::Archive::open(&cache);
     let kernel = vm::Kernel::debian(&archive, guest.package, &cache);
-    let append = format!(
-        "flowtel.expect_probes={} flowtel.expect_refused={}",
-        guest.probes,
-        if guest.refused.is_empty() {
+    let names = |programs: &[&str]| {
+        if programs.is_empty() {
             "none".to_owned()
         } else {
-            guest.refused.join(",")
+            programs.join(",")
         }
+    };
+    let append = format!(
+        "flowtel.expect_probes={} flowtel.expect_refused={} flowtel.expect_refused_anywhere={}",
+        guest.probes,
+        names(guest.refused),
+        names(guest.refused_anywhere),
     );
-    let console = run_guest_checks(&kernel, &cache, &append);
+    let command = guest_command(guest.probes);
+    let console = run_guest_checks(&kernel, &cache, &append, &command);
     let results = guest_results(&console);
     eprintln!("{}", table_row(&kernel.package, &console, &results));
     let failed: Vec<&(String, bool)> = results.iter().filter(|(_, ok)| !ok).collect();
@@ -63,9 +72,13 @@ fn table_row(kernel: &str, printed: &str, results: &[(String, bool)]) -> String 
         .find_map(|line| line.trim().strip_prefix("probe set"))
         .map(|rest| rest.split_whitespace().next().unwrap_or("?").to_owned())
         .unwrap_or_else(|| "?".to_owned());
+    // The feature table: the indented lines after `features`.
     let degraded: Vec<String> = printed
         .lines()
-        .filter(|line| line.starts_with("  ") && !line.trim().is_empty())
+        .skip_while(|line| !line.starts_with("features"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter(|line| !line.trim().is_empty())
         .filter_map(|line| {
             let line = line.trim();
             let (name, rest) = line.split_at(line.find("  ")?);
@@ -101,51 +114,76 @@ macro_rules! matrix {
 /// owners walk.
 const BEFORE_5_11: &[&str] = &["flowtel_state", "flowtel_owners_by_addr"];
 
+/// What 5.10 refuses when every program is loaded: the cookie-keyed TCP
+/// programs (it keys by address instead), both owners walks, and the
+/// egress hook (bpf_get_current_cgroup_id() is no cgroup_skb helper before
+/// 6.x; UDP takes kprobes there anyway).
+const ANYWHERE_BEFORE_5_11: &[&str] = &[
+    "flowtel_state",
+    "flowtel_retransmit",
+    "flowtel_tcp_refresh",
+    "flowtel_tcp_discover",
+    "flowtel_owners",
+    "flowtel_owners_by_addr",
+    "flowtel_udp_egress",
+];
+
 matrix! {
     debian_5_10: Guest {
         package: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$",
         probes: "kprobe",
         refused: BEFORE_5_11,
+        refused_anywhere: ANYWHERE_BEFORE_5_11,
     };
     debian_6_1: Guest {
         package: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
         probes: "kprobe",
         refused: &[],
+        // No bpf_get_current_cgroup_id() in cgroup_skb programs; UDP takes
+        // kprobes on 6.1 anyway.
+        refused_anywhere: &["flowtel_udp_egress"],
     };
     debian_6_12: Guest {
         package: r"^linux-image-6\.12\.[0-9]+\+deb13-cloud-amd64-unsigned$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
     debian_6_17: Guest {
         package: r"^linux-image-6\.17\.[0-9]+\+deb13-cloud-amd64$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
     debian_6_18: Guest {
         package: r"^linux-image-6\.18\.[0-9]+\+deb13-cloud-amd64$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
     debian_6_19: Guest {
         package: r"^linux-binary-6\.19\.[0-9]+\+deb13-cloud-amd64$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
     debian_7_0: Guest {
         package: r"^linux-binary-7\.0\.[0-9]+\+deb13-cloud-amd64$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
     debian_7_2: Guest {
         package: r"^linux-binary-7\.2\.[0-9]+\+deb1[34]-cloud-amd64$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
     debian_7_3: Guest {
         package: r"^linux-binary-7\.3\.[0-9]+\+deb1[34]-cloud-amd64$",
         probes: "tracepoint",
         refused: &[],
+        refused_anywhere: &[],
     };
 }
 
@@ -212,21 +250,33 @@ fn kernel_release() -> String {
 }
 
 /// What the guest runs: the feature table (and, for a refused program,
-/// the verifier's log) first, for the console; then the checks.
+/// the verifier's log) first, for the console; then the checks. The check
+/// of the send tracepoint's skipped runs needs that tracepoint: the kprobe
+/// set's kernels skip it (and 5.10 has no `recursion_misses` to report).
 /// `FLOWTEL_GUEST_COMMAND` replaces it when debugging a kernel (say, a loop
 /// over one check), and `FLOWTEL_GUEST_EXTRA` adds a binary at `/extra`
 /// (say, bpftool, for the programs' `recursion_misses`).
-const GUEST_COMMAND: &str = "RUST_LOG=receiver=debug /flowtel check 2>&1; \
-     FLOWTEL_BINARY=/flowtel /kernel_matrix --ignored guest_ --test-threads 1";
+fn guest_command(probes: &str) -> String {
+    if let Ok(command) = std::env::var("FLOWTEL_GUEST_COMMAND") {
+        return command;
+    }
+    let skip = if probes == "kprobe" {
+        " --skip guest_udp_datagrams_lost_to_skipped_runs_are_reported"
+    } else {
+        ""
+    };
+    format!(
+        "RUST_LOG=receiver=debug /flowtel check --all-programs 2>&1; \
+         FLOWTEL_BINARY=/flowtel /kernel_matrix --ignored guest_ --test-threads 1{skip}"
+    )
+}
 
-/// Boots `kernel` with the guest checks and the kernel command line
-/// `append`, and returns its console.
-fn run_guest_checks(kernel: &vm::Kernel, cache: &Path, append: &str) -> String {
+/// Boots `kernel` to run `command` with the kernel command line `append`,
+/// and returns its console.
+fn run_guest_checks(kernel: &vm::Kernel, cache: &Path, append: &str, command: &str) -> String {
     let this_test = std::env::current_exe().expect("the test binary's path");
-    let mut initramfs = vm::Initramfs::new(
-        &cache.join(format!("guest-{}", kernel.package)),
-        &std::env::var("FLOWTEL_GUEST_COMMAND").unwrap_or_else(|_| GUEST_COMMAND.to_owned()),
-    );
+    let mut initramfs =
+        vm::Initramfs::new(&cache.join(format!("guest-{}", kernel.package)), command);
     initramfs
         .add_binary(Path::new(env!("CARGO_BIN_EXE_flowtel")), "flowtel")
         .add_binary(&this_test, "kernel_matrix");
@@ -329,6 +379,28 @@ fn guest_check_reports_the_probe_set_and_the_expected_verdicts() {
             .map_or(String::from("none"), |(_, names)| names.replace(' ', ""));
         assert_eq!(found, refused, "the verifier's refusals: {line}");
     }
+}
+
+#[test]
+#[ignore = "runs inside the kernel-matrix guests"]
+fn guest_every_program_passes_the_verifier_but_the_expected_ones() {
+    let output = Command::new(flowtel())
+        .args(["check", "--all-programs"])
+        .output()
+        .expect("run flowtel check --all-programs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("refused "))
+        .unwrap_or_else(|| panic!("no refused line: {stdout}"));
+    let found = line
+        .trim()
+        .split(" (of")
+        .next()
+        .unwrap_or_default()
+        .replace(' ', "");
+    let expected = expected("expect_refused_anywhere").unwrap_or_else(|| "none".to_owned());
+    assert_eq!(found, expected, "{stdout}");
 }
 
 #[test]
@@ -438,7 +510,8 @@ fn guest_udp_datagrams_lost_to_skipped_runs_are_reported() {
     let reported = agent.health().last().map_or(0, |h| h.runs_missed);
     assert!(
         lost <= reported,
-        "{lost} datagrams uncounted, {reported} skipped runs reported: {got:?}"
+        "{lost} datagrams uncounted, {reported} skipped runs reported: {:#?}",
+        agent.sum_by_flow(&FlowFilter::this_process().udp())
     );
     eprintln!("{lost} datagrams uncounted, {reported} skipped runs reported");
 }

@@ -34,13 +34,14 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 pub use config::{Config, Persistence, ProbeSet};
 pub use error::Error;
 pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
+pub use kernel::programs::Verdict;
 pub use ports::PortFacts;
 pub use process::container_id_from_cgroup;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
     ProcessInfo, ReceiverHealth, Rtt, Transport,
 };
-pub use support::{support, verify_programs, HookSupport, Support, Verified};
+pub use support::{support, verify_every_program, verify_programs, HookSupport, Support, Verified};
 
 use decode::{decode, Ending};
 use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey, NetnsSeen};

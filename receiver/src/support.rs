@@ -106,6 +106,17 @@ pub fn verify_programs(config: &Config) -> Result<Verified, Error> {
     })
 }
 
+/// Every program of the object through this kernel's verifier, each on
+/// its own (loaded, never attached), also those no feature would try here.
+pub fn verify_every_program(
+    config: &Config,
+) -> Result<Vec<(&'static str, programs::Verdict)>, Error> {
+    preflight::check_capabilities()?;
+    preflight::check_btf()?;
+    preflight::raise_memlock_limit();
+    programs::verify_every_program(config)
+}
+
 /// Whether /proc/kallsyms lists `function` as a text symbol.
 fn kallsyms_has(kallsyms: &str, function: &str) -> bool {
     kallsyms.lines().any(|line| {

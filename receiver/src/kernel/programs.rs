@@ -207,8 +207,8 @@ const UDP_RELEASE: Mechanism = Mechanism {
     programs: &[("flowtel_sock_release", Hook::Cgroup("sock_release"))],
 };
 
-/// Every program of the object, for the contract test.
-#[cfg(test)]
+/// Every program of the object: for `flowtel check --all-programs`, and
+/// the contract test.
 const ALL_MECHANISMS: [&Mechanism; 16] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
@@ -498,6 +498,44 @@ fn enable_send_peers(ebpf: &mut Ebpf) -> Result<(), Error> {
     settings
         .set(crate::kernel::abi::SETTING_SEND_PEERS, 1, 0)
         .map_err(|e| failed(one_line(&e)))
+}
+
+/// One program's verdict where its feature would never try it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// The kernel lacks its hook (a tracepoint of a later kernel).
+    NoHook(String),
+    Refused(String),
+}
+
+/// Loads (never attaches) every program of the object through this
+/// kernel's verifier, each on its own, whether or not a feature would use
+/// it here: the fallbacks a kernel never needs are checked too.
+pub fn verify_every_program(config: &Config) -> Result<Vec<(&'static str, Verdict)>, Error> {
+    let btf = Btf::from_sys_fs().map_err(|_| Error::BtfMissing)?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .map_max_entries("conns", config.max_connections)
+        .map_max_entries("events", config.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(Error::Load)?;
+    let mut verdicts: Vec<(&'static str, Verdict)> = Vec::new();
+    for &(name, hook) in ALL_MECHANISMS.iter().flat_map(|way| way.programs.iter()) {
+        if verdicts.iter().any(|(seen, _)| *seen == name) {
+            continue;
+        }
+        let program = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("program {name} is missing from flowtel.bpf.o"));
+        let verdict = match load(program, name, hook, &btf) {
+            Ok(()) => Verdict::Passed,
+            Err(error @ Error::TracepointMissing { .. }) => Verdict::NoHook(error.to_string()),
+            Err(error) => Verdict::Refused(error.to_string()),
+        };
+        verdicts.push((name, verdict));
+    }
+    Ok(verdicts)
 }
 
 /// What loading and attaching one feature needs.
