@@ -1,9 +1,10 @@
 //! What flowtel costs the data path, measured side by side in one run:
 //! loopback TCP request/response with 64-byte messages (`sockperf
 //! ping-pong`) and bulk throughput (`iperf3`), each run alternately with
-//! nothing attached, with empty programs on flowtel's two per-syscall hooks
-//! (the floor any program there pays), with flowtel as configured by
-//! default (UDP counted: those hooks attached, TCP returning at once), with
+//! nothing attached, with empty programs on flowtel's per-packet and
+//! per-read hooks (the floor any program there pays), with flowtel as
+//! configured by default (UDP counted: the egress hook and the receive
+//! tracepoint attached, TCP returning at once), with
 //! flowtel counting TCP alone (`receiver.udp: false`: nothing per send or
 //! receive), and with a bpftrace peer that sums bytes per (pid, socket) on
 //! the same tracepoints. Reports the median of each round's ratio to the
@@ -573,16 +574,29 @@ mod programs {
         bytes
     }
 
-    /// Empty programs on flowtel's send and receive tracepoints
+    /// Empty programs on flowtel's egress hook and receive tracepoint
     /// (benches/floor.bpf.c): the floor any program there pays.
     pub fn attach_floor() -> aya::Ebpf {
-        attach(
-            &build("floor.bpf.c"),
-            &[
-                ("floor_send", "sock_send_length"),
-                ("floor_recv", "sock_recv_length"),
-            ],
-        )
+        let mut ebpf = attach(&build("floor.bpf.c"), &[("floor_recv", "sock_recv_length")]);
+        let egress: &mut aya::programs::CgroupSkb = ebpf
+            .program_mut("floor_egress")
+            .expect("floor_egress")
+            .try_into()
+            .expect("a cgroup_skb program");
+        egress.load().expect("load floor_egress");
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).join("cgroup.procs").exists())
+            .expect("a cgroup-v2 root");
+        let cgroup = std::fs::File::open(root).expect("open the cgroup-v2 root");
+        egress
+            .attach(
+                cgroup,
+                aya::programs::CgroupSkbAttachType::Egress,
+                aya::programs::CgroupAttachMode::Single,
+            )
+            .expect("attach floor_egress");
+        ebpf
     }
 
     /// Loads `object` and attaches the named tp_btf programs, in order.
