@@ -118,9 +118,9 @@ fn init_logging() {
         .init();
 }
 
-/// The error and its causes on one line, joined with ": ". A cause whose
-/// text its parent already ends with (errors that print their source) is
-/// not repeated.
+/// The error and its causes on one line, joined with ": ". flowtel's own
+/// errors name their cause in their text or as their source, never both;
+/// a third-party error that does both has its cause shown once.
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {

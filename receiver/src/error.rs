@@ -1,5 +1,7 @@
 //! Why the receiver could not start or poll. Each message is one line that
-//! says what failed, why, and what to do.
+//! says what failed, why, and what to do: the cause is part of the text
+//! (the advice follows it), so no variant also names it as its `source`,
+//! which would print it twice in an error chain.
 
 use std::path::PathBuf;
 
@@ -21,14 +23,14 @@ pub enum Error {
     #[error("no cgroup v2 mount found in /proc/self/mounts: the UDP peer and socket-release hooks attach to cgroup v2; mount it (mount -t cgroup2 none /sys/fs/cgroup/unified) or set receiver.cgroup_path")]
     NoCgroupV2,
 
-    #[error("opening cgroup {path}: {source}: set receiver.cgroup_path to a cgroup v2 directory")]
+    #[error("opening cgroup {path}: {cause}: set receiver.cgroup_path to a cgroup v2 directory")]
     Cgroup {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("loading the eBPF object: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(aya::EbpfError),
 
     #[error("the kernel verifier rejected program {program}: {reason} (run with RUST_LOG=receiver=debug to see the verifier log)")]
     Verifier {
@@ -48,39 +50,59 @@ pub enum Error {
     #[error("attaching {hook}: {reason}")]
     Attach { hook: String, reason: String },
 
-    #[error("reading the {map} map: {source}")]
+    #[error("reading the {map} map: {cause}")]
     Map {
         map: &'static str,
-        source: aya::maps::MapError,
+        cause: aya::maps::MapError,
     },
 
     #[error("reading the ring buffer of closed connections: {0}")]
-    RingBuffer(#[source] std::io::Error),
+    RingBuffer(std::io::Error),
 
     #[error("removing a closed connection from the map: {0}")]
-    Reap(#[source] std::io::Error),
+    Reap(std::io::Error),
 
     #[error("bringing the TCP connections up to date (the TCP iterator): {0}")]
-    Refresh(#[source] std::io::Error),
+    Refresh(std::io::Error),
 
     #[error("finding the TCP connections older than the agent (the TCP iterator): {0}")]
-    Discover(#[source] std::io::Error),
+    Discover(std::io::Error),
 
     #[error("finding which process holds each TCP connection (the task_file iterator): {0}")]
-    Owners(#[source] std::io::Error),
+    Owners(std::io::Error),
 
     #[error("preparing to walk network namespaces: {0}")]
-    Namespaces(#[source] std::io::Error),
+    Namespaces(std::io::Error),
 
     #[error("invalid receiver setting: {0}")]
     InvalidConfig(String),
 
-    #[error("pinning for restarts under {}: {source}; check that the directory is on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf) and writable", path.display())]
+    #[error("pinning for restarts under {}: {cause}; check that the directory is on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf) and writable", path.display())]
     Pins {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("pinning {what} for restarts: {reason}")]
     Pin { what: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let error = Error::Refresh(std::io::Error::other("no such device"));
+        assert!(std::error::Error::source(&error).is_none());
+        assert_eq!(
+            error.to_string(),
+            "bringing the TCP connections up to date (the TCP iterator): no such device"
+        );
+        let error = Error::Cgroup {
+            path: "/sys/fs/cgroup".into(),
+            cause: std::io::Error::other("denied"),
+        };
+        assert!(std::error::Error::source(&error).is_none());
+    }
 }

@@ -274,7 +274,7 @@ impl Receiver {
         })
         .map_err(|source| Error::Map {
             map: "conns",
-            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            cause: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
                 call: "bpf_map_lookup_batch",
                 io_error: source,
             }),
@@ -326,7 +326,7 @@ impl Receiver {
         for entry in self.tcp_netns.iter() {
             let (inode, seen) = entry.map_err(|source| Error::Map {
                 map: "tcp_netns",
-                source,
+                cause: source,
             })?;
             if open.contains(&inode) || seen.last_ns >= *read_at {
                 walk.push(netns::Namespace {
@@ -397,7 +397,7 @@ impl Receiver {
                 .get(&(index as u32), 0)
                 .map_err(|source| Error::Map {
                     map: "stats",
-                    source,
+                    cause: source,
                 })?;
             Ok(values.iter().sum())
         };
@@ -430,7 +430,10 @@ where
     let map = ebpf
         .take_map(name)
         .unwrap_or_else(|| panic!("map {name} is missing from flowtel.bpf.o"));
-    M::try_from(map).map_err(|source| Error::Map { map: name, source })
+    M::try_from(map).map_err(|source| Error::Map {
+        map: name,
+        cause: source,
+    })
 }
 
 /// This host's name, as `host.name` reports it.

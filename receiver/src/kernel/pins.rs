@@ -71,7 +71,7 @@ pub fn plan(
     }
     std::fs::create_dir_all(&dir).map_err(|source| Error::Pins {
         path: dir.clone(),
-        source,
+        cause: source,
     })?;
     Ok(PinPlan { dir, resume })
 }
@@ -92,7 +92,7 @@ pub fn remove_all_under(pin_dir: &Path) -> Result<(), Error> {
 fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Error> {
     let pins_error = |source| Error::Pins {
         path: dir.to_owned(),
-        source,
+        cause: source,
     };
     std::fs::read_dir(dir)
         .map_err(pins_error)?
@@ -108,7 +108,7 @@ fn remove(path: &Path) -> Result<(), Error> {
     };
     result.map_err(|source| Error::Pins {
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 

@@ -373,7 +373,7 @@ pub fn load_and_attach(
     let cgroup_path = preflight::cgroup_v2_root(config.cgroup_path.as_deref())?;
     let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
         path: cgroup_path.clone(),
-        source,
+        cause: source,
     })?;
     let pins = match (&config.persistence, stage) {
         (Some(persistence), Stage::Attach) => Some(plan_pins(
@@ -716,7 +716,7 @@ fn plan_pins(
     if !pins::is_bpffs(pin_dir.parent().unwrap_or(pin_dir)) && !pins::is_bpffs(pin_dir) {
         return Err(Error::Pins {
             path: pin_dir.to_owned(),
-            source: std::io::Error::other("not on a bpf filesystem"),
+            cause: std::io::Error::other("not on a bpf filesystem"),
         });
     }
     let fingerprint = pins::fingerprint(
