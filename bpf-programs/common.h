@@ -139,21 +139,31 @@ static __always_inline __u64 ring_wakeup(void)
 	return queued > size / 2 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-/* Hands a closed connection to user space and forgets it. If the ring buffer
- * is full the entry stays, flagged closed, and user space reaps it at the
- * next poll: delayed, never lost. */
+/*
+ * Hands a closed connection to user space and forgets it. The entry is
+ * flagged closed only when the ring buffer is full: user space then reaps
+ * it at the next poll (delayed, never lost). Flagged any earlier, a poll
+ * could reap it while this program still runs: the close reported twice
+ * (taken, then the event), and the event copied from an entry already
+ * reused by another connection.
+ */
 static __always_inline void hand_over_closed(const struct conn_key *key, struct conn_info *info)
 {
 	struct conn_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 
 	if (!event) {
 		stat_inc(FT_STAT_CLOSE_DEFERRED);
+		/* The flag last (not moved before the final counters): what a
+		 * poll reaps is complete. */
+		asm volatile("" ::: "memory");
+		info->flags |= FT_FLAG_CLOSED;
 		return;
 	}
 	event->kind = FT_EVENT_CLOSED;
 	event->_pad = 0;
 	event->key = *key;
 	event->info = *info;
+	event->info.flags |= FT_FLAG_CLOSED;
 	bpf_ringbuf_submit(event, ring_wakeup());
 	bpf_map_delete_elem(&conns, key);
 }

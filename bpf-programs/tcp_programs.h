@@ -84,7 +84,6 @@ int TCP_BPF_PROG(TCP_PROG(flowtel_state), struct sock *sk, int oldstate, int new
 		read_tcp_counters(tp, info);
 		info->tcp_state = TCP_CLOSE;
 		info->close_err = sk->sk_err;
-		info->flags |= FT_FLAG_CLOSED;
 		hand_over_closed(&key, info);
 		return 0;
 	}

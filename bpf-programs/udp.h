@@ -239,7 +239,6 @@ static __always_inline void end_connected_udp(struct bpf_sock_addr *ctx)
 	info = bpf_map_lookup_elem(&conns, &key);
 	if (!info)
 		return;
-	info->flags |= FT_FLAG_CLOSED;
 	hand_over_closed(&key, info);
 }
 

@@ -75,6 +75,9 @@ pub struct Receiver {
     missed_runs: kernel::misses::MissedRuns,
     missed_runs_told: Option<std::time::Instant>,
     closed: ClosedEvents,
+    /// UDP sockets whose release was read after the last map walk: their
+    /// entries are reaped at the next.
+    releases_after_read: HashSet<u64>,
     reader: tokio::task::JoinHandle<()>,
     processes: ProcessResolver,
     capacity: u32,
@@ -158,6 +161,7 @@ impl Receiver {
             missed_runs: kernel::misses::MissedRuns::default(),
             missed_runs_told: None,
             closed,
+            releases_after_read: HashSet::new(),
             reader,
             processes: ProcessResolver::default(),
             capacity: config.max_connections,
@@ -218,18 +222,12 @@ impl Receiver {
         let at = SystemTime::now();
         let reading = std::time::Instant::now();
         // Events first: a connection whose close event is read here has left
-        // the map (or is leaving it), so the map read below cannot miss it.
+        // the map (or is leaving it), so the map read below cannot miss it;
+        // the events written during the walk are read after it.
         let mut samples = Vec::new();
         let mut reported: HashSet<(ConnKey, u64)> = HashSet::new();
-        let mut released_udp_sockets: HashSet<u64> = HashSet::new();
-        for event in self.closed.take() {
-            self.take_event(
-                event,
-                &mut samples,
-                &mut reported,
-                &mut released_udp_sockets,
-            );
-        }
+        let mut released_udp_sockets = std::mem::take(&mut self.releases_after_read);
+        self.take_events(&mut samples, &mut reported, &mut released_udp_sockets);
 
         let started_walks = std::time::Instant::now();
         if let Some(owners) = &mut self.owners {
@@ -291,6 +289,14 @@ impl Receiver {
             let process = self.processes.resolve(info.pid, &info.comm);
             samples.push(decode(&key, &info, Ending::Closed, process));
         }
+        // The connections that closed after the first drain, while the map
+        // was walked: read now, so that none of them is missing from this
+        // poll with its close still to come (the processor would forget it
+        // and count it afresh at that close). After the map's samples, so
+        // that a connection seen open above closes after it.
+        let mut released_after_read = HashSet::new();
+        self.take_events(&mut samples, &mut reported, &mut released_after_read);
+        self.releases_after_read = released_after_read;
         self.last_tracked = tracked;
         tracing::debug!(
             ?owners_took,
@@ -347,6 +353,19 @@ impl Receiver {
             .map_err(Error::Refresh)?;
         self.namespaces_unreachable = walked.unreachable as u64;
         Ok(())
+    }
+
+    /// Everything the ring buffer holds now: closed connections become
+    /// samples (and `reported`), released UDP sockets go to `released`.
+    fn take_events(
+        &mut self,
+        samples: &mut Vec<ConnectionSample>,
+        reported: &mut HashSet<(ConnKey, u64)>,
+        released: &mut HashSet<u64>,
+    ) {
+        for event in self.closed.take() {
+            self.take_event(event, samples, reported, released);
+        }
     }
 
     fn take_event(
