@@ -61,17 +61,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_PROG(name) name
 #define TCP_KEY(sk) bpf_get_socket_cookie(sk)
 #define TCP_CORE_KEY(sk) FT_CORE_COOKIE(sk)
+#define TCP_BUSY FT_BUSY_STATE
 #include "tcp_programs.h"
 #undef TCP_PROG
 #undef TCP_KEY
 #undef TCP_CORE_KEY
+#undef TCP_BUSY
 
 #define TCP_PROG(name) name##_by_addr
 #define TCP_KEY(sk) ((__u64)(sk))
 #define TCP_CORE_KEY(sk) ((__u64)(sk))
+#define TCP_BUSY FT_BUSY_STATE_BY_ADDR
 #include "tcp_programs.h"
 #undef TCP_PROG
 #undef TCP_KEY
 #undef TCP_CORE_KEY
+#undef TCP_BUSY
 
 #include "udp.h"

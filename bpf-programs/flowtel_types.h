@@ -37,6 +37,13 @@
 /* Indexes of the settings map (written by user space). */
 #define FT_SETTING_SEND_PEERS 0 /* sends counted from packets keep their peer */
 
+/* Indexes of the busy map: one per tracing program with a twin. */
+#define FT_BUSY_STATE 0
+#define FT_BUSY_STATE_BY_ADDR 1
+#define FT_BUSY_SEND 2
+#define FT_BUSY_RECV 3
+#define FT_BUSY_COUNT 4
+
 /*
  * One tracked connection. For TCP and connected UDP the peer is the
  * socket's own (peer_family 0); an unconnected UDP socket gets one key per

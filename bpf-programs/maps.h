@@ -78,6 +78,15 @@ struct {
 	__type(value, struct owner);
 } listeners SEC(".maps");
 
+/* Per CPU, whether a run of a tracing program with a twin is under way
+ * (interrupted, or from Linux 7.2 preempted): see common.h, "twins". */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FT_BUSY_COUNT);
+	__type(key, __u32);
+	__type(value, __u32);
+} busy SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FT_STAT_COUNT);

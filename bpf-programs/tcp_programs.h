@@ -29,8 +29,7 @@ static __always_inline void TCP_PROG(forget_listener)(struct sock *sk)
 		bpf_map_delete_elem(&listeners, &key);
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int TCP_BPF_PROG(TCP_PROG(flowtel_state), struct sock *sk, int oldstate, int newstate)
+static __always_inline int TCP_PROG(on_state)(struct sock *sk, int oldstate, int newstate)
 {
 	struct conn_key key = {};
 	struct conn_info *info;
@@ -89,6 +88,10 @@ int TCP_BPF_PROG(TCP_PROG(flowtel_state), struct sock *sk, int oldstate, int new
 	}
 	return 0;
 }
+
+TWIN_PROGRAMS("tp_btf/inet_sock_set_state", TCP_PROG(flowtel_state), TCP_PROG(flowtel_state_twin),
+	      TCP_BUSY, 1, TCP_PROG(on_state)(sk, oldstate, newstate),
+	      struct sock *sk, int oldstate, int newstate)
 
 SEC("tp_btf/tcp_retransmit_skb")
 int TCP_BPF_PROG(TCP_PROG(flowtel_retransmit), struct sock *sk)

@@ -14,22 +14,14 @@
  *
  * These tracepoints fire for every protocol; TCP returns at once. */
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(flowtel_send, struct sock *sk, int ret, int flags)
-{
-	if (sk->sk_protocol != IPPROTO_UDP)
-		return 0;
-	return count_udp_btf(sk, ret, 1);
-}
+TWIN_PROGRAMS("tp_btf/sock_send_length", flowtel_send, flowtel_send_twin, FT_BUSY_SEND,
+	      sk->sk_protocol == IPPROTO_UDP, count_udp_btf(sk, ret, 1),
+	      struct sock *sk, int ret, int flags)
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(flowtel_recv, struct sock *sk, int ret, int flags)
-{
-	/* A peek leaves the datagram queued: it counts when really read. */
-	if (sk->sk_protocol != IPPROTO_UDP || (flags & MSG_PEEK))
-		return 0;
-	return count_udp_btf(sk, ret, 0);
-}
+/* A peek leaves the datagram queued: it counts when really read. */
+TWIN_PROGRAMS("tp_btf/sock_recv_length", flowtel_recv, flowtel_recv_twin, FT_BUSY_RECV,
+	      sk->sk_protocol == IPPROTO_UDP && !(flags & MSG_PEEK), count_udp_btf(sk, ret, 0),
+	      struct sock *sk, int ret, int flags)
 
 /* --- UDP sends from the packets (cgroup_skb egress). -------------------
  *

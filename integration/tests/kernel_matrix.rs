@@ -120,6 +120,7 @@ const BEFORE_5_11: &[&str] = &["flowtel_state", "flowtel_owners_by_addr"];
 /// 6.x; UDP takes kprobes there anyway).
 const ANYWHERE_BEFORE_5_11: &[&str] = &[
     "flowtel_state",
+    "flowtel_state_twin",
     "flowtel_retransmit",
     "flowtel_tcp_refresh",
     "flowtel_tcp_discover",

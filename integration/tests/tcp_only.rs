@@ -68,6 +68,7 @@ fn without_udp_nothing_runs_per_send_and_tcp_stays_exact() {
     // TCP's programs only: nothing runs per send, packet or receive.
     let expected: BTreeSet<String> = [
         "flowtel_state",
+        "flowtel_state_twin",
         "flowtel_retransmit",
         "flowtel_tcp_refresh",
         "flowtel_tcp_discover",

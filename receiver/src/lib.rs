@@ -73,6 +73,7 @@ pub struct Receiver {
     /// Runs of the tracing programs the kernel skipped, and when the log
     /// last said so.
     missed_runs: kernel::misses::MissedRuns,
+    missed_runs_lost: u64,
     missed_runs_told: Option<std::time::Instant>,
     closed: ClosedEvents,
     /// UDP sockets whose release was read after the last map walk: their
@@ -159,6 +160,7 @@ impl Receiver {
             conns,
             stats,
             missed_runs: kernel::misses::MissedRuns::default(),
+            missed_runs_lost: 0,
             missed_runs_told: None,
             closed,
             releases_after_read: HashSet::new(),
@@ -391,18 +393,23 @@ impl Receiver {
     /// The total of the skipped runs; says which programs skipped more, at
     /// most once a minute.
     fn read_missed_runs(&mut self) -> u64 {
+        let before = self.missed_runs_lost;
         let (total, grew) = self.missed_runs.update(&self._programs);
+        self.missed_runs_lost = total;
         let quiet = self
             .missed_runs_told
             .is_some_and(|told| told.elapsed() < std::time::Duration::from_secs(60));
-        if !grew.is_empty() && !quiet {
+        // Skipped runs a twin took over lost nothing: said only when the
+        // lost count grew.
+        if total > before && !quiet {
             let programs: Vec<String> = grew
                 .iter()
                 .map(|(program, runs)| format!("{runs} of {program}"))
                 .collect();
             tracing::warn!(
-                "the kernel skipped runs of flowtel's programs ({}): a run of the same program was under way on that CPU (a preempted one, on Linux 7.2+); the events they would have counted are lost (flowtel.kernel.runs.missed counts them)",
-                programs.join(", ")
+                "the kernel skipped runs of flowtel's programs ({}): a run of the same program, and of its twin, was under way on that CPU (interrupted, or preempted on Linux 7.2+); up to {} more events are lost (flowtel.kernel.runs.missed counts them all)",
+                programs.join(", "),
+                total - before
             );
             self.missed_runs_told = Some(std::time::Instant::now());
         }

@@ -56,8 +56,11 @@ pub struct MissedRuns {
 }
 
 impl MissedRuns {
-    /// Reads each loaded tracing program's count; returns the total and
-    /// the programs whose count grew since the last call, with the growth.
+    /// Reads each loaded tracing program's count; returns the runs lost
+    /// and the programs whose count grew since the last call, with the
+    /// growth. A program with a twin (`NAME_twin`, which takes the events
+    /// the kernel skips NAME for) lost at most what both skipped: the
+    /// smaller of the two counts.
     pub fn update(&mut self, ebpf: &Ebpf) -> (u64, Vec<(String, u64)>) {
         let mut grew = Vec::new();
         for (name, program) in ebpf.programs().filter(|(_, p)| is_guarded(p)) {
@@ -76,13 +79,44 @@ impl MissedRuns {
                 grew.push((name.to_owned(), misses - before));
             }
         }
-        (self.seen.values().sum(), grew)
+        (lost(&self.seen), grew)
     }
+}
+
+/// The runs lost, from each program's skipped runs: for a program and its
+/// twin, at most the smaller count.
+fn lost(skipped: &BTreeMap<String, u64>) -> u64 {
+    let mut by_pair: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (name, runs) in skipped {
+        by_pair
+            .entry(name.replacen("_twin", "", 1))
+            .or_default()
+            .push(*runs);
+    }
+    by_pair
+        .values()
+        .map(|runs| runs.iter().copied().min().unwrap_or(0))
+        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_with_a_twin_lost_what_both_skipped_at_most() {
+        let skipped: BTreeMap<String, u64> = [
+            ("flowtel_state", 10),
+            ("flowtel_state_twin", 1),
+            ("flowtel_recv", 3),
+            ("flowtel_recv_twin", 0),
+            ("flowtel_retransmit", 2),
+        ]
+        .into_iter()
+        .map(|(name, runs)| (name.to_owned(), runs))
+        .collect();
+        assert_eq!(lost(&skipped), 1 + 2);
+    }
 
     #[test]
     fn the_info_attr_is_the_kernels_layout() {

@@ -64,16 +64,30 @@ enum Keying {
     Address,
 }
 
+/// Each tracing program that counts has a twin on its hook, which takes the
+/// events the kernel skips the first for (bpf-programs/common.h, "twins").
 const TCP_STATE: Mechanism = Mechanism {
     via: "tracepoint inet_sock_set_state",
-    programs: &[("flowtel_state", Hook::Tracepoint("inet_sock_set_state"))],
+    programs: &[
+        ("flowtel_state", Hook::Tracepoint("inet_sock_set_state")),
+        (
+            "flowtel_state_twin",
+            Hook::Tracepoint("inet_sock_set_state"),
+        ),
+    ],
 };
 const TCP_STATE_BY_ADDR: Mechanism = Mechanism {
     via: "tracepoint inet_sock_set_state, keyed by socket address",
-    programs: &[(
-        "flowtel_state_by_addr",
-        Hook::Tracepoint("inet_sock_set_state"),
-    )],
+    programs: &[
+        (
+            "flowtel_state_by_addr",
+            Hook::Tracepoint("inet_sock_set_state"),
+        ),
+        (
+            "flowtel_state_twin_by_addr",
+            Hook::Tracepoint("inet_sock_set_state"),
+        ),
+    ],
 };
 
 const TCP_RETRANSMIT: [Mechanism; 2] = [
@@ -145,6 +159,7 @@ const PACKET_UDP: Mechanism = Mechanism {
     programs: &[
         ("flowtel_udp_egress", Hook::CgroupEgress),
         ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
+        ("flowtel_recv_twin", Hook::Tracepoint("sock_recv_length")),
     ],
 };
 
@@ -154,7 +169,9 @@ const TRACEPOINT_UDP: Mechanism = Mechanism {
     via: "tracepoints sock_send_length, sock_recv_length",
     programs: &[
         ("flowtel_send", Hook::Tracepoint("sock_send_length")),
+        ("flowtel_send_twin", Hook::Tracepoint("sock_send_length")),
         ("flowtel_recv", Hook::Tracepoint("sock_recv_length")),
+        ("flowtel_recv_twin", Hook::Tracepoint("sock_recv_length")),
     ],
 };
 
