@@ -399,15 +399,13 @@ impl Receiver {
         let quiet = self
             .missed_runs_told
             .is_some_and(|told| told.elapsed() < std::time::Duration::from_secs(60));
-        // Skipped runs a twin took over lost nothing: said only when the
-        // lost count grew.
         if total > before && !quiet {
             let programs: Vec<String> = grew
                 .iter()
                 .map(|(program, runs)| format!("{runs} of {program}"))
                 .collect();
             tracing::warn!(
-                "the kernel skipped runs of flowtel's programs ({}): a run of the same program, and of its twin, was under way on that CPU (interrupted, or preempted on Linux 7.2+); up to {} more events are lost (flowtel.kernel.runs.missed counts them all)",
+                "the kernel skipped runs of flowtel's programs ({}): a run of the same program was under way on that CPU (interrupted, or preempted on Linux 7.2+); of those {} events its twin took those that came while the run was in its body, the others are lost (flowtel.kernel.runs.missed counts them all, an upper bound)",
                 programs.join(", "),
                 total - before
             );
