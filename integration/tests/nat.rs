@@ -1,10 +1,13 @@
-//! NAT through conntrack: a client whose connection a DNAT rewrote, in its
-//! own output chain or on a router's prerouting, has its flow's bytes
-//! exact and `destination.translated.*` equal to the reply source that
-//! `conntrack -L` lists for that connection; the server's flow has the
-//! virtual address the client dialled as `source.translated.*`.
+//! NAT through conntrack, in namespaces the test makes: a client whose
+//! connection a DNAT rewrote (in its own output chain, or on a router's
+//! prerouting) has its flow's bytes exact and `destination.translated.*`
+//! equal to the reply source that `conntrack -L` lists for it, and the
+//! server's flow has the virtual address the client dialled as
+//! `source.translated.*`; behind a masquerading router the server's flow
+//! names the real client and the client's the address it was given.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use integration::agent::Agent;
@@ -36,80 +39,145 @@ fn link(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str, name: &str) {
     }
 }
 
-/// A DNAT of VIRTUAL to SERVER in `ns`'s `hook` chain (`output` or
-/// `prerouting`).
-fn dnat(ns: &NetNs, hook: &str) {
-    let chain = format!("{{ type nat hook {hook} priority -100; }}");
+/// `rule` in a nat chain of `ns` on `hook` (`output`, `prerouting`,
+/// `postrouting`).
+fn nat_rule(ns: &NetNs, hook: &str, rule: &[&str]) {
+    // Destination NAT before the filters, source NAT after them.
+    let priority = if hook == "postrouting" { 100 } else { -100 };
+    let chain = format!("{{ type nat hook {hook} priority {priority}; }}");
     ns.exec("nft", &["add", "table", "ip", "flowtel_nat"]);
     ns.exec("nft", &["add", "chain", "ip", "flowtel_nat", hook, &chain]);
-    ns.exec(
-        "nft",
-        &[
-            "add",
-            "rule",
-            "ip",
-            "flowtel_nat",
-            hook,
-            "ip",
-            "daddr",
-            "10.253.9.9",
-            "tcp",
-            "dport",
-            "80",
-            "dnat",
-            "to",
-            SERVER,
-        ],
-    );
+    let mut add = vec!["add", "rule", "ip", "flowtel_nat", hook];
+    add.extend_from_slice(rule);
+    ns.exec("nft", &add);
 }
 
-/// The reply source of the TCP entry whose original source port is
-/// `client_port`, as `conntrack -L` in `ns` lists it.
-fn conntrack_reply_source(ns: &NetNs, client_port: u16) -> SocketAddr {
+/// A DNAT of `protocol` from `to_virtual` (ADDRESS:PORT) to `to_server`.
+fn dnat(ns: &NetNs, hook: &str, protocol: &str, to_virtual: &str, to_server: &str) {
+    let (address, port) = to_virtual.split_once(':').unwrap();
+    let rule = [
+        "ip", "daddr", address, protocol, "dport", port, "dnat", "to", to_server,
+    ];
+    nat_rule(ns, hook, &rule);
+}
+
+/// The reply direction (source, destination) of the `protocol` entry
+/// whose original source port is `client_port`, as `conntrack -L` in `ns`
+/// lists it.
+fn conntrack_reply(ns: &NetNs, protocol: &str, client_port: u16) -> (SocketAddr, SocketAddr) {
     let output = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), "conntrack", "-L", "-p", "tcp"])
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            "conntrack",
+            "-L",
+            "-p",
+            protocol,
+        ])
         .args(["--orig-port-src", &client_port.to_string()])
         .output()
         .expect("run conntrack (Debian's conntrack package)");
+    let listing = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "conntrack -L: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let listing = String::from_utf8_lossy(&output.stdout);
     let line = listing
         .lines()
         .next()
         .unwrap_or_else(|| panic!("no conntrack entry for port {client_port}"));
-    // The second src= and sport= are the reply direction's.
-    let field = |name: &str| {
+    // The second of each field is the reply direction's.
+    let reply = |name: &str| {
         line.split_whitespace()
             .filter_map(|word| word.strip_prefix(name))
             .nth(1)
             .unwrap_or_else(|| panic!("no second {name} in {line}"))
             .to_owned()
     };
-    let address: IpAddr = field("src=").parse().unwrap();
-    SocketAddr::new(address, field("sport=").parse().unwrap())
+    let end = |address: &str, port: &str| {
+        let address: IpAddr = reply(address).parse().unwrap();
+        SocketAddr::new(address, reply(port).parse().unwrap())
+    };
+    (end("src=", "sport="), end("dst=", "dport="))
 }
 
 fn text(flow: &Flow, name: &str) -> Option<String> {
-    flow.attributes
-        .other
-        .get(name)
-        .map(|v| v.to_string().trim_matches('"').to_owned())
+    let value = flow.attributes.other.get(name)?;
+    Some(value.to_string().trim_matches('"').to_owned())
 }
 
-/// Moves the test's bytes from `client` to VIRTUAL, served by `server`,
-/// and checks both ends' flows against the sockets and `conntrack -L` of
-/// `tracked_in`.
-fn assert_translated(agent: &mut Agent, client: &NetNs, server: &NetNs, tracked_in: &NetNs) {
-    let listen: SocketAddr = SERVER.parse().unwrap();
-    let truth: Transfer = tcp::transfer_through(
+/// Asserts every flow's `<end>.translated.address` and `.port` (`None`:
+/// absent), and that the other end has no translation.
+fn assert_translated(flows: &[Flow], end: &str, address: Option<IpAddr>, port: Option<u16>) {
+    assert!(!flows.is_empty());
+    let other = if end == "source" {
+        "destination"
+    } else {
+        "source"
+    };
+    for flow in flows {
+        let got = (
+            text(flow, &format!("{end}.translated.address")),
+            text(flow, &format!("{end}.translated.port")),
+            text(flow, &format!("{other}.translated.address")),
+        );
+        let want = (
+            address.map(|a| a.to_string()),
+            port.map(|p| p.to_string()),
+            None,
+        );
+        assert_eq!(got, want, "{end} translation of {flow:?}");
+    }
+}
+
+/// Waits for the client's flow (to port `dialled`) and the server's of
+/// one transfer, asserts their bytes, and returns their poll records,
+/// each checked to have `remote` as the `destination.address`.
+fn tcp_ends_counted(
+    agent: &mut Agent,
+    [client, server]: [&NetNs; 2],
+    truth: &Transfer,
+    dialled: u16,
+    remote: [&str; 2],
+) -> [Vec<Flow>; 2] {
+    let this = || FlowFilter::this_process().tcp();
+    let client_flow = this()
+        .outgoing()
+        .namespace(client.inode())
+        .destination_port(dialled);
+    let server_flow = this()
+        .incoming()
+        .namespace(server.inode())
+        .source_port(truth.server_port);
+    agent.assert_ends_counted(&[
+        (&client_flow, truth.client_sent, truth.client_received),
+        (&server_flow, truth.server_sent, truth.server_received),
+    ]);
+    let ends = [
+        agent.poll_flows(&client_flow),
+        agent.poll_flows(&server_flow),
+    ];
+    for (flows, remote) in ends.iter().zip(remote) {
+        for flow in flows {
+            let address = flow.attributes.destination_address.as_deref();
+            assert_eq!(address, Some(remote), "{flow:?}");
+        }
+    }
+    ends
+}
+
+/// 1 MiB up and 64 KiB back from `client` to `dial`, served by `server`
+/// on `listen`; what the sockets moved checked.
+fn transfer(client: &NetNs, server: &NetNs, listen: &str, dial: &str) -> Transfer {
+    let dial: SocketAddr = dial.parse().unwrap();
+    let listen = listen.parse().unwrap();
+    let truth = tcp::transfer_through(
         Some(client),
         Some(server),
         listen,
-        |_| VIRTUAL.parse().unwrap(),
+        move |_| dial,
         1 << 20,
         64 << 10,
     );
@@ -124,66 +192,38 @@ fn assert_translated(agent: &mut Agent, client: &NetNs, server: &NetNs, tracked_
         [1 << 20, 1 << 20, 64 << 10, 64 << 10],
         "what the sockets moved"
     );
-    let reply_source = conntrack_reply_source(tracked_in, truth.client_port);
+    truth
+}
+
+/// Moves the test's bytes from `client` (at `client_address`) to VIRTUAL,
+/// served by `server`, and checks both ends' flows against the sockets and
+/// `conntrack -L` of `tracked_in`.
+fn assert_dnat_counted(
+    agent: &mut Agent,
+    client: &NetNs,
+    server: &NetNs,
+    tracked_in: &NetNs,
+    client_address: &str,
+) {
+    let truth = transfer(client, server, SERVER, VIRTUAL);
+    let (reply_source, _) = conntrack_reply(tracked_in, "tcp", truth.client_port);
     assert_eq!(
-        reply_source, listen,
+        reply_source,
+        SERVER.parse().unwrap(),
         "conntrack says where the DNAT sent it"
     );
 
-    let client_flow = FlowFilter::this_process()
-        .tcp()
-        .outgoing()
-        .namespace(client.inode())
-        .destination_port(80);
-    let server_flow = FlowFilter::this_process()
-        .tcp()
-        .incoming()
-        .namespace(server.inode())
-        .source_port(8080);
-    agent.assert_ends_counted(&[
-        (&client_flow, truth.client_sent, truth.client_received),
-        (&server_flow, truth.server_sent, truth.server_received),
-    ]);
-    let flows = agent.poll_flows(&client_flow);
-    assert!(!flows.is_empty());
-    for flow in &flows {
-        eprintln!(
-            "client poll record: {}",
-            serde_json::to_string(&flow.attributes).unwrap()
-        );
-        assert_eq!(
-            flow.attributes.destination_address.as_deref(),
-            Some("10.253.9.9")
-        );
-        assert_eq!(
-            text(flow, "destination.translated.address"),
-            Some(reply_source.ip().to_string()),
-            "{flow:?}"
-        );
-        assert_eq!(
-            text(flow, "destination.translated.port"),
-            Some(reply_source.port().to_string()),
-            "{flow:?}"
-        );
-        assert_eq!(text(flow, "source.translated.address"), None, "{flow:?}");
-    }
-    for flow in agent.poll_flows(&server_flow) {
-        assert_eq!(
-            text(&flow, "source.translated.address").as_deref(),
-            Some("10.253.9.9"),
-            "{flow:?}"
-        );
-        assert_eq!(
-            text(&flow, "source.translated.port").as_deref(),
-            Some("80"),
-            "{flow:?}"
-        );
-        assert_eq!(
-            text(&flow, "destination.translated.address"),
-            None,
-            "{flow:?}"
-        );
-    }
+    let [client_flows, server_flows] = tcp_ends_counted(
+        agent,
+        [client, server],
+        &truth,
+        80,
+        ["10.253.9.9", client_address],
+    );
+    let real = (Some(reply_source.ip()), Some(reply_source.port()));
+    assert_translated(&client_flows, "destination", real.0, real.1);
+    let dialled: SocketAddr = VIRTUAL.parse().unwrap();
+    assert_translated(&server_flows, "source", Some(dialled.ip()), Some(80));
 }
 
 #[test]
@@ -195,24 +235,140 @@ fn dnat_in_the_client_output_chain_names_the_server_that_took_the_bytes() {
     // The route is looked up before the output chain rewrites the
     // destination: the virtual address needs one.
     client.ip(&["route", "add", "default", "via", "10.253.7.2"]);
-    dnat(&client, "output");
+    dnat(&client, "output", "tcp", VIRTUAL, SERVER);
     // After the rules: nf_conntrack is loaded by then.
     let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
-    assert_translated(&mut agent, &client, &server, &client);
+    assert_dnat_counted(&mut agent, &client, &server, &client, "10.253.7.1");
+}
+
+/// A client, a router and a server: `<client_net>.1` — `<client_net>.2`
+/// | `<server_net>.1` — `<server_net>.2`, routed through the router.
+fn routed(role: &str, client_net: &str, server_net: &str) -> [NetNs; 3] {
+    let client = NetNs::create(&format!("{role}-c"));
+    let router = NetNs::create(&format!("{role}-r"));
+    let server = NetNs::create(&format!("{role}-s"));
+    link(
+        &client,
+        &format!("{client_net}.1"),
+        &router,
+        &format!("{client_net}.2"),
+        "veth0",
+    );
+    link(
+        &router,
+        &format!("{server_net}.1"),
+        &server,
+        &format!("{server_net}.2"),
+        "veth1",
+    );
+    client.ip(&["route", "add", "default", "via", &format!("{client_net}.2")]);
+    server.ip(&["route", "add", "default", "via", &format!("{server_net}.1")]);
+    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    [client, router, server]
 }
 
 #[test]
 fn dnat_on_a_router_prerouting_names_the_server_that_took_the_bytes() {
     privilege::require_root();
-    let client = NetNs::create("natpre-c");
-    let router = NetNs::create("natpre-r");
-    let server = NetNs::create("natpre-s");
-    link(&client, "10.253.6.1", &router, "10.253.6.2", "veth0");
-    link(&router, "10.253.7.1", &server, "10.253.7.2", "veth1");
-    client.ip(&["route", "add", "default", "via", "10.253.6.2"]);
-    server.ip(&["route", "add", "default", "via", "10.253.7.1"]);
-    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    dnat(&router, "prerouting");
+    let [client, router, server] = routed("natpre", "10.253.6", "10.253.7");
+    dnat(&router, "prerouting", "tcp", VIRTUAL, SERVER);
     let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
-    assert_translated(&mut agent, &client, &server, &router);
+    assert_dnat_counted(&mut agent, &client, &server, &router, "10.253.6.1");
+}
+
+#[test]
+fn behind_a_masquerading_router_the_server_names_the_real_client() {
+    privilege::require_root();
+    let [client, router, server] = routed("natmasq", "10.253.5", "10.253.4");
+    nat_rule(&router, "postrouting", &["oifname", "veth1", "masquerade"]);
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+
+    let truth = transfer(&client, &server, "10.253.4.2:8080", "10.253.4.2:8080");
+    let (_, masqueraded) = conntrack_reply(&router, "tcp", truth.client_port);
+    assert_eq!(
+        masqueraded.ip().to_string(),
+        "10.253.4.1",
+        "conntrack: the router's address"
+    );
+    // The server saw the router's address; both ends' client ports are
+    // collapsed, and so are their translated ports.
+    let [client_flows, server_flows] = tcp_ends_counted(
+        &mut agent,
+        [&client, &server],
+        &truth,
+        8080,
+        ["10.253.4.2", "10.253.4.1"],
+    );
+    let real_client: IpAddr = "10.253.5.1".parse().unwrap();
+    assert_translated(&server_flows, "destination", Some(real_client), None);
+    assert_translated(&client_flows, "source", Some(masqueraded.ip()), None);
+}
+
+/// Through a router, not the client's output chain: there the client's
+/// sends, counted from their packets after the rewrite, would be another
+/// flow (to the real server) than its reads (README: What is measured).
+#[test]
+fn udp_through_dnat_on_a_router_names_the_real_server() {
+    privilege::require_root();
+    let [client, router, server] = routed("natudp", "10.253.2", "10.253.3");
+    dnat(
+        &router,
+        "prerouting",
+        "udp",
+        "10.253.9.9:53",
+        "10.253.3.2:5353",
+    );
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+
+    const DATAGRAMS: usize = 10;
+    let (bound, ready) = mpsc::channel();
+    // Bound to its address, not 0.0.0.0: the sample's local end is then
+    // the reply tuple's source.
+    let serving = server.spawn(move || {
+        let socket = UdpSocket::bind("10.253.3.2:5353").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        bound.send(()).unwrap();
+        let mut buffer = [0u8; 2048];
+        for _ in 0..DATAGRAMS {
+            let (_, peer) = socket.recv_from(&mut buffer).expect("a request");
+            socket.send_to(&[b'r'; 500], peer).expect("a reply");
+        }
+    });
+    ready.recv_timeout(Duration::from_secs(10)).unwrap();
+    let client_port = client
+        .spawn(|| {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            socket.connect("10.253.9.9:53").expect("connect");
+            let mut buffer = [0u8; 2048];
+            for _ in 0..DATAGRAMS {
+                socket.send(&[b'q'; 1000]).expect("a request");
+                assert_eq!(socket.recv(&mut buffer).expect("a reply"), 500);
+            }
+            socket.local_addr().unwrap().port()
+        })
+        .join()
+        .unwrap();
+    serving.join().unwrap();
+    let (reply_source, _) = conntrack_reply(&router, "udp", client_port);
+    assert_eq!(reply_source.to_string(), "10.253.3.2:5353", "conntrack");
+
+    let this = || FlowFilter::this_process().udp();
+    let client_flow = this().namespace(client.inode()).destination_port(53);
+    let server_flow = this().namespace(server.inode()).source_port(5353);
+    let (requests, replies) = ((DATAGRAMS * 1000) as u64, (DATAGRAMS * 500) as u64);
+    agent.assert_ends_counted(&[
+        (&client_flow, requests, replies),
+        (&server_flow, replies, requests),
+    ]);
+    let client_flows = agent.poll_flows(&client_flow);
+    let real = (Some(reply_source.ip()), Some(reply_source.port()));
+    assert_translated(&client_flows, "destination", real.0, real.1);
+    let server_flows = agent.poll_flows(&server_flow);
+    let dialled: IpAddr = "10.253.9.9".parse().unwrap();
+    assert_translated(&server_flows, "source", Some(dialled), Some(53));
 }
