@@ -6,7 +6,7 @@
 //! `source.translated.*`; behind a masquerading router the server's flow
 //! names the real client and the client's the address it was given.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -133,14 +133,12 @@ fn assert_translated(flows: &[Flow], end: &str, address: Option<IpAddr>, port: O
 }
 
 /// Waits for the client's flow (to port `dialled`) and the server's of
-/// one transfer, asserts their bytes, and returns their poll records,
-/// each checked to have `remote` as the `destination.address`.
+/// one transfer, asserts their bytes, and returns their poll records.
 fn tcp_ends_counted(
     agent: &mut Agent,
     [client, server]: [&NetNs; 2],
     truth: &Transfer,
     dialled: u16,
-    remote: [&str; 2],
 ) -> [Vec<Flow>; 2] {
     let this = || FlowFilter::this_process().tcp();
     let client_flow = this()
@@ -155,17 +153,19 @@ fn tcp_ends_counted(
         (&client_flow, truth.client_sent, truth.client_received),
         (&server_flow, truth.server_sent, truth.server_received),
     ]);
-    let ends = [
+    [
         agent.poll_flows(&client_flow),
         agent.poll_flows(&server_flow),
-    ];
-    for (flows, remote) in ends.iter().zip(remote) {
-        for flow in flows {
-            let address = flow.attributes.destination_address.as_deref();
-            assert_eq!(address, Some(remote), "{flow:?}");
-        }
+    ]
+}
+
+/// Every flow's `destination.address` is `remote`: the address its
+/// socket used, whatever NAT did.
+fn assert_remote(flows: &[Flow], remote: &str) {
+    for flow in flows {
+        let address = flow.attributes.destination_address.as_deref();
+        assert_eq!(address, Some(remote), "{flow:?}");
     }
-    ends
 }
 
 /// 1 MiB up and 64 KiB back from `client` to `dial`, served by `server`
@@ -213,56 +213,60 @@ fn assert_dnat_counted(
         "conntrack says where the DNAT sent it"
     );
 
-    let [client_flows, server_flows] = tcp_ends_counted(
-        agent,
-        [client, server],
-        &truth,
-        80,
-        ["10.253.9.9", client_address],
-    );
-    let real = (Some(reply_source.ip()), Some(reply_source.port()));
-    assert_translated(&client_flows, "destination", real.0, real.1);
-    let dialled: SocketAddr = VIRTUAL.parse().unwrap();
-    assert_translated(&server_flows, "source", Some(dialled.ip()), Some(80));
+    let [client_flows, server_flows] = tcp_ends_counted(agent, [client, server], &truth, 80);
+    assert_remote(&client_flows, "10.253.9.9");
+    assert_remote(&server_flows, client_address);
+    assert_dnat_translations(&client_flows, &server_flows, reply_source);
 }
 
 #[test]
 fn dnat_in_the_client_output_chain_names_the_server_that_took_the_bytes() {
     privilege::require_root();
-    let client = NetNs::create("natout-c");
-    let server = NetNs::create("natout-s");
-    link(&client, "10.253.7.1", &server, "10.253.7.2", "veth0");
-    // The route is looked up before the output chain rewrites the
-    // destination: the virtual address needs one.
-    client.ip(&["route", "add", "default", "via", "10.253.7.2"]);
+    let [client, server] = pair("natout", "10.253.7");
     dnat(&client, "output", "tcp", VIRTUAL, SERVER);
     // After the rules: nf_conntrack is loaded by then.
     let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
     assert_dnat_counted(&mut agent, &client, &server, &client, "10.253.7.1");
 }
 
+/// The client's flows name `real` (the reply source conntrack lists), the
+/// server's the VIRTUAL address the client dialled.
+fn assert_dnat_translations(client_flows: &[Flow], server_flows: &[Flow], real: SocketAddr) {
+    assert_translated(
+        client_flows,
+        "destination",
+        Some(real.ip()),
+        Some(real.port()),
+    );
+    let dialled: SocketAddr = VIRTUAL.parse().unwrap();
+    assert_translated(server_flows, "source", Some(dialled.ip()), Some(80));
+}
+
+/// A client and a peer: `<net>.1` — `<net>.2`, the client's default
+/// route through the peer (the route is looked up before an output chain
+/// rewrites the destination: a virtual address needs one).
+fn pair(role: &str, net: &str) -> [NetNs; 2] {
+    let client = NetNs::create(&format!("{role}-c"));
+    let peer = NetNs::create(&format!("{role}-p"));
+    link(
+        &client,
+        &format!("{net}.1"),
+        &peer,
+        &format!("{net}.2"),
+        "veth0",
+    );
+    client.ip(&["route", "add", "default", "via", &format!("{net}.2")]);
+    [client, peer]
+}
+
 /// A client, a router and a server: `<client_net>.1` — `<client_net>.2`
 /// | `<server_net>.1` — `<server_net>.2`, routed through the router.
 fn routed(role: &str, client_net: &str, server_net: &str) -> [NetNs; 3] {
-    let client = NetNs::create(&format!("{role}-c"));
-    let router = NetNs::create(&format!("{role}-r"));
+    let [client, router] = pair(role, client_net);
     let server = NetNs::create(&format!("{role}-s"));
-    link(
-        &client,
-        &format!("{client_net}.1"),
-        &router,
-        &format!("{client_net}.2"),
-        "veth0",
-    );
-    link(
-        &router,
-        &format!("{server_net}.1"),
-        &server,
-        &format!("{server_net}.2"),
-        "veth1",
-    );
-    client.ip(&["route", "add", "default", "via", &format!("{client_net}.2")]);
-    server.ip(&["route", "add", "default", "via", &format!("{server_net}.1")]);
+    let (inner, outer) = (format!("{server_net}.1"), format!("{server_net}.2"));
+    link(&router, &inner, &server, &outer, "veth1");
+    server.ip(&["route", "add", "default", "via", &inner]);
     router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
     [client, router, server]
 }
@@ -292,13 +296,10 @@ fn behind_a_masquerading_router_the_server_names_the_real_client() {
     );
     // The server saw the router's address; both ends' client ports are
     // collapsed, and so are their translated ports.
-    let [client_flows, server_flows] = tcp_ends_counted(
-        &mut agent,
-        [&client, &server],
-        &truth,
-        8080,
-        ["10.253.4.2", "10.253.4.1"],
-    );
+    let [client_flows, server_flows] =
+        tcp_ends_counted(&mut agent, [&client, &server], &truth, 8080);
+    assert_remote(&client_flows, "10.253.4.2");
+    assert_remote(&server_flows, "10.253.4.1");
     let real_client: IpAddr = "10.253.5.1".parse().unwrap();
     assert_translated(&server_flows, "destination", Some(real_client), None);
     assert_translated(&client_flows, "source", Some(masqueraded.ip()), None);
@@ -371,4 +372,76 @@ fn udp_through_dnat_on_a_router_names_the_real_server() {
     let server_flows = agent.poll_flows(&server_flow);
     let dialled: IpAddr = "10.253.9.9".parse().unwrap();
     assert_translated(&server_flows, "source", Some(dialled), Some(53));
+}
+
+/// A connection DNAT'd before the agent started, so known from the dump
+/// at start, not from an event, and open across several polls: every poll
+/// record of its client end names the real server.
+#[test]
+fn a_connection_older_than_the_agent_keeps_its_translation_across_polls() {
+    privilege::require_root();
+    let [client, server] = pair("natold", "10.253.11");
+    dnat(&client, "output", "tcp", VIRTUAL, "10.253.11.2:8080");
+    let listener = server
+        .spawn(|| TcpListener::bind("10.253.11.2:8080").expect("listen"))
+        .join()
+        .unwrap();
+    let mut near = client
+        .spawn(|| TcpStream::connect(VIRTUAL).expect("connect"))
+        .join()
+        .unwrap();
+    let (mut far, _) = listener.accept().expect("accept");
+    tcp::exchange(&mut near, &mut far, 70_000);
+    let client_port = near.local_addr().unwrap().port();
+    let (reply_source, _) = conntrack_reply(&client, "tcp", client_port);
+    assert_eq!(reply_source.to_string(), "10.253.11.2:8080", "conntrack");
+
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+    let client_flow = FlowFilter::this_process()
+        .tcp()
+        .namespace(client.inode())
+        .destination_port(80);
+    const UP: u64 = 300_000;
+    for round in 1..=2 {
+        tcp::exchange(&mut near, &mut far, UP as usize);
+        // The round's bytes in a poll of their own before the next round.
+        agent.wait_for_totals(&client_flow, |t| t.bytes_sent >= round * UP);
+    }
+    drop((near, far));
+    let got = agent.wait_for_totals(&client_flow, |t| t.connections_closed >= 1);
+    assert_eq!(got.bytes_sent, 2 * UP, "only what moved since the start");
+    let flows = agent.poll_flows(&client_flow);
+    assert!(flows.len() >= 2, "a poll record per round: {flows:?}");
+    let real = (Some(reply_source.ip()), Some(reply_source.port()));
+    assert_translated(&flows, "destination", real.0, real.1);
+}
+
+/// A REDIRECT in the output chain to a local port: the client's flow
+/// names the loopback listener that took the bytes.
+#[test]
+fn a_redirect_to_a_local_port_names_the_local_listener() {
+    privilege::require_root();
+    // The peer only routes to the virtual address: nothing there answers.
+    let [ns, _peer] = pair("natredir", "10.253.12");
+    let rule = [
+        "ip",
+        "daddr",
+        "10.253.9.9",
+        "tcp",
+        "dport",
+        "80",
+        "redirect",
+        "to",
+        ":8080",
+    ];
+    nat_rule(&ns, "output", &rule);
+    let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
+
+    let truth = transfer(&ns, &ns, "127.0.0.1:8080", VIRTUAL);
+    let (reply_source, _) = conntrack_reply(&ns, "tcp", truth.client_port);
+    assert_eq!(reply_source.to_string(), "127.0.0.1:8080", "conntrack");
+    let [client_flows, server_flows] = tcp_ends_counted(&mut agent, [&ns, &ns], &truth, 80);
+    assert_remote(&client_flows, "10.253.9.9");
+    assert_remote(&server_flows, "10.253.12.1");
+    assert_dnat_translations(&client_flows, &server_flows, reply_source);
 }

@@ -200,8 +200,9 @@ impl Levels {
 }
 
 /// The programs a test asks the loader to treat as refused by the kernel
-/// (`FLOWTEL_TEST_REFUSE_PROGRAMS=name,name`): for tests of the fallbacks
-/// only, never needed in production.
+/// (`FLOWTEL_TEST_REFUSE_PROGRAMS=name,name`; `conntrack` for feature
+/// nat's netlink reads): for tests of the fallbacks only, never needed in
+/// production.
 pub fn refused_for_test(program: &str) -> bool {
     std::env::var(REFUSE_FOR_TEST)
         .map(|names| names.split(',').any(|name| name.trim() == program))

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::features::State;
+use crate::features::{refused_for_test, State, REFUSE_FOR_TEST};
 use crate::netns;
 use crate::sample::ConnectionSample;
 use entry::Change;
@@ -37,6 +37,11 @@ const WAKE_MS: libc::c_int = 200;
 /// Whether conntrack can be read here: nf_conntrack loaded and a dump of
 /// this namespace answered.
 pub fn availability() -> State {
+    if refused_for_test("conntrack") {
+        return State::Off {
+            why: format!("conntrack refused for this test ({REFUSE_FOR_TEST})"),
+        };
+    }
     if !Path::new(CONNTRACK_LOADED).exists() {
         return State::Off {
             why: format!("nf_conntrack is not loaded (no {CONNTRACK_LOADED})"),
