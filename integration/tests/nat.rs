@@ -6,14 +6,15 @@
 //! `source.translated.*`; behind a masquerading router the server's flow
 //! names the real client and the client's the address it was given.
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use integration::agent::Agent;
 use integration::netns::NetNs;
 use integration::privilege;
-use integration::record::{Flow, FlowFilter};
+use integration::record::{Flow, FlowFilter, Record};
 use integration::traffic::tcp::{self, Transfer};
 
 const VIRTUAL: &str = "10.253.9.9:80";
@@ -444,4 +445,78 @@ fn a_redirect_to_a_local_port_names_the_local_listener() {
     assert_remote(&client_flows, "10.253.9.9");
     assert_remote(&server_flows, "10.253.12.1");
     assert_dnat_translations(&client_flows, &server_flows, reply_source);
+}
+
+/// Conntrack events overflowing the reader's socket (made tiny for the
+/// test): the loss is counted and a dump reads the entries again, so each
+/// of many short connections still names the real server.
+#[test]
+fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
+    privilege::require_root();
+    let [client, server] = pair("natlost", "10.253.13");
+    dnat(&client, "output", "tcp", VIRTUAL, "10.253.13.2:8080");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    command.env("FLOWTEL_TEST_CONNTRACK_BUFFER", "4096");
+    let mut agent = Agent::start_command(command, Duration::from_secs(3));
+    // Right after a poll, so that the burst and the dump that follows it
+    // are over before the next one.
+    let polls = agent.health().len();
+    agent.wait_until("a poll", |records| {
+        records.iter().filter(|r| r.as_health().is_some()).count() > polls
+    });
+
+    // Connections opened all at once from threads of their own, faster
+    // than the reader is scheduled to read their events.
+    const CONNECTIONS: u64 = 100;
+    const SIZE: usize = 100;
+    let listener = server
+        .spawn(|| TcpListener::bind("10.253.13.2:8080").expect("listen"))
+        .join()
+        .unwrap();
+    let serving = std::thread::spawn(move || {
+        for _ in 0..CONNECTIONS {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; SIZE];
+            stream.read_exact(&mut request).expect("a request");
+            stream.write_all(&[b'r'; SIZE]).expect("a reply");
+        }
+    });
+    let start = Arc::new(Barrier::new(CONNECTIONS as usize));
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let start = Arc::clone(&start);
+            client.spawn(move || {
+                start.wait();
+                let mut stream = TcpStream::connect(VIRTUAL).expect("connect");
+                stream.write_all(&[b'q'; SIZE]).expect("a request");
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply).expect("a reply");
+                reply.len() as u64
+            })
+        })
+        .collect();
+    let received: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    serving.join().unwrap();
+    let moved = CONNECTIONS * SIZE as u64;
+    assert_eq!(received, moved);
+
+    let client_flow = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .namespace(client.inode())
+        .destination_port(80);
+    let got = agent.wait_for_totals(&client_flow, |t| t.connections_closed >= CONNECTIONS);
+    assert_eq!((got.bytes_sent, got.bytes_received), (moved, moved));
+    let resyncs = agent.records().iter().rev().find_map(|r| match r {
+        Record::Health(health) => health.get("nat_resyncs")?.as_u64(),
+        _ => None,
+    });
+    assert!(resyncs >= Some(1), "the overflow is counted: {resyncs:?}");
+    let flows = agent.poll_flows(&client_flow);
+    assert_translated(
+        &flows,
+        "destination",
+        "10.253.13.2".parse().ok(),
+        Some(8080),
+    );
 }

@@ -172,6 +172,8 @@ struct Watched {
     socket: ConntrackSocket,
     /// The dump under way, if one is.
     resync: Option<u64>,
+    /// Events were lost since that dump began: another follows it.
+    again: bool,
 }
 
 struct Reader {
@@ -250,6 +252,7 @@ impl Reader {
         let mut watched = Watched {
             socket,
             resync: None,
+            again: false,
         };
         self.dump(inode, &mut watched);
         self.watched.insert(inode, watched);
@@ -295,13 +298,11 @@ impl Reader {
         }
         match read {
             Ok(true) => {}
+            // Events were lost: the namespace is read again by a dump (one
+            // at a time), and what it no longer lists goes.
             Ok(false) => {
-                // Events were lost: what the table holds of this namespace
-                // is read again, and what the dump no longer lists goes.
                 self.resyncs.fetch_add(1, Ordering::Relaxed);
-                if watched.resync.is_none() {
-                    self.dump(inode, &mut watched);
-                }
+                watched.again = true;
             }
             Err(e) => {
                 tracing::warn!(
@@ -310,6 +311,10 @@ impl Reader {
                 );
                 return;
             }
+        }
+        if watched.again && watched.resync.is_none() {
+            watched.again = false;
+            self.dump(inode, &mut watched);
         }
         self.watched.insert(inode, watched);
     }

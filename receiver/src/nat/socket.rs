@@ -25,6 +25,17 @@ const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 /// the overflow and says so (ENOBUFS), which costs a dump.
 const RECEIVE_BUFFER: usize = 8 << 20;
 
+/// A smaller room, in bytes, for a test that makes the events overflow;
+/// never needed in production.
+const BUFFER_FOR_TEST: &str = "FLOWTEL_TEST_CONNTRACK_BUFFER";
+
+fn receive_buffer() -> usize {
+    std::env::var(BUFFER_FOR_TEST)
+        .ok()
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(RECEIVE_BUFFER)
+}
+
 /// What one read of the socket found.
 #[derive(Debug)]
 pub enum Message {
@@ -49,8 +60,9 @@ impl ConntrackSocket {
         socket.bind_auto()?;
         // Past the system's rmem_max with CAP_NET_ADMIN; else as large as
         // it allows.
-        if force_receive_buffer(socket.as_raw_fd(), RECEIVE_BUFFER).is_err() {
-            let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER);
+        let room = receive_buffer();
+        if force_receive_buffer(socket.as_raw_fd(), room).is_err() {
+            let _ = socket.set_rx_buf_sz(room);
         }
         socket.add_membership(NFNLGRP_CONNTRACK_NEW)?;
         socket.add_membership(NFNLGRP_CONNTRACK_DESTROY)?;
