@@ -35,7 +35,8 @@ const RESCAN: Duration = Duration::from_secs(10);
 const WAKE_MS: libc::c_int = 200;
 
 /// Whether conntrack can be read here: nf_conntrack loaded and a dump of
-/// this namespace answered.
+/// this namespace answered (its first entry is answer enough: a host with
+/// many takes a while to list them all).
 pub fn availability() -> State {
     if refused_for_test("conntrack") {
         return State::Off {
@@ -64,9 +65,8 @@ fn probe() -> io::Result<()> {
     while Instant::now() < deadline {
         let mut answer = None;
         socket.read(|message| match message {
-            Message::DumpDone => answer = Some(Ok(())),
+            Message::DumpDone | Message::Change(_) => answer = answer.take().or(Some(Ok(()))),
             Message::Refused(e) => answer = Some(Err(e)),
-            Message::Change(_) => {}
         })?;
         if let Some(answer) = answer {
             return answer;
