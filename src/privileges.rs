@@ -5,7 +5,8 @@
 //! the runtime's threads drop theirs as they start, the main thread after
 //! attaching; only the receiver's namespace thread keeps CAP_SYS_ADMIN and
 //! CAP_SYS_PTRACE (when the agent has them) to enter containers' network
-//! namespaces.
+//! namespaces, and its conntrack thread CAP_NET_ADMIN (conntrack dumps ask
+//! for it) with those two.
 
 use anyhow::Context as _;
 use caps::{CapSet, Capability};

@@ -61,6 +61,7 @@ fn window() -> WindowReport {
             seen_opening: true,
             established: true,
             state: ConnectionState::Open,
+            translation: Default::default(),
         })
         .collect();
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);

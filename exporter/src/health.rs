@@ -159,6 +159,18 @@ impl Health {
             "Runs of flowtel's tracing programs the kernel skipped (a run of the same program under way on that CPU): their events were not counted.",
             |h| h.runs_missed,
         );
+        receiver_counter(
+            "flowtel.nat.resyncs",
+            "{resync}",
+            "Conntrack sockets that overflowed (ENOBUFS) and were read again by a dump: NAT events were lost meanwhile.",
+            |h| h.nat_resyncs,
+        );
+        receiver_counter(
+            "flowtel.nat.entries.dropped",
+            "{entry}",
+            "Translated conntrack entries not held because the NAT table was full: those connections show no translation.",
+            |h| h.nat_entries_dropped,
+        );
         let unreachable = read(|h| h.namespaces_unreachable);
         meter
             .u64_observable_gauge("flowtel.netns.unreachable")

@@ -12,7 +12,7 @@ use flowtel::config::FileConfig;
 use libfuzzer_sys::fuzz_target;
 use receiver::{
     ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll, PortFacts,
-    ProcessInfo, Transport,
+    ProcessInfo, Translation, Transport,
 };
 
 /// Reads the fuzzer's bytes one field at a time, zeros when they run out.
@@ -99,6 +99,11 @@ fuzz_target!(|data: &[u8]| {
             seen_opening: true,
             established: true,
             state: ConnectionState::Open,
+            // Some translated, so that the mappings of a NAT'd peer are fuzzed too.
+            translation: Translation {
+                destination: (bytes.u8() % 2 == 0).then(|| (bytes.address(), bytes.u16()).into()),
+                source: None,
+            },
         });
     }
     let poll = Poll {

@@ -315,3 +315,12 @@ fn without_the_release_hook_an_idle_udp_flow_ends_and_nothing_is_lost() {
     }
     let _ = std::fs::remove_file(&config);
 }
+
+/// Without conntrack (here refused; for real, nf_conntrack not loaded)
+/// feature nat is off and TCP counts on exactly.
+#[test]
+fn without_conntrack_nat_is_off_and_tcp_stays_exact() {
+    privilege::require_root();
+    let mut agent = start_refusing("conntrack", "nat", "off", "conntrack refused for this test");
+    assert_tcp_exact(&mut agent);
+}

@@ -679,6 +679,8 @@ fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
         "flowtel.udp.releases.lost",
         "flowtel.map.insert.failures",
         "flowtel.kernel.runs.missed",
+        "flowtel.nat.resyncs",
+        "flowtel.nat.entries.dropped",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }

@@ -59,6 +59,7 @@ fn poll_of(connections: u64) -> Poll {
                 seen_opening: true,
                 established: true,
                 state: ConnectionState::Open,
+                translation: Default::default(),
             }
         })
         .collect();

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use receiver::{
     CloseError, ConnectionSample, ConnectionState, Counters, Direction, PortFacts, ProcessInfo,
-    Rtt, Transport,
+    Rtt, Translation, Transport,
 };
 
 use crate::{AttributeValue, Attributes};
 
 /// The attributes a flow has of its own, before mappings add names.
-pub const BUILT_IN_ATTRIBUTES: [&str; 11] = [
+pub const BUILT_IN_ATTRIBUTES: [&str; 15] = [
     "network.transport",
     "network.type",
     "network.namespace",
@@ -24,6 +24,10 @@ pub const BUILT_IN_ATTRIBUTES: [&str; 11] = [
     "source.container.id",
     "destination.address",
     "destination.port",
+    "source.translated.address",
+    "source.translated.port",
+    "destination.translated.address",
+    "destination.translated.port",
 ];
 
 /// IP version of a flow, the OpenTelemetry `network.type`.
@@ -81,6 +85,9 @@ pub struct FlowKey {
     pub destination_address: IpAddr,
     /// `destination.port`: the remote port, `None` when collapsed.
     pub destination_port: Option<u16>,
+    /// What NAT rewrote (`source.translated.*`, `destination.translated.*`),
+    /// with the port of an end whose port is collapsed set to 0.
+    pub translation: Translation,
 }
 
 /// Which end of a connection is the client, whose port is collapsed.
@@ -150,6 +157,10 @@ impl FlowKey {
             source_process: Arc::clone(&sample.process),
             destination_address: sample.remote.ip().to_canonical(),
             destination_port,
+            translation: Translation {
+                source: collapsed(sample.translation.source, source_port),
+                destination: collapsed(sample.translation.destination, destination_port),
+            },
         }
     }
 
@@ -181,7 +192,35 @@ impl FlowKey {
         if let Some(port) = self.destination_port {
             a.set("destination.port", AttributeValue::Int(port.into()));
         }
+        for (end, translated) in [
+            ("source", self.translation.source),
+            ("destination", self.translation.destination),
+        ] {
+            let Some(translated) = translated else {
+                continue;
+            };
+            let address = translated.ip().to_canonical().to_string();
+            a.set(format!("{end}.translated.address"), address);
+            if translated.port() != 0 {
+                let port = AttributeValue::Int(translated.port().into());
+                a.set(format!("{end}.translated.port"), port);
+            }
+        }
         a
+    }
+
+    /// The remote end's address as it really is: the translated one where
+    /// NAT rewrote it (what the destination mappings name).
+    pub fn real_destination_address(&self) -> IpAddr {
+        self.translation
+            .destination
+            .map_or(self.destination_address, |real| real.ip().to_canonical())
+    }
+
+    /// The remote end's port as it really is, `None` when collapsed.
+    pub fn real_destination_port(&self) -> Option<u16> {
+        let real = self.translation.destination.map(|real| real.port());
+        real.filter(|port| *port != 0).or(self.destination_port)
     }
 
     /// `source.process.pid`; 0 when unknown.
@@ -198,6 +237,20 @@ impl FlowKey {
     pub fn source_container_id(&self) -> Option<&str> {
         self.source_process.container_id.as_deref()
     }
+}
+
+/// A translated end whose own port is collapsed loses its port too (0):
+/// the translated port of a client is as ephemeral as its own.
+fn collapsed(
+    translated: Option<std::net::SocketAddr>,
+    port: Option<u16>,
+) -> Option<std::net::SocketAddr> {
+    translated.map(|mut end| {
+        if port.is_none() {
+            end.set_port(0);
+        }
+        end
+    })
 }
 
 /// Failed connections by reason (`error.type`).
@@ -410,6 +463,39 @@ mod tests {
         sample.local = local.parse().unwrap();
         sample.remote = remote.parse().unwrap();
         FlowKey::of(&sample, &PortFacts::default())
+    }
+
+    #[test]
+    fn a_dnat_client_flow_names_the_real_server_and_keeps_the_virtual_one() {
+        let mut sample = open(1, Counters::default());
+        sample.remote = "10.253.9.9:80".parse().unwrap();
+        sample.translation.destination = Some("10.253.7.2:8080".parse().unwrap());
+        let a = FlowKey::of(&sample, &PortFacts::default()).attributes();
+        let text = |name| a.get(name).map(AttributeValue::to_string);
+        assert_eq!(text("destination.address").as_deref(), Some("10.253.9.9"));
+        assert_eq!(
+            text("destination.translated.address").as_deref(),
+            Some("10.253.7.2")
+        );
+        assert_eq!(text("destination.translated.port").as_deref(), Some("8080"));
+        assert_eq!(text("source.translated.address"), None);
+    }
+
+    #[test]
+    fn a_masqueraded_client_loses_its_translated_port_with_its_own() {
+        let mut sample = open(1, Counters::default());
+        sample.translation.source = Some("10.2.0.1:50000".parse().unwrap());
+        let a = FlowKey::of(&sample, &PortFacts::default()).attributes();
+        assert_eq!(
+            a.get("source.translated.address")
+                .map(AttributeValue::to_string),
+            Some("10.2.0.1".to_owned())
+        );
+        assert_eq!(
+            a.get("source.translated.port"),
+            None,
+            "ephemeral, collapsed"
+        );
     }
 
     #[test]

@@ -128,20 +128,21 @@ impl Resolver {
     }
 
     /// Every attribute of `key`'s flow: its own, then from the CIDR and
-    /// port mappings of each end, then from the process and the container
+    /// port mappings of each end (the destination's real address and port
+    /// where NAT rewrote them), then from the process and the container
     /// rules (each over the one before, for the source end).
     pub fn attributes(&self, key: &FlowKey) -> Attributes {
         let mut a = key.attributes();
         if let Some(end) = self.cidr(key.source_address) {
             set_all(&mut a, &end.source);
         }
-        if let Some(end) = self.cidr(key.destination_address) {
+        if let Some(end) = self.cidr(key.real_destination_address()) {
             set_all(&mut a, &end.destination);
         }
         if let Some(name) = key.source_port.and_then(|p| self.ports.get(&p)) {
             a.set("source.port.name", Arc::clone(name));
         }
-        if let Some(name) = key.destination_port.and_then(|p| self.ports.get(&p)) {
+        if let Some(name) = key.real_destination_port().and_then(|p| self.ports.get(&p)) {
             a.set("destination.port.name", Arc::clone(name));
         }
         let process = key.source_process_name();
@@ -193,6 +194,7 @@ mod tests {
             }),
             destination_address: remote.parse().unwrap(),
             destination_port: Some(8500),
+            translation: Default::default(),
         }
     }
 
@@ -245,6 +247,24 @@ mod tests {
         assert_eq!(text(&a, "source.service").as_deref(), Some("office"));
         assert_eq!(text(&a, "source.site").as_deref(), Some("hq"));
         assert_eq!(text(&a, "destination.site"), None);
+    }
+
+    #[test]
+    fn the_destination_mappings_name_the_peer_nat_sent_the_bytes_to() {
+        let r = Resolver::new(&mappings());
+        let mut k = key("192.168.1.5", "10.96.0.10", "curl", None);
+        k.destination_port = Some(80);
+        k.translation.destination = Some("10.1.7.7:8500".parse().unwrap());
+        let a = r.attributes(&k);
+        assert_eq!(text(&a, "destination.service").as_deref(), Some("consul"));
+        assert_eq!(
+            text(&a, "destination.port.name").as_deref(),
+            Some("consul-http")
+        );
+        assert_eq!(
+            text(&a, "destination.address").as_deref(),
+            Some("10.96.0.10")
+        );
     }
 
     #[test]

@@ -121,6 +121,7 @@ mod tests {
             }),
             destination_address: remote.parse().unwrap(),
             destination_port: Some(port),
+            translation: Default::default(),
         };
         let stats = FlowStats {
             bytes_sent: bytes,

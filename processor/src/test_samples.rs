@@ -41,6 +41,7 @@ pub fn open(cookie: u64, counters: Counters) -> ConnectionSample {
         seen_opening: true,
         established: true,
         state: ConnectionState::Open,
+        translation: Default::default(),
     }
 }
 

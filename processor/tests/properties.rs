@@ -101,6 +101,7 @@ fn sample(live: &Live, tcp: bool) -> ConnectionSample {
         } else {
             ConnectionState::Open
         },
+        translation: Default::default(),
     }
 }
 

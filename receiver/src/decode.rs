@@ -74,6 +74,7 @@ pub fn decode(
         seen_opening: info.flags & abi::FLAG_SEEN_OPEN != 0,
         established: info.flags & abi::FLAG_ESTABLISHED != 0,
         state,
+        translation: Default::default(),
     }
 }
 

@@ -26,10 +26,12 @@ pub enum Feature {
     UdpPeers,
     /// The end of a UDP socket's conversations.
     UdpRelease,
+    /// The peer NAT really sent a connection to (conntrack, no program).
+    Nat,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Feature::TcpConnections,
         Feature::TcpLiveBytes,
         Feature::ExistingConnections,
@@ -38,6 +40,7 @@ impl Feature {
         Feature::Udp,
         Feature::UdpPeers,
         Feature::UdpRelease,
+        Feature::Nat,
     ];
 
     /// The feature's name in `flowtel check`, logs and the health metrics.
@@ -51,6 +54,7 @@ impl Feature {
             Feature::Udp => "udp",
             Feature::UdpPeers => "udp peers",
             Feature::UdpRelease => "udp release",
+            Feature::Nat => "nat",
         }
     }
 
@@ -74,6 +78,9 @@ impl Feature {
             }
             Feature::UdpRelease => {
                 "a closed UDP socket's flows end when they have been idle for a while"
+            }
+            Feature::Nat => {
+                "connections through DNAT, port forwards or masquerade show only the address the socket used, not the peer the bytes reached"
             }
         }
     }
@@ -193,8 +200,9 @@ impl Levels {
 }
 
 /// The programs a test asks the loader to treat as refused by the kernel
-/// (`FLOWTEL_TEST_REFUSE_PROGRAMS=name,name`): for tests of the fallbacks
-/// only, never needed in production.
+/// (`FLOWTEL_TEST_REFUSE_PROGRAMS=name,name`; `conntrack` for feature
+/// nat's netlink reads): for tests of the fallbacks only, never needed in
+/// production.
 pub fn refused_for_test(program: &str) -> bool {
     std::env::var(REFUSE_FOR_TEST)
         .map(|names| names.split(',').any(|name| name.trim() == program))

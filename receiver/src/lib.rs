@@ -17,6 +17,7 @@ mod decode;
 mod error;
 mod features;
 mod kernel;
+mod nat;
 mod netns;
 mod owners;
 mod ports;
@@ -39,7 +40,7 @@ pub use ports::PortFacts;
 pub use process::container_id_from_cgroup;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
-    ProcessInfo, ReceiverHealth, Rtt, Transport,
+    ProcessInfo, ReceiverHealth, Rtt, Translation, Transport,
 };
 pub use support::{support, verify_every_program, verify_programs, HookSupport, Support, Verified};
 
@@ -67,6 +68,8 @@ pub struct Receiver {
     idle_udp: udp_idle::IdleUdp,
     /// Entries the last poll read: the next one sizes its buffers by it.
     last_tracked: u64,
+    /// Reads conntrack for the peers NAT rewrote, while feature nat is on.
+    nat: Option<nat::Nat>,
     /// Gives accepted TCP connections the process that holds them.
     owners: Option<owners::OwnersWalk>,
     stats: PerCpuArray<MapData, u64>,
@@ -112,6 +115,7 @@ impl Receiver {
         preflight::raise_memlock_limit();
         let mut loaded =
             programs::load_and_attach(config, programs::Stage::Attach, checkpoint_map_id)?;
+        let nat = start_nat(&mut loaded.features);
         for warning in loaded.features.warnings() {
             tracing::warn!("{warning}");
         }
@@ -156,6 +160,7 @@ impl Receiver {
             features: loaded.features,
             idle_udp: udp_idle::IdleUdp::new(config.udp_idle_timeout),
             last_tracked: 0,
+            nat,
             owners,
             conns,
             stats,
@@ -309,6 +314,10 @@ impl Receiver {
         self.processes.end_poll();
         self.idle_udp.end_poll();
         self.last_read = (open_tcp_netns, read_at);
+        if let Some(nat) = &self.nat {
+            nat.translate(&mut samples);
+            nat.end_poll();
+        }
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;
         health.runs_missed = self.read_missed_runs();
@@ -433,6 +442,8 @@ impl Receiver {
             insert_failures: stat(abi::STAT_INSERT_FAILED)?,
             runs_missed: 0,
             namespaces_unreachable: self.namespaces_unreachable,
+            nat_resyncs: self.nat.as_ref().map_or(0, nat::Nat::resyncs),
+            nat_entries_dropped: self.nat.as_ref().map_or(0, nat::Nat::dropped),
             features: self.features.levels(),
             tracked_connections: tracked,
             map_capacity: self.capacity.into(),
@@ -444,6 +455,26 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+/// The conntrack reader when feature nat is on; a reader that cannot start
+/// turns the feature off.
+fn start_nat(features: &mut Features) -> Option<nat::Nat> {
+    if features.get(Feature::Nat).level() != Level::On {
+        return None;
+    }
+    match nat::Nat::start() {
+        Ok(nat) => Some(nat),
+        Err(e) => {
+            features.set(
+                Feature::Nat,
+                FeatureState::Off {
+                    why: format!("the conntrack reader could not start: {e}"),
+                },
+            );
+            None
+        }
     }
 }
 

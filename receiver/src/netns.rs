@@ -36,7 +36,7 @@ pub enum Opener {
 
 impl Opener {
     /// The namespace's file, if it is still the namespace `inode`.
-    fn open(&self, inode: u32) -> Option<File> {
+    pub(crate) fn open(&self, inode: u32) -> Option<File> {
         let file = match self {
             Opener::Process(pid) => File::open(format!("/proc/{pid}/ns/net")),
             Opener::Bound(path) => File::open(path),
@@ -166,7 +166,7 @@ fn parse_namespace_link(link: &str) -> Option<u32> {
     link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
-fn own_inode() -> io::Result<u32> {
+pub(crate) fn own_inode() -> io::Result<u32> {
     Ok(std::fs::metadata("/proc/self/ns/net")?.ino() as u32)
 }
 
@@ -233,7 +233,12 @@ impl Entry {
 /// The capabilities are this thread's own (Linux keeps them per thread):
 /// it keeps what entering a namespace needs, and nothing else.
 fn keep_only_namespace_capabilities() {
-    let keep: caps::CapsHashSet = [CAP_SYS_ADMIN, CAP_SYS_PTRACE].into_iter().collect();
+    keep_only_capabilities(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE]);
+}
+
+/// Narrows the calling thread's capabilities to those of `keep` it has.
+pub(crate) fn keep_only_capabilities(keep: &[caps::Capability]) {
+    let keep: caps::CapsHashSet = keep.iter().copied().collect();
     for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
         let have = caps::read(None, set).unwrap_or_default();
         let _ = caps::set(None, set, &have.intersection(&keep).copied().collect());
@@ -309,7 +314,7 @@ impl EntryThread {
     }
 }
 
-fn enter(namespace: &File) -> io::Result<()> {
+pub(crate) fn enter(namespace: &File) -> io::Result<()> {
     // SAFETY: setns takes a descriptor we hold open and a namespace type.
     if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
         Ok(())

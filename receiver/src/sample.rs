@@ -163,6 +163,20 @@ pub struct ConnectionSample {
     /// True once the TCP handshake completed.
     pub established: bool,
     pub state: ConnectionState,
+    /// What NAT rewrote of the connection, from conntrack; empty without NAT.
+    pub translation: Translation,
+}
+
+/// What NAT rewrote of a connection, as its local end sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Translation {
+    /// The remote end as it really is: the server a DNAT sent the bytes
+    /// to, or, for a server behind SNAT or masquerade, the real client.
+    pub destination: Option<SocketAddr>,
+    /// The local end as the remote end saw it: the address a masquerade
+    /// gave a client, or the virtual address a client of a server behind
+    /// DNAT connected to.
+    pub source: Option<SocketAddr>,
 }
 
 impl ConnectionSample {
@@ -216,6 +230,12 @@ pub struct ReceiverHealth {
     /// Network namespaces with tracked TCP connections that the last poll
     /// could not enter: their open connections' bytes wait for the close.
     pub namespaces_unreachable: u64,
+    /// Conntrack sockets that overflowed (ENOBUFS): each was read again
+    /// by a dump, since NAT events were lost.
+    pub nat_resyncs: u64,
+    /// Translated conntrack entries not held because the table was full:
+    /// those connections show no translation.
+    pub nat_entries_dropped: u64,
     /// Each feature's level (on, fallback, off).
     pub features: crate::Levels,
     /// Entries in the connection map at the poll.

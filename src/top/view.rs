@@ -238,6 +238,7 @@ mod tests {
             }),
             destination_address: "10.1.2.3".parse().unwrap(),
             destination_port: Some(443),
+            translation: Default::default(),
         };
         let stats = FlowStats {
             bytes_sent: 4096,

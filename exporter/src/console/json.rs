@@ -13,8 +13,8 @@
 //!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
 //!  "untracked_events":0,"close_events_deferred":0,"udp_releases_lost":0,
-//!  "insert_failures":0,"runs_missed":0,"namespaces_unreachable":0,"tracked_connections":3,"map_capacity":65536,
-//!  "features":{"tcp connections":"on","tcp live bytes":"on",...,"udp release":"on"}}
+//!  "insert_failures":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"tracked_connections":3,
+//!  "map_capacity":65536,"features":{"tcp connections":"on","tcp live bytes":"on",...,"nat":"on"}}
 //! {"record":"window_summary","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
 //!  "series":1,"overflowed_series":0}
 //! ```
@@ -228,6 +228,7 @@ struct HealthRecord {
     insert_failures: u64,
     runs_missed: u64,
     namespaces_unreachable: u64,
+    nat_resyncs: u64,
     tracked_connections: u64,
     map_capacity: u64,
     features: FeatureLevels,
@@ -263,6 +264,7 @@ impl HealthRecord {
             insert_failures: health.insert_failures,
             runs_missed: health.runs_missed,
             namespaces_unreachable: health.namespaces_unreachable,
+            nat_resyncs: health.nat_resyncs,
             tracked_connections: health.tracked_connections,
             map_capacity: health.map_capacity,
             features: FeatureLevels(health.features),
@@ -301,6 +303,7 @@ mod tests {
             }),
             destination_address: "127.0.0.1".parse().unwrap(),
             destination_port: Some(80),
+            translation: Default::default(),
         }
     }
 
@@ -353,11 +356,11 @@ mod tests {
             records[1],
             json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
                    "untracked_events":5,"close_events_deferred":1,"udp_releases_lost":0,
-                   "insert_failures":0,"runs_missed":0,"namespaces_unreachable":0,"tracked_connections":7,"map_capacity":65536,
+                   "insert_failures":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"tracked_connections":7,"map_capacity":65536,
                    "features":{"tcp connections":"off","tcp live bytes":"off",
                                "existing connections":"off","socket owners":"off",
                                "retransmits":"off","udp":"off","udp peers":"off",
-                               "udp release":"off"}})
+                               "udp release":"off","nat":"off"}})
         );
     }
 

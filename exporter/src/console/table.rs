@@ -294,6 +294,7 @@ mod tests {
                 }),
                 destination_address: "10.0.0.2".parse().unwrap(),
                 destination_port: port,
+                translation: Default::default(),
             },
             stats: FlowStats {
                 bytes_sent: sent,

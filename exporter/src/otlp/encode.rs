@@ -303,6 +303,7 @@ pub(crate) mod tests {
                 }),
                 destination_address: "10.0.0.2".parse().unwrap(),
                 destination_port: Some(port),
+                translation: Default::default(),
             },
             stats: FlowStats {
                 bytes_sent: sent,

@@ -68,10 +68,26 @@ pub fn transfer_between(
     upload: usize,
     download: usize,
 ) -> Transfer {
+    let listen = SocketAddr::new(server_ip, 0);
+    let dial = move |port| SocketAddr::new(server_ip, port);
+    transfer_through(client_ns, server_ns, listen, dial, upload, download)
+}
+
+/// [`transfer_between`], with the server listening on `listen` and the
+/// client connecting to `dial(listening port)`: another address where NAT
+/// sends the connection on.
+pub fn transfer_through(
+    client_ns: Option<&NetNs>,
+    server_ns: Option<&NetNs>,
+    listen: SocketAddr,
+    dial: impl FnOnce(u16) -> SocketAddr + Send + 'static,
+    upload: usize,
+    download: usize,
+) -> Transfer {
     let (port_tx, port_rx) = mpsc::channel();
     let server = spawn_in(server_ns, move || {
-        let listener = TcpListener::bind((server_ip, 0))
-            .unwrap_or_else(|e| panic!("cannot listen on {server_ip}: {e}"));
+        let listener =
+            TcpListener::bind(listen).unwrap_or_else(|e| panic!("cannot listen on {listen}: {e}"));
         port_tx
             .send(listener.local_addr().expect("bound").port())
             .expect("the test waits for the port");
@@ -86,7 +102,7 @@ pub fn transfer_between(
     };
 
     let client = spawn_in(client_ns, move || {
-        let mut stream = connect(SocketAddr::new(server_ip, server_port));
+        let mut stream = connect(dial(server_port));
         let client_port = stream.local_addr().expect("connected").port();
         let sent = write_all(&mut stream, upload);
         stream.shutdown(Shutdown::Write).expect("shutdown(Write)");
