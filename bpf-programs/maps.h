@@ -24,9 +24,9 @@ struct {
 } events SEC(".maps");
 
 /* Set by user space once the features are chosen. [0]: whether sends
- * counted from their packets keep their peer; only while the peers of
- * received datagrams are known too, so that an unconnected socket's sends
- * and receives stay in the same flows. */
+ * counted from their packets keep their peer; only while the peer hooks
+ * are attached, so that an unconnected socket's sends and receives stay
+ * in the same flows. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

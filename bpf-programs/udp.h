@@ -27,7 +27,7 @@ TWIN_PROGRAMS("tp_btf/sock_recv_length", flowtel_recv, flowtel_recv_twin, FT_BUS
  *
  * Each datagram a local UDP socket sends passes here in the sender's own
  * context, before fragmentation: its payload length is in its UDP header,
- * its peer in its IP header. Unlike a tracing program, a cgroup program has
+ * its peer in its IP header (or, for sendto(), in the sendmsg hook's stash). Unlike a tracing program, a cgroup program has
  * no per-CPU recursion guard. Tracepoint programs are preemptible from
  * Linux 7.2, and the kernel skips (recursion_misses) every run of one that
  * another task was preempted in on the same CPU: a quarter of the sends on
@@ -136,6 +136,7 @@ SEC("cgroup_skb/egress")
 int flowtel_udp_egress(struct __sk_buff *ctx)
 {
 	struct conn_key key = {};
+	struct conn_key packet = {};
 	struct conn_info info = {};
 	struct conn_info *found;
 	struct bpf_sock *sk = ctx->sk;
@@ -147,14 +148,24 @@ int flowtel_udp_egress(struct __sk_buff *ctx)
 	if (!sk || sk->protocol != IPPROTO_UDP ||
 	    (sk->family != AF_INET && sk->family != AF_INET6))
 		return 1;
-	if (read_datagram(ctx, &key, &payload)) {
+	if (read_datagram(ctx, &packet, &payload)) {
 		stat_inc(FT_STAT_UNTRACKED);
 		return 1;
 	}
-	peer_as_socket_names_it(&key, sk->family);
+	key.cookie = bpf_get_socket_cookie(ctx);
+	/* The peer as the sender named it, before the output path's NAT
+	 * rewrote the packet (a DNAT in this host's output chain): what
+	 * sendto() named, stashed by cgroup/sendmsg4|6 in this syscall; else,
+	 * for a connected socket, its one conversation; else the packet's. */
+	take_udp_peer(&key);
+	if (!key.peer_family && !sk->dst_port) {
+		peer_as_socket_names_it(&packet, sk->family);
+		__builtin_memcpy(key.peer_addr, packet.peer_addr, sizeof(key.peer_addr));
+		key.peer_port = packet.peer_port;
+		key.peer_family = packet.peer_family;
+	}
 	if (!setting(FT_SETTING_SEND_PEERS) || is_connected_peer(sk, &key))
 		forget_peer(&key);
-	key.cookie = bpf_get_socket_cookie(ctx);
 	found = bpf_map_lookup_elem(&conns, &key);
 	if (!found) {
 		new_udp_conn_from_skb(sk, &info);

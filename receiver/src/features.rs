@@ -74,7 +74,7 @@ impl Feature {
             Feature::Retransmits => "retransmits are read at each poll and at close only",
             Feature::Udp => "UDP is not counted",
             Feature::UdpPeers => {
-                "datagrams an unconnected UDP socket receives (and sends, unless counted from their packets) count under the socket, without their peer, and a re-connected socket's new peer takes the old one's flow"
+                "datagrams of an unconnected UDP socket count under the socket, without their peer, and a re-connected socket's new peer takes the old one's flow"
             }
             Feature::UdpRelease => {
                 "a closed UDP socket's flows end when they have been idle for a while"

@@ -207,18 +207,6 @@ const UDP_PEERS: Mechanism = Mechanism {
     ],
 };
 
-/// The peers of received datagrams only: sends counted from their packets
-/// carry their peer (a send's stash would go stale, taken by no one).
-const UDP_RECEIVE_PEERS: Mechanism = Mechanism {
-    via: "the sent packets, cgroup recvmsg4/6 and connect4/6",
-    programs: &[
-        ("flowtel_udp_recvmsg4", Hook::Cgroup("recvmsg4")),
-        ("flowtel_udp_recvmsg6", Hook::Cgroup("recvmsg6")),
-        ("flowtel_udp_connect4", Hook::Cgroup("connect4")),
-        ("flowtel_udp_connect6", Hook::Cgroup("connect6")),
-    ],
-};
-
 const UDP_RELEASE: Mechanism = Mechanism {
     via: "cgroup sock_release",
     programs: &[("flowtel_sock_release", Hook::Cgroup("sock_release"))],
@@ -226,7 +214,7 @@ const UDP_RELEASE: Mechanism = Mechanism {
 
 /// Every program of the object: for `flowtel check --all-programs`, and
 /// the contract test.
-const ALL_MECHANISMS: [&Mechanism; 16] = [
+const ALL_MECHANISMS: [&Mechanism; 15] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
     &TCP_RETRANSMIT[0],
@@ -241,7 +229,6 @@ const ALL_MECHANISMS: [&Mechanism; 16] = [
     &TRACEPOINT_UDP,
     &KPROBE_UDP,
     &UDP_PEERS,
-    &UDP_RECEIVE_PEERS,
     &UDP_RELEASE,
 ];
 
@@ -252,7 +239,6 @@ fn mechanisms(
     probe_set: ProbeSet,
     kprobes: bool,
     keying: Keying,
-    udp: Option<&'static Mechanism>,
 ) -> Vec<&'static Mechanism> {
     match feature {
         Feature::TcpConnections => vec![&TCP_STATE, &TCP_STATE_BY_ADDR],
@@ -265,9 +251,6 @@ fn mechanisms(
             ProbeSet::Tracepoint if kprobes => vec![&PACKET_UDP, &TRACEPOINT_UDP, &KPROBE_UDP],
             ProbeSet::Tracepoint | ProbeSet::Auto => vec![&PACKET_UDP, &TRACEPOINT_UDP],
         },
-        Feature::UdpPeers if udp.is_some_and(|way| way.is(&PACKET_UDP)) => {
-            vec![&UDP_RECEIVE_PEERS]
-        }
         Feature::UdpPeers => vec![&UDP_PEERS],
         Feature::UdpRelease => vec![&UDP_RELEASE],
         Feature::Nat => vec![],
@@ -448,11 +431,7 @@ pub fn load_and_attach(
                 why: "udp is off".to_owned(),
             }
         } else {
-            let udp = used
-                .iter()
-                .find(|(f, _)| *f == Feature::Udp)
-                .map(|(_, way)| *way);
-            let ways = mechanisms(feature, probe_set, kprobes, keying, udp);
+            let ways = mechanisms(feature, probe_set, kprobes, keying);
             let (state, way) = enable(&mut ebpf, &mut context, feature, &ways);
             if let Some(way) = way {
                 used.push((feature, way));
@@ -464,9 +443,11 @@ pub fn load_and_attach(
         };
         features.set(feature, state);
     }
-    let send_peers = used
-        .iter()
-        .any(|(feature, way)| *feature == Feature::UdpPeers && way.is(&UDP_RECEIVE_PEERS));
+    let uses = |feature: Feature, way: &Mechanism| {
+        used.iter()
+            .any(|(f, used_way)| *f == feature && used_way.is(way))
+    };
+    let send_peers = uses(Feature::Udp, &PACKET_UDP) && uses(Feature::UdpPeers, &UDP_PEERS);
     if send_peers && stage == Stage::Attach {
         enable_send_peers(&mut ebpf)?;
     }
@@ -933,35 +914,17 @@ mod tests {
     #[test]
     fn every_feature_but_tcp_connections_can_be_lost() {
         for feature in Feature::ALL.into_iter().filter(|f| *f != Feature::Nat) {
-            let ways = mechanisms(feature, ProbeSet::Tracepoint, true, Keying::Cookie, None);
+            let ways = mechanisms(feature, ProbeSet::Tracepoint, true, Keying::Cookie);
             assert!(!ways.is_empty(), "{feature} has no way to work");
             assert!(!feature.loss().is_empty());
         }
         assert_eq!(
-            mechanisms(
-                Feature::Udp,
-                ProbeSet::Tracepoint,
-                true,
-                Keying::Cookie,
-                None
-            )
-            .iter()
-            .map(|way| way.via)
-            .collect::<Vec<_>>(),
+            mechanisms(Feature::Udp, ProbeSet::Tracepoint, true, Keying::Cookie)
+                .iter()
+                .map(|way| way.via)
+                .collect::<Vec<_>>(),
             [PACKET_UDP.via, TRACEPOINT_UDP.via, KPROBE_UDP.via],
             "UDP falls back to tracepoints, then to kprobes where the kernel has them"
         );
-        let peers = |udp| {
-            mechanisms(
-                Feature::UdpPeers,
-                ProbeSet::Tracepoint,
-                true,
-                Keying::Cookie,
-                udp,
-            )[0]
-            .via
-        };
-        assert_eq!(peers(Some(&PACKET_UDP)), UDP_RECEIVE_PEERS.via);
-        assert_eq!(peers(Some(&TRACEPOINT_UDP)), UDP_PEERS.via);
     }
 }
