@@ -1,6 +1,8 @@
 //! Ten minutes of 2,000 short TCP connections a second: the agent keeps
-//! up (every byte of every connection counted), and its resident memory at
-//! the end is within 10 % of what it was after the first minute.
+//! up (every byte of every connection counted, but for the state changes
+//! the kernel did not run its programs for, which it reports), and its
+//! resident memory at the end is within 10 % of what it was after the
+//! first minute.
 //!
 //! `FLOWTEL_SOAK_SECS` shortens the run for local experiments; CI runs the
 //! full ten minutes.
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use integration::agent::Agent;
 use integration::privilege;
-use integration::record::FlowFilter;
+use integration::record::{self, FlowFilter, Record};
 
 const CONNECTIONS_PER_SECOND: u64 = 2000;
 const REQUEST: usize = 100;
@@ -111,15 +113,66 @@ fn ten_minutes_of_churn_keep_memory_flat_and_every_byte_counted() {
         .tcp()
         .outgoing()
         .destination_port(port);
-    let counted = agent.wait_for_totals(&client, |t| t.bytes_sent >= sent);
     let connections = sent / REQUEST as u64;
+    // Exact, but for the runs the kernel skipped (a tracing program does
+    // not run where a run of it is under way on the CPU: a softirq state
+    // change inside a process-context one, about one in two million here).
+    // The twins take most; the agent counts every skip, an upper bound on
+    // what it lost, and each lost state change can cost one connection's
+    // close and bytes. So what is missing must be no more than reported.
+    let skipped = |records: &[Record]| {
+        records
+            .iter()
+            .filter_map(Record::as_health)
+            .map(|h| h.runs_missed)
+            .max()
+            .unwrap_or(0)
+    };
+    agent.wait_until(
+        "every byte, or the skipped runs to explain the rest",
+        |records| {
+            let t = record::sum(records, &client);
+            t.bytes_sent + skipped(records) * REQUEST as u64 >= sent
+                && t.connections_closed + skipped(records) >= connections
+        },
+    );
+    // One more poll: a close read late still arrives.
+    let polls = agent.health().len();
+    agent.wait_until("one more poll", |records| {
+        records.iter().filter(|r| r.as_health().is_some()).count() > polls
+    });
+    let records = agent.records();
+    let counted = record::sum(&records, &client);
+    let skipped = skipped(&records);
     println!(
         "{connections} connections in {elapsed:.0} s ({:.0}/s); agent RSS {rss_early} KiB after {} s, {rss_late} KiB at the end",
         connections as f64 / elapsed,
         first_minute.as_secs()
     );
-    assert_eq!(counted.bytes_sent, sent, "every byte of every connection");
-    assert_eq!(counted.connections_opened, connections);
+    println!(
+        "counted {} of {sent} bytes, {} of {connections} opened, {} closed; the kernel skipped {skipped} runs",
+        counted.bytes_sent, counted.connections_opened, counted.connections_closed
+    );
+    assert!(counted.bytes_sent <= sent, "no byte counted twice");
+    assert!(
+        counted.connections_opened <= connections,
+        "no connection twice"
+    );
+    assert!(
+        sent - counted.bytes_sent <= skipped * REQUEST as u64,
+        "{} bytes missing, {skipped} skipped runs reported",
+        sent - counted.bytes_sent
+    );
+    assert!(
+        connections - counted.connections_opened <= skipped,
+        "{} openings missing, {skipped} skipped runs reported",
+        connections - counted.connections_opened
+    );
+    assert!(
+        connections - counted.connections_closed.min(connections) <= skipped,
+        "{} closes missing, {skipped} skipped runs reported",
+        connections - counted.connections_closed.min(connections)
+    );
     assert!(
         connections as f64 / elapsed >= 0.9 * CONNECTIONS_PER_SECOND as f64,
         "the load fell short of {CONNECTIONS_PER_SECOND}/s"
