@@ -256,6 +256,14 @@ impl Agent {
         self.wait(what, |records| (done(records), String::new()));
     }
 
+    /// Waits for `polls` more health records: that many polls went by.
+    pub fn wait_polls(&mut self, polls: usize) {
+        let seen = self.health().len();
+        self.wait_until(&format!("{polls} more polls"), |records| {
+            records.iter().filter(|r| r.as_health().is_some()).count() >= seen + polls
+        });
+    }
+
     /// Waits for both ends of a TCP [`Transfer`] made by this process and
     /// asserts each end's bytes equal what its socket moved. Returns the
     /// client's filter (outgoing to the server port) and the server's

@@ -82,14 +82,6 @@ fn start_refusing(programs: &str, feature: &str, state: &str, detail: &str) -> A
     agent
 }
 
-/// Waits for `polls` more health records: that many polls went by.
-fn wait_polls(agent: &mut Agent, polls: usize) {
-    let seen = agent.health().len();
-    agent.wait_until(&format!("{polls} more polls"), |records| {
-        records.iter().filter(|r| r.as_health().is_some()).count() >= seen + polls
-    });
-}
-
 fn assert_tcp_exact(agent: &mut Agent) {
     let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 64 << 10);
     agent.assert_transfer_counted(&truth);
@@ -108,7 +100,7 @@ fn without_live_bytes_an_open_connections_bytes_count_at_its_close() {
     let port = client.peer_addr().unwrap().port();
     tcp::exchange(&mut client, &mut server, 54_321);
     // Three polls with the connection open: nothing yet.
-    wait_polls(&mut agent, 3);
+    agent.wait_polls(3);
     let flow = FlowFilter::this_process()
         .tcp()
         .outgoing()
@@ -182,7 +174,7 @@ fn without_udp_hooks_tcp_is_still_exact_and_udp_is_off() {
     let server = FlowFilter::this_process()
         .udp()
         .source_port(truth.server_port);
-    wait_polls(&mut agent, 2);
+    agent.wait_polls(2);
     assert_eq!(agent.sum(&server).bytes_received, 0);
 }
 

@@ -496,10 +496,7 @@ fn guest_udp_datagrams_lost_to_skipped_runs_are_reported() {
     let mut agent = Agent::start_command(command, Duration::from_secs(1));
     let truth = udp::serve_clients("127.0.0.1".parse().unwrap(), 3, 8);
     let datagrams: u64 = truth.clients.iter().map(|c| c.datagrams).sum();
-    let polls = agent.health().len();
-    agent.wait_until("two polls after the exchange", |records| {
-        records.iter().filter(|r| r.as_health().is_some()).count() >= polls + 2
-    });
+    agent.wait_polls(2);
     let got = agent.sum(&FlowFilter::this_process().udp());
     // Each datagram is sent once and read once, by a client or the server.
     let (sent, read) = (2 * datagrams, 2 * datagrams);

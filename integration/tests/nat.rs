@@ -460,10 +460,7 @@ fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
     let mut agent = Agent::start_command(command, Duration::from_secs(3));
     // Right after a poll, so that the burst and the dump that follows it
     // are over before the next one.
-    let polls = agent.health().len();
-    agent.wait_until("a poll", |records| {
-        records.iter().filter(|r| r.as_health().is_some()).count() > polls
-    });
+    agent.wait_polls(1);
 
     // Connections opened all at once from threads of their own, faster
     // than the reader is scheduled to read their events.

@@ -137,10 +137,7 @@ fn ten_minutes_of_churn_keep_memory_flat_and_every_byte_counted() {
         },
     );
     // One more poll: a close read late still arrives.
-    let polls = agent.health().len();
-    agent.wait_until("one more poll", |records| {
-        records.iter().filter(|r| r.as_health().is_some()).count() > polls
-    });
+    agent.wait_polls(1);
     let records = agent.records();
     let counted = record::sum(&records, &client);
     let skipped = skipped(&records);
