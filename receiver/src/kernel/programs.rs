@@ -386,11 +386,7 @@ pub fn load_and_attach(
         _ => None,
     };
 
-    let mut loader = EbpfLoader::new();
-    loader
-        .btf(Some(&btf))
-        .map_max_entries("conns", config.max_connections)
-        .map_max_entries("events", config.ring_buffer_bytes);
+    let mut loader = sized_loader(&btf, config);
     let pin_paths: Vec<(&str, std::path::PathBuf)> = match &pins {
         Some(plan) => pins::PINNED_MAPS
             .iter()
@@ -502,6 +498,17 @@ fn enable_send_peers(ebpf: &mut Ebpf) -> Result<(), Error> {
         .map_err(|e| failed(one_line(&e)))
 }
 
+/// A loader for the object with this kernel's BTF and the configured map
+/// sizes.
+fn sized_loader<'a>(btf: &'a Btf, config: &Config) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(Some(btf))
+        .map_max_entries("conns", config.max_connections)
+        .map_max_entries("events", config.ring_buffer_bytes);
+    loader
+}
+
 /// One program's verdict where its feature would never try it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -516,10 +523,7 @@ pub enum Verdict {
 /// it here: the fallbacks a kernel never needs are checked too.
 pub fn verify_every_program(config: &Config) -> Result<Vec<(&'static str, Verdict)>, Error> {
     let btf = Btf::from_sys_fs().map_err(|_| Error::BtfMissing)?;
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .map_max_entries("conns", config.max_connections)
-        .map_max_entries("events", config.ring_buffer_bytes)
+    let mut ebpf = sized_loader(&btf, config)
         .load(OBJECT)
         .map_err(Error::Load)?;
     let mut verdicts: Vec<(&'static str, Verdict)> = Vec::new();
