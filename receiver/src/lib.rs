@@ -76,7 +76,6 @@ pub struct Receiver {
     /// Runs of the tracing programs the kernel skipped, and when the log
     /// last said so.
     missed_runs: kernel::misses::MissedRuns,
-    missed_runs_lost: u64,
     missed_runs_told: Option<std::time::Instant>,
     closed: ClosedEvents,
     /// UDP sockets whose release was read after the last map walk: their
@@ -165,7 +164,6 @@ impl Receiver {
             conns,
             stats,
             missed_runs: kernel::misses::MissedRuns::default(),
-            missed_runs_lost: 0,
             missed_runs_told: None,
             closed,
             releases_after_read: HashSet::new(),
@@ -402,13 +400,12 @@ impl Receiver {
     /// The total of the skipped runs; says which programs skipped more, at
     /// most once a minute.
     fn read_missed_runs(&mut self) -> u64 {
-        let before = self.missed_runs_lost;
         let (total, grew) = self.missed_runs.update(&self._programs);
-        self.missed_runs_lost = total;
         let quiet = self
             .missed_runs_told
             .is_some_and(|told| told.elapsed() < std::time::Duration::from_secs(60));
-        if total > before && !quiet {
+        if !grew.is_empty() && !quiet {
+            let newly_lost: u64 = grew.iter().map(|(_, runs)| runs).sum();
             let programs: Vec<String> = grew
                 .iter()
                 .map(|(program, runs)| format!("{runs} of {program}"))
@@ -416,7 +413,7 @@ impl Receiver {
             tracing::warn!(
                 "the kernel skipped runs of flowtel's programs ({}): a run of the same program was under way on that CPU (interrupted, or preempted on Linux 7.2+); of those {} events its twin took those that came while the run was in its body, the others are lost (flowtel.kernel.runs.missed counts them all, an upper bound)",
                 programs.join(", "),
-                total - before
+                newly_lost
             );
             self.missed_runs_told = Some(std::time::Instant::now());
         }

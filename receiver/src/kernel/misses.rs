@@ -57,8 +57,8 @@ pub struct MissedRuns {
 
 impl MissedRuns {
     /// Reads each loaded tracing program's count; returns the runs lost
-    /// (at most) and the programs whose count grew since the last call,
-    /// with the growth.
+    /// (at most), and the counting programs whose count grew since the last
+    /// call, with the growth: the runs newly lost.
     pub fn update(&mut self, ebpf: &Ebpf) -> (u64, Vec<(String, u64)>) {
         let mut grew = Vec::new();
         for (name, program) in ebpf.programs().filter(|(_, p)| is_guarded(p)) {
@@ -73,7 +73,7 @@ impl MissedRuns {
                 }
             };
             let before = self.seen.insert(name.to_owned(), misses).unwrap_or(0);
-            if misses > before {
+            if misses > before && !is_twin(name) {
                 grew.push((name.to_owned(), misses - before));
             }
         }
@@ -88,9 +88,15 @@ impl MissedRuns {
 fn lost(skipped: &BTreeMap<String, u64>) -> u64 {
     skipped
         .iter()
-        .filter(|(name, _)| !name.contains("_twin"))
+        .filter(|(name, _)| !is_twin(name))
         .map(|(_, runs)| runs)
         .sum()
+}
+
+/// A twin (bpf-programs/common.h) takes the events its program is skipped
+/// for; its own skips lose nothing.
+fn is_twin(program: &str) -> bool {
+    program.contains("_twin")
 }
 
 #[cfg(test)]
