@@ -584,10 +584,8 @@ mod programs {
             .try_into()
             .expect("a cgroup_skb program");
         egress.load().expect("load floor_egress");
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|path| std::path::Path::new(path).join("cgroup.procs").exists())
-            .expect("a cgroup-v2 root");
+        // Where flowtel attaches its own egress hook.
+        let root = receiver::cgroup_v2_root(None).expect("a cgroup-v2 root");
         let cgroup = std::fs::File::open(root).expect("open the cgroup-v2 root");
         egress
             .attach(

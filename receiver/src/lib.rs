@@ -35,6 +35,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 pub use config::{Config, Persistence, ProbeSet};
 pub use error::Error;
 pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
+pub use kernel::preflight::cgroup_v2_root;
 pub use kernel::programs::Verdict;
 pub use ports::PortFacts;
 pub use process::container_id_from_cgroup;
