@@ -16,9 +16,6 @@ use aya_obj::generated::bpf_prog_info;
 
 use crate::kernel::sys;
 
-/// `BPF_OBJ_GET_INFO_BY_FD` from `enum bpf_cmd`.
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-
 /// `union bpf_attr`'s `info` member.
 #[repr(C)]
 struct InfoAttr {
@@ -39,7 +36,7 @@ fn recursion_misses(program: BorrowedFd<'_>) -> io::Result<u64> {
     };
     // SAFETY: attr is the `info` member of bpf_attr, and its pointer is to
     // `info_len` writable bytes that outlive the call.
-    unsafe { sys::bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    unsafe { sys::bpf(sys::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info.recursion_misses)
 }
 

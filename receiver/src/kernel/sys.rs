@@ -1,9 +1,11 @@
 //! The `bpf(2)` commands flowtel issues itself, where aya 0.14 lacks them:
-//! batch reads, lookup-and-delete on a hash map, map iterators.
+//! batch reads, lookup-and-delete on a hash map, map iterators, a
+//! program's info beyond what aya reads (its skipped runs).
 
 use std::io;
 
 /// `enum bpf_cmd` values from `linux/bpf.h`.
+pub const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 pub const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 pub const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 pub const BPF_LINK_CREATE: libc::c_long = 28;
