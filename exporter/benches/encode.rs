@@ -28,6 +28,7 @@ fn window() -> WindowReport {
         pid: 4242,
         name: "api-server".into(),
         container_id: Some("0123456789abcdef".into()),
+        pod_uid: None,
     });
     let samples = (0..SERIES)
         .map(|i| ConnectionSample {

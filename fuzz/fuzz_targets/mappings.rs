@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
                 pid: u32::from(bytes.u16()),
                 name: bytes.name(),
                 container_id: Some(bytes.name()).filter(|n| !n.is_empty()),
+                pod_uid: None,
             }),
             counters: Counters {
                 bytes_sent: sent,

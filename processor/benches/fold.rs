@@ -25,6 +25,7 @@ fn poll_of(connections: u64) -> Poll {
                 pid: 1000 + i,
                 name: format!("service-{i}"),
                 container_id: None,
+                pod_uid: None,
             })
         })
         .collect();

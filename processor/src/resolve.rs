@@ -191,6 +191,7 @@ mod tests {
                 pid: 42,
                 name: name.into(),
                 container_id: container.map(Into::into),
+                pod_uid: None,
             }),
             destination_address: remote.parse().unwrap(),
             destination_port: Some(8500),

@@ -118,6 +118,7 @@ mod tests {
                 pid: 7,
                 name: process.into(),
                 container_id: None,
+                pod_uid: None,
             }),
             destination_address: remote.parse().unwrap(),
             destination_port: Some(port),

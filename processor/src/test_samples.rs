@@ -35,6 +35,7 @@ pub fn open(cookie: u64, counters: Counters) -> ConnectionSample {
             pid: 123,
             name: "curl".into(),
             container_id: None,
+            pod_uid: None,
         }),
         counters,
         rtt: None,

@@ -91,6 +91,7 @@ fn sample(live: &Live, tcp: bool) -> ConnectionSample {
             pid: 100 + live.tuple as u32,
             name: "app".into(),
             container_id: None,
+            pod_uid: None,
         }),
         counters: live.counters,
         rtt: None,

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cgroups;
 mod config;
 mod decode;
 mod error;
@@ -32,13 +33,13 @@ use std::time::SystemTime;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
+pub use cgroups::ContainerPath;
 pub use config::{Config, Persistence, ProbeSet};
 pub use error::Error;
 pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
 pub use kernel::preflight::cgroup_v2_root;
 pub use kernel::programs::Verdict;
 pub use ports::PortFacts;
-pub use process::container_id_from_cgroup;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
     ProcessInfo, ReceiverHealth, Rtt, Translation, Transport,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::cgroups::ContainerPath;
 use crate::ProcessInfo;
 
 /// Caches one [`ProcessInfo`] per (pid, name), so a poll shares one
@@ -46,18 +47,18 @@ impl ProcessResolver {
 
 fn read_process(pid: u32, comm: &[u8; 16]) -> ProcessInfo {
     let name = comm_to_string(comm);
-    let container_id = if pid == 0 {
-        None
-    } else {
-        // A process that has exited has no cgroup file: no container then.
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| container_id_from_cgroup(&text))
+    // A process that has exited has no cgroup file: no container then.
+    let found = match pid {
+        0 => ContainerPath::default(),
+        pid => std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|text| ContainerPath::from_proc_cgroup(&text))
+            .unwrap_or_default(),
     };
     ProcessInfo {
         pid,
         name,
-        container_id,
+        container_id: found.container_id,
+        pod_uid: found.pod_uid,
     }
 }
 
@@ -66,52 +67,9 @@ fn comm_to_string(comm: &[u8; 16]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-/// Finds a container id in `/proc/PID/cgroup`: a 64-hex-digit path segment,
-/// bare (`/docker/ID`, `/kubepods/.../ID`) or wrapped by a runtime's systemd
-/// scope (`docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`,
-/// `libpod-ID.scope`).
-pub fn container_id_from_cgroup(cgroup_file: &str) -> Option<String> {
-    cgroup_file.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.rsplit('/').find_map(container_id_in_segment)
-    })
-}
-
-fn container_id_in_segment(segment: &str) -> Option<String> {
-    let segment = segment.strip_suffix(".scope").unwrap_or(segment);
-    let id = segment.rsplit(['-', ':']).next()?;
-    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "3f4ae2a1b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
-
-    #[test]
-    fn finds_container_ids_of_common_runtimes() {
-        for file in [
-            format!("0::/system.slice/docker-{ID}.scope\n"),
-            format!("12:memory:/docker/{ID}\n0::/\n"),
-            format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/cri-containerd-{ID}.scope\n"),
-            format!("0::/kubepods/besteffort/pod1234-5678/{ID}\n"),
-            format!("0::/machine.slice/libpod-{ID}.scope/container\n"),
-            format!("0::/kubepods.slice/crio-{ID}.scope\n"),
-        ] {
-            assert_eq!(container_id_from_cgroup(&file).as_deref(), Some(ID), "{file}");
-        }
-    }
-
-    #[test]
-    fn a_host_process_has_no_container() {
-        assert_eq!(
-            container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
-            None
-        );
-        assert_eq!(container_id_from_cgroup("0::/\n"), None);
-        assert_eq!(container_id_from_cgroup("garbage"), None);
-    }
 
     #[test]
     fn keeps_the_kernel_name_of_an_exited_process() {

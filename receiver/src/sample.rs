@@ -117,6 +117,9 @@ pub struct ProcessInfo {
     pub name: String,
     /// Container id, from the process's cgroup path, where there is one.
     pub container_id: Option<String>,
+    /// The Kubernetes pod's UID, from the process's cgroup path, where
+    /// there is one.
+    pub pod_uid: Option<String>,
 }
 
 /// Cumulative counters of one connection since the agent began tracking it.

@@ -235,6 +235,7 @@ mod tests {
                 pid: 42,
                 name: "curl".into(),
                 container_id: None,
+                pod_uid: None,
             }),
             destination_address: "10.1.2.3".parse().unwrap(),
             destination_port: Some(443),

@@ -300,6 +300,7 @@ mod tests {
                 pid: 123,
                 name: "curl".into(),
                 container_id: None,
+                pod_uid: None,
             }),
             destination_address: "127.0.0.1".parse().unwrap(),
             destination_port: Some(80),
@@ -378,6 +379,7 @@ mod tests {
             pid: 9,
             name: "resolver".into(),
             container_id: Some("abc".into()),
+            pod_uid: None,
         });
         let mut rtt = RttSummary::default();
         rtt.record(Rtt {

@@ -300,6 +300,7 @@ pub(crate) mod tests {
                     pid: 123,
                     name: "curl".into(),
                     container_id: None,
+                    pod_uid: None,
                 }),
                 destination_address: "10.0.0.2".parse().unwrap(),
                 destination_port: Some(port),
