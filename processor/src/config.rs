@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::end_names::NAMED_ATTRIBUTES;
 use crate::flow::BUILT_IN_ATTRIBUTES;
 use crate::mapping::Mappings;
 use crate::Error;
@@ -61,7 +62,11 @@ impl Config {
     /// Every attribute a series can have with these mappings.
     pub fn known_attributes(&self) -> Vec<String> {
         let (source, destination) = self.mappings.names();
-        let mut known: Vec<String> = BUILT_IN_ATTRIBUTES.iter().map(|&n| n.to_owned()).collect();
+        let mut known: Vec<String> = BUILT_IN_ATTRIBUTES
+            .iter()
+            .chain(&NAMED_ATTRIBUTES)
+            .map(|&n| n.to_owned())
+            .collect();
         known.extend(source.iter().map(|n| format!("source.{n}")));
         known.extend(destination.iter().map(|n| format!("destination.{n}")));
         known.sort_unstable();

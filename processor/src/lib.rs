@@ -41,6 +41,7 @@
 mod attributes;
 mod config;
 mod delta;
+mod end_names;
 mod error;
 mod flow;
 pub mod mapping;
@@ -55,6 +56,7 @@ pub mod window;
 pub use attributes::{AttributeValue, Attributes};
 pub use config::Config;
 pub use delta::{DeltaTracker, SampleDelta};
+pub use end_names::{EndNames, NAMED_ATTRIBUTES};
 pub use error::Error;
 pub use flow::{
     udp_client_end, ClientEnd, ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary,

@@ -112,6 +112,12 @@ impl Processor {
         &self.resolver
     }
 
+    /// Adds a source of names for the ends of flows (a container runtime,
+    /// the Kubernetes API).
+    pub fn add_end_names(&mut self, names: std::sync::Arc<dyn crate::EndNames>) {
+        self.resolver.add_end_names(names);
+    }
+
     /// The start of the open window.
     pub fn window_start(&self) -> SystemTime {
         self.window.start

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 #[cfg(test)]
 use crate::mapping::{Cidr, Port};
 use crate::mapping::{Mappings, Pattern, Rule};
-use crate::{Attributes, FlowKey};
+use crate::{Attributes, EndNames, FlowKey};
 
 /// Resolves the attributes of flows by the configured mappings.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,8 @@ pub struct Resolver {
     ports: HashMap<u16, Arc<str>>,
     processes: NameRules,
     containers: NameRules,
+    /// Sources of names for the ends, in the order they were added.
+    end_names: Vec<Arc<dyn EndNames>>,
 }
 
 /// Rules on a name, in order; the first that matches wins. The rules whose
@@ -124,15 +126,27 @@ impl Resolver {
                 .collect(),
             processes: NameRules::of(&mappings.processes),
             containers: NameRules::of(&mappings.containers),
+            end_names: Vec::new(),
         }
     }
 
-    /// Every attribute of `key`'s flow: its own, then from the CIDR and
-    /// port mappings of each end (the destination's real address and port
-    /// where NAT rewrote them), then from the process and the container
-    /// rules (each over the one before, for the source end).
+    /// Adds a source of names for the ends of flows; its attributes come
+    /// before the mappings', so that rules can match them.
+    pub fn add_end_names(&mut self, names: Arc<dyn EndNames>) {
+        self.end_names.push(names);
+    }
+
+    /// Every attribute of `key`'s flow: its own, then the [`EndNames`]
+    /// sources', then from the CIDR and port mappings of each end (the
+    /// destination's real address and port where NAT rewrote them), then
+    /// from the process and the container rules (each over the one before,
+    /// for the source end).
     pub fn attributes(&self, key: &FlowKey) -> Attributes {
         let mut a = key.attributes();
+        for names in &self.end_names {
+            names.name_local(&key.source_process, &mut a);
+            names.name_remote(key.real_destination_address(), &mut a);
+        }
         if let Some(end) = self.cidr(key.source_address) {
             set_all(&mut a, &end.source);
         }

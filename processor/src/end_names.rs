@@ -1,0 +1,32 @@
+//! Names a flow's ends get from outside the flow: a container runtime
+//! knows a container's name and image, the Kubernetes API a pod's name and
+//! workload. Looked up when a window's series are made, so each source
+//! keeps what it knew for at least a window after the thing is gone.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use receiver::ProcessInfo;
+
+use crate::Attributes;
+
+/// A source of names for the ends of flows. Lookups never block: a source
+/// that is behind or down adds nothing (and counts that itself).
+pub trait EndNames: Send + Sync + fmt::Debug {
+    /// Adds what it knows of the local end, the process `process`, as
+    /// `source.*` attributes.
+    fn name_local(&self, process: &ProcessInfo, attributes: &mut Attributes);
+
+    /// Adds what it knows of the remote address `address` (canonical: IPv4
+    /// is never IPv4-mapped), as `destination.*` attributes.
+    fn name_remote(&self, address: IpAddr, attributes: &mut Attributes);
+}
+
+/// The attributes [`EndNames`] sources may give, for either end: what
+/// `processor.attributes` and mappings may name besides the
+/// [`BUILT_IN_ATTRIBUTES`](crate::BUILT_IN_ATTRIBUTES).
+pub const NAMED_ATTRIBUTES: [&str; 3] = [
+    "source.container.name",
+    "source.container.image.name",
+    "source.container.image.tag",
+];
