@@ -32,10 +32,17 @@
 #define FT_STAT_RELEASE_LOST 2    /* ring buffer full: UDP release not reported */
 #define FT_STAT_UNTRACKED 3       /* other event on a socket not in the full map */
 #define FT_STAT_INSERT_FAILED 4   /* a new entry refused though the map had room */
-#define FT_STAT_COUNT 5
+#define FT_STAT_CGROUP_LOST 5     /* ring buffer full: a cgroup made or removed not told */
+#define FT_STAT_COUNT 6
 
 /* Indexes of the settings map (written by user space). */
 #define FT_SETTING_SEND_PEERS 0 /* sends counted from packets keep their peer */
+
+/* cgroup_event.kind */
+#define FT_CGROUP_MADE 1    /* a cgroup-v2 directory was made: its path follows */
+#define FT_CGROUP_REMOVED 2 /* a cgroup-v2 directory was removed */
+/* Longest cgroup path told, with its NUL; a longer one is cut. */
+#define FT_CGROUP_PATH_LEN 512
 
 /* Indexes of the busy map: one per tracing program with a twin. */
 #define FT_BUSY_STATE 0
@@ -118,6 +125,16 @@ struct netns_seen {
 	__u64 last_ns; /* CLOCK_MONOTONIC of the last connection tracked there */
 	__u32 pid;     /* a process that made one there (0: none at hand) */
 	__u32 _pad;
+};
+
+/* A cgroup-v2 directory made or removed (ring buffer cgroup_events): the
+ * container a connection's cgroup id names is known even when the cgroup
+ * is gone by the time user space looks. */
+struct cgroup_event {
+	__u64 id; /* what bpf_get_current_cgroup_id() gives its tasks */
+	__u32 kind;
+	__u32 _pad;
+	char path[FT_CGROUP_PATH_LEN]; /* from the hierarchy's root; FT_CGROUP_MADE only */
 };
 
 #endif /* FLOWTEL_TYPES_H */

@@ -65,8 +65,16 @@ int main(void)
 	CONSTANT(FT_STAT_RELEASE_LOST);
 	CONSTANT(FT_STAT_UNTRACKED);
 	CONSTANT(FT_STAT_INSERT_FAILED);
+	CONSTANT(FT_STAT_CGROUP_LOST);
 	CONSTANT(FT_STAT_COUNT);
 	CONSTANT(FT_SETTING_SEND_PEERS);
+	CONSTANT(FT_CGROUP_MADE);
+	CONSTANT(FT_CGROUP_REMOVED);
+	CONSTANT(FT_CGROUP_PATH_LEN);
+	SIZE(cgroup_event);
+	FIELD(cgroup_event, id);
+	FIELD(cgroup_event, kind);
+	FIELD(cgroup_event, path);
 	SIZE(netns_seen);
 	FIELD(netns_seen, last_ns);
 	FIELD(netns_seen, pid);

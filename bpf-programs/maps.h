@@ -23,6 +23,12 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+/* cgroup-v2 directories made and removed, for user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} cgroup_events SEC(".maps");
+
 /* Set by user space once the features are chosen. [0]: whether sends
  * counted from their packets keep their peer; only while the peer hooks
  * are attached, so that an unconnected socket's sends and receives stay

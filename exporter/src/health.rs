@@ -154,6 +154,12 @@ impl Health {
             |h| h.insert_failures,
         );
         receiver_counter(
+            "flowtel.containers.cgroups.lost",
+            "{cgroup}",
+            "Container cgroups made or removed that flowtel could not keep (its ring buffer or table full): their connections show no container.",
+            |h| h.cgroups_lost,
+        );
+        receiver_counter(
             "flowtel.kernel.runs.missed",
             "{run}",
             "Runs of flowtel's tracing programs the kernel skipped (a run of the same program under way on that CPU): their events were not counted.",

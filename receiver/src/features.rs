@@ -26,12 +26,15 @@ pub enum Feature {
     UdpPeers,
     /// The end of a UDP socket's conversations.
     UdpRelease,
+    /// The container and pod of a connection's process, from its cgroup,
+    /// named when the cgroup is made (so even when the process is gone).
+    Containers,
     /// The peer NAT really sent a connection to (conntrack, no program).
     Nat,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::TcpConnections,
         Feature::TcpLiveBytes,
         Feature::ExistingConnections,
@@ -40,6 +43,7 @@ impl Feature {
         Feature::Udp,
         Feature::UdpPeers,
         Feature::UdpRelease,
+        Feature::Containers,
         Feature::Nat,
     ];
 
@@ -54,6 +58,7 @@ impl Feature {
             Feature::Udp => "udp",
             Feature::UdpPeers => "udp peers",
             Feature::UdpRelease => "udp release",
+            Feature::Containers => "containers",
             Feature::Nat => "nat",
         }
     }
@@ -78,6 +83,9 @@ impl Feature {
             }
             Feature::UdpRelease => {
                 "a closed UDP socket's flows end when they have been idle for a while"
+            }
+            Feature::Containers => {
+                "a connection's container is read from /proc at the next poll: a process that has exited by then has none"
             }
             Feature::Nat => {
                 "connections through DNAT, port forwards or masquerade show only the address the socket used, not the peer the bytes reached"

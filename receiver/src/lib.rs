@@ -47,8 +47,8 @@ pub use sample::{
 pub use support::{support, verify_every_program, verify_programs, HookSupport, Support, Verified};
 
 use decode::{decode, Ending};
-use kernel::abi::{self, ConnEvent, ConnInfo, ConnKey, NetnsSeen};
-use kernel::events::ClosedEvents;
+use kernel::abi::{self, CgroupEvent, ConnEvent, ConnInfo, ConnKey, NetnsSeen};
+use kernel::events::RingEvents;
 use kernel::{batch, preflight, programs, reap};
 use process::ProcessResolver;
 
@@ -79,7 +79,10 @@ pub struct Receiver {
     /// last said so.
     missed_runs: kernel::misses::MissedRuns,
     missed_runs_told: Option<std::time::Instant>,
-    closed: ClosedEvents,
+    closed: RingEvents<ConnEvent>,
+    /// Cgroups made and removed, with the task reading them, when the
+    /// containers feature is on.
+    cgroup_events: Option<(RingEvents<CgroupEvent>, tokio::task::JoinHandle<()>)>,
     /// UDP sockets whose release was read after the last map walk: their
     /// entries are reaped at the next.
     releases_after_read: HashSet<u64>,
@@ -142,8 +145,23 @@ impl Receiver {
         });
         let stats = take_map(ebpf, "stats")?;
         let ring: RingBuf<MapData> = take_map(ebpf, "events")?;
-        let closed = ClosedEvents::new(ring);
+        let closed = RingEvents::new(ring, "closed connections");
         let reader = closed.spawn_reader().map_err(Error::RingBuffer)?;
+        // On: the cgroup tracepoints; their fallback is /proc.
+        let (containers, cgroup_events) = match loaded.features.get(Feature::Containers).level() {
+            Level::Off | Level::Fallback => (process::Containers::ProcFiles, None),
+            Level::On => {
+                let ring: RingBuf<MapData> = take_map(ebpf, "cgroup_events")?;
+                let events = RingEvents::new(ring, "cgroup events");
+                let reader = events.spawn_reader().map_err(Error::RingBuffer)?;
+                // After the programs are attached: a cgroup made during
+                // the walk is told by the kernel, if the walk misses it.
+                let mut table = cgroups::CgroupTable::new(MAX_CONTAINER_CGROUPS);
+                table.walk(&preflight::cgroup_v2_root(None)?);
+                tracing::debug!("{} container cgroups found at start", table.len());
+                (process::Containers::Cgroups(table), Some((events, reader)))
+            }
+        };
         let tcp_netns = take_map(ebpf, "tcp_netns")?;
         let tcp_refresh = loaded.tcp_refresh.take().map(Arc::new);
         let mut owners = loaded.owners.take().map(owners::OwnersWalk::new);
@@ -170,7 +188,8 @@ impl Receiver {
             closed,
             releases_after_read: HashSet::new(),
             reader,
-            processes: ProcessResolver::default(),
+            processes: ProcessResolver::new(containers),
+            cgroup_events,
             capacity: config.max_connections,
             probe_set: loaded.probe_set,
             resumed,
@@ -273,7 +292,7 @@ impl Receiver {
             if closed {
                 finished.push(*key);
             } else {
-                let process = processes.resolve(info.pid, &info.comm);
+                let process = processes.resolve(info.pid, &info.comm, info.cgroup_id);
                 samples.push(decode(key, info, Ending::StillOpen, process));
             }
         })
@@ -293,7 +312,7 @@ impl Receiver {
                 Ok(None) => continue, // the kernel handed it over meanwhile
                 Err(error) => return Err(Error::Reap(error)),
             };
-            let process = self.processes.resolve(info.pid, &info.comm);
+            let process = self.processes.resolve(info.pid, &info.comm, info.cgroup_id);
             samples.push(decode(&key, &info, Ending::Closed, process));
         }
         // The connections that closed after the first drain, while the map
@@ -374,8 +393,25 @@ impl Receiver {
         reported: &mut HashSet<(ConnKey, u64)>,
         released: &mut HashSet<u64>,
     ) {
+        self.learn_cgroups();
         for event in self.closed.take() {
             self.take_event(event, samples, reported, released);
+        }
+    }
+
+    /// The cgroups made and removed since the last look, before any
+    /// connection of theirs is named.
+    fn learn_cgroups(&mut self) {
+        let (Some((events, _)), Some(table)) = (&self.cgroup_events, self.processes.cgroups_mut())
+        else {
+            return;
+        };
+        for event in events.take() {
+            match (event.kind, event.path()) {
+                (abi::CGROUP_MADE, Some(path)) => table.made(event.id, path),
+                (abi::CGROUP_REMOVED, _) => table.removed(event.id),
+                _ => {}
+            }
         }
     }
 
@@ -388,7 +424,9 @@ impl Receiver {
     ) {
         match event.kind {
             abi::EVENT_CLOSED => {
-                let process = self.processes.resolve(event.info.pid, &event.info.comm);
+                let process =
+                    self.processes
+                        .resolve(event.info.pid, &event.info.comm, event.info.cgroup_id);
                 samples.push(decode(&event.key, &event.info, Ending::Closed, process));
                 reported.insert((event.key, event.info.first_seen_ns));
             }
@@ -439,6 +477,11 @@ impl Receiver {
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
             udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
             insert_failures: stat(abi::STAT_INSERT_FAILED)?,
+            cgroups_lost: stat(abi::STAT_CGROUP_LOST)?
+                + self
+                    .processes
+                    .cgroups()
+                    .map_or(0, cgroups::CgroupTable::dropped),
             runs_missed: 0,
             namespaces_unreachable: self.namespaces_unreachable,
             nat_resyncs: self.nat.as_ref().map_or(0, nat::Nat::resyncs),
@@ -454,8 +497,14 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some((_, reader)) = &self.cgroup_events {
+            reader.abort();
+        }
     }
 }
+
+/// Container cgroups held at most (a few hundred bytes each).
+const MAX_CONTAINER_CGROUPS: usize = 16_384;
 
 /// The conntrack reader when feature nat is on; a reader that cannot start
 /// turns the feature off.

@@ -3,16 +3,27 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cgroups::ContainerPath;
+use crate::cgroups::{CgroupTable, ContainerPath};
 use crate::ProcessInfo;
 
-/// Caches one [`ProcessInfo`] per (pid, name), so a poll shares one
-/// allocation among all connections of a process and reads /proc once per
-/// process, not per connection.
-#[derive(Default)]
+/// Caches one [`ProcessInfo`] per (pid, name, cgroup), so a poll shares
+/// one allocation among all connections of a process and looks up its
+/// container once per process, not per connection.
 pub struct ProcessResolver {
-    known: HashMap<(u32, [u8; 16]), Known>,
+    known: HashMap<(u32, [u8; 16], u64), Known>,
     generation: u64,
+    containers: Containers,
+}
+
+/// Where a process's container comes from.
+pub enum Containers {
+    /// The cgroup id the kernel recorded with the connection, named by the
+    /// cgroups the kernel told as they were made: right even when the
+    /// process and its container are gone.
+    Cgroups(CgroupTable),
+    /// `/proc/PID/cgroup` when user space first sees the process: nothing
+    /// once the process has exited.
+    ProcFiles,
 }
 
 struct Known {
@@ -24,20 +35,67 @@ struct Known {
 const FORGET_AFTER_POLLS: u64 = 3;
 
 impl ProcessResolver {
-    /// `comm` is the name the kernel recorded when it first saw the
-    /// connection: still right when the process has exited since.
-    pub fn resolve(&mut self, pid: u32, comm: &[u8; 16]) -> Arc<ProcessInfo> {
+    /// A resolver finding containers from `containers`.
+    pub fn new(containers: Containers) -> ProcessResolver {
+        ProcessResolver {
+            known: HashMap::new(),
+            generation: 0,
+            containers,
+        }
+    }
+
+    /// The cgroups known, when containers come from them.
+    pub fn cgroups(&self) -> Option<&CgroupTable> {
+        match &self.containers {
+            Containers::Cgroups(table) => Some(table),
+            Containers::ProcFiles => None,
+        }
+    }
+
+    /// The cgroups known, when containers come from them, to tell it more.
+    pub fn cgroups_mut(&mut self) -> Option<&mut CgroupTable> {
+        match &mut self.containers {
+            Containers::Cgroups(table) => Some(table),
+            Containers::ProcFiles => None,
+        }
+    }
+
+    /// `comm` and `cgroup_id` are what the kernel recorded when it first
+    /// saw the connection: still right when the process has exited since.
+    pub fn resolve(&mut self, pid: u32, comm: &[u8; 16], cgroup_id: u64) -> Arc<ProcessInfo> {
         let generation = self.generation;
-        let known = self.known.entry((pid, *comm)).or_insert_with(|| Known {
-            info: Arc::new(read_process(pid, comm)),
-            last_used: generation,
-        });
+        let containers = &self.containers;
+        let known = self
+            .known
+            .entry((pid, *comm, cgroup_id))
+            .or_insert_with(|| {
+                let found = match containers {
+                    Containers::Cgroups(table) => table
+                        .get(cgroup_id)
+                        .map(|c| (**c).clone())
+                        .unwrap_or_default(),
+                    Containers::ProcFiles => read_proc_cgroup(pid),
+                };
+                Known {
+                    info: Arc::new(ProcessInfo {
+                        pid,
+                        name: comm_to_string(comm),
+                        container_id: found.container_id,
+                        pod_uid: found.pod_uid,
+                    }),
+                    last_used: generation,
+                }
+            });
         known.last_used = generation;
         known.info.clone()
     }
 
-    /// Marks the end of a poll: forgets processes not seen lately.
+    /// Marks the end of a poll: forgets processes not seen lately, and
+    /// cgroups removed a while ago.
     pub fn end_poll(&mut self) {
+        if let Some(table) = self.cgroups_mut() {
+            table.end_poll();
+        }
         self.generation += 1;
         let generation = self.generation;
         self.known
@@ -45,21 +103,15 @@ impl ProcessResolver {
     }
 }
 
-fn read_process(pid: u32, comm: &[u8; 16]) -> ProcessInfo {
-    let name = comm_to_string(comm);
-    // A process that has exited has no cgroup file: no container then.
-    let found = match pid {
-        0 => ContainerPath::default(),
-        pid => std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .map(|text| ContainerPath::from_proc_cgroup(&text))
-            .unwrap_or_default(),
-    };
-    ProcessInfo {
-        pid,
-        name,
-        container_id: found.container_id,
-        pod_uid: found.pod_uid,
+/// The container in `/proc/PID/cgroup`; none for a process that has
+/// exited (no file) or for pid 0 (no process was ever seen).
+fn read_proc_cgroup(pid: u32) -> ContainerPath {
+    if pid == 0 {
+        return ContainerPath::default();
     }
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|text| ContainerPath::from_proc_cgroup(&text))
+        .unwrap_or_default()
 }
 
 fn comm_to_string(comm: &[u8; 16]) -> String {
@@ -72,21 +124,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_exited_process_keeps_the_container_its_cgroup_named() {
+        const ID: &str = "3f4ae2a1b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
+        let mut table = CgroupTable::new(4);
+        table.made(77, &format!("/docker/{ID}"));
+        table.removed(77);
+        let mut resolver = ProcessResolver::new(Containers::Cgroups(table));
+        let info = resolver.resolve(u32::MAX - 1, &[b'n'; 16], 77);
+        assert_eq!(info.container_id.as_deref(), Some(ID));
+        let host = resolver.resolve(u32::MAX - 1, &[b'n'; 16], 1);
+        assert_eq!(host.container_id, None);
+    }
+
+    #[test]
     fn keeps_the_kernel_name_of_an_exited_process() {
-        let mut resolver = ProcessResolver::default();
+        let mut resolver = ProcessResolver::new(Containers::ProcFiles);
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"gone");
-        let info = resolver.resolve(u32::MAX - 1, &comm);
+        let info = resolver.resolve(u32::MAX - 1, &comm, 0);
         assert_eq!(info.name, "gone");
         assert_eq!(info.container_id, None);
     }
 
     #[test]
     fn shares_one_info_per_process_and_forgets_idle_ones() {
-        let mut resolver = ProcessResolver::default();
+        let mut resolver = ProcessResolver::new(Containers::ProcFiles);
         let comm = [b'x'; 16];
-        let a = resolver.resolve(1, &comm);
-        let b = resolver.resolve(1, &comm);
+        let a = resolver.resolve(1, &comm, 0);
+        let b = resolver.resolve(1, &comm, 0);
         assert!(Arc::ptr_eq(&a, &b));
         for _ in 0..=FORGET_AFTER_POLLS + 1 {
             resolver.end_poll();

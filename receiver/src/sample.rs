@@ -227,6 +227,9 @@ pub struct ReceiverHealth {
     /// New entries the kernel refused though the map had room (a busy or
     /// timed-out bucket lock, twice): those events were not counted.
     pub insert_failures: u64,
+    /// Container cgroups made or removed that flowtel could not keep (its
+    /// ring buffer or table full): their connections show no container.
+    pub cgroups_lost: u64,
     /// Runs of the tracing programs the kernel skipped (a run of the same
     /// program under way on that CPU): their events were not counted.
     pub runs_missed: u64,

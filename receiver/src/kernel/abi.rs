@@ -23,10 +23,16 @@ pub const STAT_CLOSE_DEFERRED: usize = 1;
 pub const STAT_RELEASE_LOST: usize = 2;
 pub const STAT_UNTRACKED: usize = 3;
 pub const STAT_INSERT_FAILED: usize = 4;
+pub const STAT_CGROUP_LOST: usize = 5;
 #[cfg(test)]
-pub const STAT_COUNT: usize = 5;
+pub const STAT_COUNT: usize = 6;
 /// `FT_SETTING_SEND_PEERS`: the settings map's index.
 pub const SETTING_SEND_PEERS: u32 = 0;
+
+/// `FT_CGROUP_*`
+pub const CGROUP_MADE: u32 = 1;
+pub const CGROUP_REMOVED: u32 = 2;
+pub const CGROUP_PATH_LEN: usize = 512;
 
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
@@ -103,16 +109,45 @@ unsafe impl aya::Pod for ConnKey {}
 unsafe impl aya::Pod for ConnInfo {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NetnsSeen {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ConnEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for CgroupEvent {}
 
-impl ConnEvent {
-    /// Reads an event from a ring buffer record; None when it is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<ConnEvent> {
-        if bytes.len() < std::mem::size_of::<ConnEvent>() {
+/// A record of a ring buffer: a plain C struct, valid for any bit pattern.
+pub trait Record: aya::Pod {
+    /// Reads a record; None when it is too short.
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<Self>() {
             return None;
         }
-        // SAFETY: the length is checked above, ConnEvent is valid for any bit
-        // pattern, and read_unaligned makes no alignment assumption.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) })
+        // SAFETY: the length is checked above, `Pod` types are valid for any
+        // bit pattern, and read_unaligned makes no alignment assumption.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+impl Record for ConnEvent {}
+impl Record for CgroupEvent {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupEvent {
+    pub id: u64,
+    pub kind: u32,
+    pub _pad: u32,
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+impl CgroupEvent {
+    /// The path, up to its NUL; None when it is not UTF-8.
+    pub fn path(&self) -> Option<&str> {
+        let end = self
+            .path
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.path.len());
+        std::str::from_utf8(&self.path[..end]).ok()
     }
 }
 
@@ -211,7 +246,15 @@ mod tests {
             ("FT_STAT_UNTRACKED", STAT_UNTRACKED),
             ("FT_STAT_INSERT_FAILED", STAT_INSERT_FAILED),
             ("FT_STAT_COUNT", STAT_COUNT),
+            ("FT_STAT_CGROUP_LOST", STAT_CGROUP_LOST),
             ("FT_SETTING_SEND_PEERS", SETTING_SEND_PEERS as usize),
+            ("FT_CGROUP_MADE", CGROUP_MADE as usize),
+            ("FT_CGROUP_REMOVED", CGROUP_REMOVED as usize),
+            ("FT_CGROUP_PATH_LEN", CGROUP_PATH_LEN),
+            ("cgroup_event", size_of::<CgroupEvent>()),
+            ("cgroup_event.id", offset_of!(CgroupEvent, id)),
+            ("cgroup_event.kind", offset_of!(CgroupEvent, kind)),
+            ("cgroup_event.path", offset_of!(CgroupEvent, path)),
             ("netns_seen", size_of::<NetnsSeen>()),
             ("netns_seen.last_ns", offset_of!(NetnsSeen, last_ns)),
             ("netns_seen.pid", offset_of!(NetnsSeen, pid)),

@@ -18,7 +18,14 @@ use crate::{Error, ProbeSet};
 /// The maps user space reads, directly or through its iterators: these
 /// must be the pinned ones on resume, since the programs still attached
 /// write to them.
-pub const PINNED_MAPS: [&str; 5] = ["conns", "events", "stats", "tcp_netns", "listeners"];
+pub const PINNED_MAPS: [&str; 6] = [
+    "conns",
+    "events",
+    "stats",
+    "tcp_netns",
+    "listeners",
+    "cgroup_events",
+];
 
 /// What to do with the pins at start.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -212,9 +212,19 @@ const UDP_RELEASE: Mechanism = Mechanism {
     programs: &[("flowtel_sock_release", Hook::Cgroup("sock_release"))],
 };
 
+/// cgroup-v2 directories as they are made and removed, with their paths:
+/// a connection's cgroup id names its container even once it is gone.
+const CGROUP_PATHS: Mechanism = Mechanism {
+    via: "tracepoints cgroup_mkdir, cgroup_rmdir",
+    programs: &[
+        ("flowtel_cgroup_mkdir", Hook::Tracepoint("cgroup_mkdir")),
+        ("flowtel_cgroup_rmdir", Hook::Tracepoint("cgroup_rmdir")),
+    ],
+};
+
 /// Every program of the object: for `flowtel check --all-programs`, and
 /// the contract test.
-const ALL_MECHANISMS: [&Mechanism; 15] = [
+const ALL_MECHANISMS: [&Mechanism; 16] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
     &TCP_RETRANSMIT[0],
@@ -230,6 +240,7 @@ const ALL_MECHANISMS: [&Mechanism; 15] = [
     &KPROBE_UDP,
     &UDP_PEERS,
     &UDP_RELEASE,
+    &CGROUP_PATHS,
 ];
 
 /// The ways each feature can work, best first, on this kernel and config;
@@ -253,6 +264,7 @@ fn mechanisms(
         },
         Feature::UdpPeers => vec![&UDP_PEERS],
         Feature::UdpRelease => vec![&UDP_RELEASE],
+        Feature::Containers => vec![&CGROUP_PATHS],
         Feature::Nat => vec![],
     }
 }
@@ -262,6 +274,7 @@ fn remains_without(feature: Feature) -> Option<&'static str> {
     match feature {
         Feature::Retransmits => Some("the counters read at each poll and at close"),
         Feature::UdpRelease => Some("idle UDP flows swept"),
+        Feature::Containers => Some("/proc/PID/cgroup at the next poll"),
         _ => None,
     }
 }
