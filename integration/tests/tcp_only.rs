@@ -65,7 +65,8 @@ fn without_udp_nothing_runs_per_send_and_tcp_stays_exact() {
         &config,
     );
 
-    // TCP's programs only: nothing runs per send, packet or receive.
+    // TCP's programs only, and the cgroup ones that run when a cgroup is
+    // made or removed: nothing runs per send, packet or receive.
     let expected: BTreeSet<String> = [
         "flowtel_state",
         "flowtel_state_twin",
@@ -73,6 +74,8 @@ fn without_udp_nothing_runs_per_send_and_tcp_stays_exact() {
         "flowtel_tcp_refresh",
         "flowtel_tcp_discover",
         "flowtel_owners",
+        "flowtel_cgroup_mkdir",
+        "flowtel_cgroup_rmdir",
     ]
     .into_iter()
     .map(str::to_owned)
