@@ -50,6 +50,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => Processor::new(settings.processor.clone(), started)?,
     };
+    let names = crate::names::EndNameSources::start(&settings.processor, &mut processor);
     let mut checkpoints = store.map(|store| Checkpoints {
         store,
         conns_map_id: receiver.conns_map_id(),
@@ -92,6 +93,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             &mut receiver,
             &mut processor,
             &mut exporter,
+            &names,
             checkpoints.as_mut(),
         )?;
         next_poll = now + poll_interval;
@@ -116,11 +118,13 @@ fn poll(
     receiver: &mut Receiver,
     processor: &mut Processor,
     exporter: &mut impl Exporter,
+    names: &crate::names::EndNameSources,
     checkpoints: Option<&mut Checkpoints>,
 ) -> anyhow::Result<SystemTime> {
-    let poll = receiver
+    let mut poll = receiver
         .poll()
         .context("could not read the connection counters")?;
+    names.add_health(&mut poll.health);
     let processing = std::time::Instant::now();
     let now = poll.at.unwrap_or_else(SystemTime::now);
     let report = processor.ingest(&poll, now);

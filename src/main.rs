@@ -6,6 +6,7 @@ mod check;
 mod checkpoint;
 mod cli;
 mod lock;
+mod names;
 mod privileges;
 mod top;
 

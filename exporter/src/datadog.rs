@@ -24,7 +24,7 @@ pub struct DatadogConfig {
     #[serde(default)]
     pub temporality: Temporality,
     /// How long one request may take. Default: 10s.
-    #[serde(default = "default_timeout", with = "crate::duration_serde")]
+    #[serde(default = "default_timeout", with = "receiver::duration_serde")]
     pub timeout: Duration,
     /// Windows waiting while the intake is slow or down. Default: 64.
     #[serde(default)]

@@ -160,6 +160,12 @@ impl Health {
             |h| h.cgroups_lost,
         );
         receiver_counter(
+            "flowtel.containers.runtime.errors",
+            "{error}",
+            "Failed requests to the container runtime's API (missing socket, timeout, error status, garbage) and containers left out of its full index: those containers have no name.",
+            |h| h.container_runtime_errors,
+        );
+        receiver_counter(
             "flowtel.kernel.runs.missed",
             "{run}",
             "Runs of flowtel's tracing programs the kernel skipped (a run of the same program under way on that CPU): their events were not counted.",

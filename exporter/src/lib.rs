@@ -28,7 +28,6 @@
 mod config;
 pub mod console;
 pub mod datadog;
-mod duration_serde;
 mod error;
 mod fanout;
 pub mod health;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::end_names::NAMED_ATTRIBUTES;
 use crate::flow::BUILT_IN_ATTRIBUTES;
@@ -17,7 +17,7 @@ pub struct Config {
     /// it (counted from the Unix epoch), so that every host's windows line
     /// up: 5-minute windows start at :00, :05, :10 ... At least 1s.
     /// Default: 5m.
-    #[serde(serialize_with = "human_duration_out")]
+    #[serde(serialize_with = "receiver::duration_serde::serialize")]
     pub interval: Duration,
     /// The attributes that key a window's series, like a query's group-by;
     /// the others are summed away. `None` (the default): every attribute.
@@ -28,6 +28,8 @@ pub struct Config {
     pub max_series: usize,
     /// Rules that name the ends of flows.
     pub mappings: Mappings,
+    /// Where container names, images and labels come from.
+    pub containers: containers::Config,
 }
 
 impl Config {
@@ -48,7 +50,7 @@ impl Config {
         if let Some(selected) = &self.attributes {
             let known = self.known_attributes();
             for name in selected {
-                if !known.contains(name) {
+                if !known.contains(name) && !is_label_attribute(name) {
                     return Err(Error::UnknownAttribute {
                         name: name.clone(),
                         hint: hint(name, &known),
@@ -75,6 +77,12 @@ impl Config {
     }
 }
 
+/// `source.container.label.KEY`: one attribute per label a container has.
+fn is_label_attribute(name: &str) -> bool {
+    name.strip_prefix(crate::container_names::LABEL_PREFIX)
+        .is_some_and(|key| !key.is_empty())
+}
+
 /// The closest known name, or the list of them.
 fn hint(name: &str, known: &[String]) -> String {
     let closest = known
@@ -94,6 +102,7 @@ impl Default for Config {
             attributes: None,
             max_series: 10_000,
             mappings: Mappings::default(),
+            containers: containers::Config::default(),
         }
     }
 }
@@ -102,11 +111,12 @@ impl Default for Config {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Raw {
-    #[serde(deserialize_with = "human_duration")]
+    #[serde(deserialize_with = "receiver::duration_serde::deserialize")]
     interval: Duration,
     attributes: Option<Vec<String>>,
     max_series: usize,
     mappings: Mappings,
+    containers: containers::Config,
 }
 
 impl Default for Raw {
@@ -116,12 +126,14 @@ impl Default for Raw {
             attributes,
             max_series,
             mappings,
+            containers,
         } = Config::default();
         Raw {
             interval,
             attributes,
             max_series,
             mappings,
+            containers,
         }
     }
 }
@@ -135,23 +147,11 @@ impl TryFrom<Raw> for Config {
             attributes: raw.attributes,
             max_series: raw.max_series,
             mappings: raw.mappings,
+            containers: raw.containers,
         };
         config.validate()?;
         Ok(config)
     }
-}
-
-fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration ({e}): write it like 5m, 30s or 1h30m"
-        ))
-    })
-}
-
-fn human_duration_out<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 #[cfg(test)]
@@ -191,7 +191,7 @@ mod tests {
             err.starts_with("`5 minutes please` is not a duration ("),
             "{err}"
         );
-        assert!(err.contains("write it like 5m"), "{err}");
+        assert!(err.contains("5m or 1h30m"), "{err}");
     }
 
     #[test]

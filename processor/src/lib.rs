@@ -40,6 +40,7 @@
 
 mod attributes;
 mod config;
+mod container_names;
 mod delta;
 mod end_names;
 mod error;

@@ -8,8 +8,11 @@
 //!     5432: postgresql
 //!   processes:                   # local process name -> source attributes
 //!     - {match: '^(nginx|envoy)$', service: web}
-//!   containers:                  # local container id -> source attributes
+//!   containers:                  # local container -> source attributes
 //!     - {match: '^3f2a', attributes: {service: billing, team: payments}}
+//!     - {on: name, match: '^billing-', service: billing}
+//!     - {on: image, match: '^registry:5000/shop/', attributes: {team: shop}}
+//!     - {on: label.team, match: '^payments$', service: payments}
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,10 +38,11 @@ pub struct Mappings {
     /// the first that matches gives `source.*` attributes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<Rule>,
-    /// Rules on the local container id; the first that matches gives
-    /// `source.*` attributes, over those of the process rules.
+    /// Rules on the local container (its id, or by `on` its name, image or
+    /// a label); the first that matches gives `source.*` attributes, over
+    /// those of the process rules.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub containers: Vec<Rule>,
+    pub containers: Vec<ContainerRule>,
 }
 
 impl Mappings {
@@ -54,8 +58,11 @@ impl Mappings {
             both.push("port.name");
         }
         let mut source = both.clone();
-        for rule in self.processes.iter().chain(&self.containers) {
+        for rule in &self.processes {
             source.extend(rule.attributes().map(|(name, _)| name));
+        }
+        for rule in &self.containers {
+            source.extend(rule.rule.attributes().map(|(name, _)| name));
         }
         for names in [&mut source, &mut both] {
             names.sort_unstable();
@@ -137,6 +144,113 @@ pub struct Rule {
     /// Attributes by name (without the `source.` prefix).
     #[serde(default, skip_serializing_if = "attribute_map_is_empty")]
     pub attributes: AttributeMap,
+}
+
+/// A rule on the local container: `on` says what its pattern matches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "RawContainerRule", into = "RawContainerRule")]
+pub struct ContainerRule {
+    /// What the pattern is matched against.
+    pub on: ContainerField,
+    /// The pattern and what the rule gives.
+    pub rule: Rule,
+}
+
+/// What of a container a rule matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum ContainerField {
+    /// The 64-hex-digit id (`on: id`, the default).
+    #[default]
+    Id,
+    /// The name (`on: name`), from the runtime.
+    Name,
+    /// The image name without its tag (`on: image`), from the runtime.
+    Image,
+    /// The value of one label (`on: label.KEY`), from the runtime.
+    Label(String),
+}
+
+impl ContainerField {
+    /// The source attribute holding this field, for all but the id.
+    pub fn attribute(&self) -> Option<String> {
+        match self {
+            ContainerField::Id => None,
+            ContainerField::Name => Some("source.container.name".to_owned()),
+            ContainerField::Image => Some("source.container.image.name".to_owned()),
+            ContainerField::Label(key) => Some(format!("source.container.label.{key}")),
+        }
+    }
+}
+
+impl std::str::FromStr for ContainerField {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "id" => Ok(ContainerField::Id),
+            "name" => Ok(ContainerField::Name),
+            "image" => Ok(ContainerField::Image),
+            _ => match text.strip_prefix("label.") {
+                Some(key) if !key.is_empty() => Ok(ContainerField::Label(key.to_owned())),
+                _ => Err(format!(
+                    "`on: {text}` is not a container field: use id, name, image or label.KEY"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ContainerField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContainerField::Id => f.write_str("id"),
+            ContainerField::Name => f.write_str("name"),
+            ContainerField::Image => f.write_str("image"),
+            ContainerField::Label(key) => write!(f, "label.{key}"),
+        }
+    }
+}
+
+/// A container rule as written: a [`Rule`] with `on`.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on: Option<String>,
+    #[serde(rename = "match")]
+    pattern: Pattern,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(default, skip_serializing_if = "attribute_map_is_empty")]
+    attributes: AttributeMap,
+}
+
+impl TryFrom<RawContainerRule> for ContainerRule {
+    type Error = String;
+
+    fn try_from(raw: RawContainerRule) -> Result<Self, String> {
+        let on = match raw.on {
+            Some(text) => text.parse()?,
+            None => ContainerField::Id,
+        };
+        let rule = Rule {
+            pattern: raw.pattern,
+            service: raw.service,
+            attributes: raw.attributes,
+        };
+        Ok(ContainerRule { on, rule })
+    }
+}
+
+impl From<ContainerRule> for RawContainerRule {
+    fn from(rule: ContainerRule) -> Self {
+        RawContainerRule {
+            on: (rule.on != ContainerField::Id).then(|| rule.on.to_string()),
+            pattern: rule.rule.pattern,
+            service: rule.rule.service,
+            attributes: rule.rule.attributes,
+        }
+    }
 }
 
 fn attribute_map_is_empty(map: &AttributeMap) -> bool {

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 
 #[cfg(test)]
 use crate::mapping::{Cidr, Port};
-use crate::mapping::{Mappings, Pattern, Rule};
-use crate::{Attributes, EndNames, FlowKey};
+use crate::mapping::{ContainerField, ContainerRule, Mappings, Pattern, Rule};
+use crate::{AttributeValue, Attributes, EndNames, FlowKey};
 
 /// Resolves the attributes of flows by the configured mappings.
 #[derive(Debug, Clone, Default)]
@@ -19,7 +19,9 @@ pub struct Resolver {
     cidrs: Vec<(IpNet, EndAttributes)>,
     ports: HashMap<u16, Arc<str>>,
     processes: NameRules,
-    containers: NameRules,
+    /// The container rules by the field they match, each group with the
+    /// attribute that holds the field (none for the id).
+    containers: Vec<(Option<String>, NameRules)>,
     /// Sources of names for the ends, in the order they were added.
     end_names: Vec<Arc<dyn EndNames>>,
 }
@@ -29,7 +31,8 @@ pub struct Resolver {
 /// of many such rules is not searched one by one.
 #[derive(Debug, Clone, Default)]
 struct NameRules {
-    rules: Vec<NameRule>,
+    /// Each rule with its place among all rules of its kind.
+    rules: Vec<(usize, NameRule)>,
     /// A whole name and the first rule that is exactly it.
     exact: HashMap<String, usize>,
     /// The other rules, in order.
@@ -37,10 +40,12 @@ struct NameRules {
 }
 
 impl NameRules {
-    fn of(rules: &[Rule]) -> NameRules {
+    /// Rules in order, each with its place among all rules of its kind.
+    fn of<'a>(rules: impl Iterator<Item = (usize, &'a Rule)>) -> NameRules {
+        let rules: Vec<(usize, &Rule)> = rules.collect();
         let mut exact = HashMap::new();
         let mut others = Vec::new();
-        for (n, rule) in rules.iter().enumerate() {
+        for (n, (_, rule)) in rules.iter().enumerate() {
             match rule.pattern.exact() {
                 Some(name) => {
                     exact.entry(name.to_owned()).or_insert(n);
@@ -49,22 +54,25 @@ impl NameRules {
             }
         }
         NameRules {
-            rules: rules.iter().map(NameRule::of).collect(),
+            rules: rules
+                .iter()
+                .map(|&(place, rule)| (place, NameRule::of(rule)))
+                .collect(),
             exact,
             others,
         }
     }
 
-    /// The first rule that matches `name`.
-    fn first(&self, name: &str) -> Option<&NameRule> {
+    /// The first rule that matches `name`, with its place.
+    fn first(&self, name: &str) -> Option<(usize, &NameRule)> {
         let exact = self.exact.get(name).copied();
         let other = self
             .others
             .iter()
             .copied()
             .take_while(|&n| exact.is_none_or(|e| n < e))
-            .find(|&n| self.rules[n].pattern.is_match(name));
-        other.or(exact).map(|n| &self.rules[n])
+            .find(|&n| self.rules[n].1.pattern.is_match(name));
+        other.or(exact).map(|n| (self.rules[n].0, &self.rules[n].1))
     }
 }
 
@@ -124,8 +132,8 @@ impl Resolver {
                 .iter()
                 .map(|(port, name)| (port.0, Arc::from(name.as_str())))
                 .collect(),
-            processes: NameRules::of(&mappings.processes),
-            containers: NameRules::of(&mappings.containers),
+            processes: NameRules::of(mappings.processes.iter().enumerate()),
+            containers: container_rules(&mappings.containers),
             end_names: Vec::new(),
         }
     }
@@ -160,15 +168,31 @@ impl Resolver {
             a.set("destination.port.name", Arc::clone(name));
         }
         let process = key.source_process_name();
-        if let Some(rule) = self.processes.first(process) {
+        if let Some((_, rule)) = self.processes.first(process) {
             set_all(&mut a, &rule.source);
         }
-        if let Some(id) = key.source_container_id() {
-            if let Some(rule) = self.containers.first(id) {
-                set_all(&mut a, &rule.source);
-            }
+        if let Some(rule) = self.container_rule(key, &a) {
+            set_all(&mut a, &rule.source);
         }
         a
+    }
+
+    /// The first container rule that matches, over all fields.
+    fn container_rule(&self, key: &FlowKey, a: &Attributes) -> Option<&NameRule> {
+        self.containers
+            .iter()
+            .filter_map(|(attribute, rules)| {
+                let value = match attribute {
+                    None => key.source_container_id()?,
+                    Some(name) => match a.get(name)? {
+                        AttributeValue::String(value) => value,
+                        _ => return None,
+                    },
+                };
+                rules.first(value)
+            })
+            .min_by_key(|(place, _)| *place)
+            .map(|(_, rule)| rule)
     }
 
     fn cidr(&self, address: IpAddr) -> Option<&EndAttributes> {
@@ -178,6 +202,27 @@ impl Resolver {
             .find(|(net, _)| net.contains(&address))
             .map(|(_, end)| end)
     }
+}
+
+/// The container rules grouped by the field they match.
+fn container_rules(rules: &[ContainerRule]) -> Vec<(Option<String>, NameRules)> {
+    let mut fields: Vec<&ContainerField> = Vec::new();
+    for rule in rules {
+        if !fields.contains(&&rule.on) {
+            fields.push(&rule.on);
+        }
+    }
+    fields
+        .into_iter()
+        .map(|field| {
+            let of_field = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.on == *field)
+                .map(|(place, rule)| (place, &rule.rule));
+            (field.attribute(), NameRules::of(of_field))
+        })
+        .collect()
 }
 
 fn set_all(a: &mut Attributes, pairs: &[(Arc<str>, Arc<str>)]) {
@@ -246,10 +291,13 @@ mod tests {
             service: Some("web".into()),
             attributes: AttributeMap::default(),
         });
-        m.containers.push(Rule {
-            pattern: Pattern::new("^3f2a").unwrap(),
-            service: Some("billing".into()),
-            attributes: attrs(&[("team", "payments")]),
+        m.containers.push(ContainerRule {
+            on: ContainerField::Id,
+            rule: Rule {
+                pattern: Pattern::new("^3f2a").unwrap(),
+                service: Some("billing".into()),
+                attributes: attrs(&[("team", "payments")]),
+            },
         });
         m
     }
@@ -289,6 +337,69 @@ mod tests {
         assert_eq!(
             text(&a, "destination.service").as_deref(),
             Some("consul-canary")
+        );
+    }
+
+    #[test]
+    fn container_rules_match_the_runtimes_name_image_and_labels_in_order() {
+        let index = containers::ContainerIndex::new(4);
+        index.insert(
+            "3f2a99".into(),
+            containers::ContainerFacts {
+                name: "billing-7".into(),
+                image: containers::Image::parse("registry:5000/shop/billing:1.2"),
+                labels: [("team".to_owned(), "payments".to_owned())].into(),
+            },
+        );
+        let rule = |on: &str, pattern: &str, service: &str| ContainerRule {
+            on: on.parse().unwrap(),
+            rule: Rule {
+                pattern: Pattern::new(pattern).unwrap(),
+                service: Some(service.into()),
+                attributes: AttributeMap::default(),
+            },
+        };
+        let service = |rules: Vec<ContainerRule>| {
+            let mut r = Resolver::new(&Mappings {
+                containers: rules,
+                ..Mappings::default()
+            });
+            r.add_end_names(Arc::new(index.clone()));
+            let a = r.attributes(&key("127.0.0.1", "10.9.9.9", "nc", Some("3f2a99")));
+            assert_eq!(
+                text(&a, "source.container.name").as_deref(),
+                Some("billing-7")
+            );
+            assert_eq!(
+                text(&a, "source.container.image.tag").as_deref(),
+                Some("1.2")
+            );
+            assert_eq!(
+                text(&a, "source.container.label.team").as_deref(),
+                Some("payments")
+            );
+            text(&a, "source.service")
+        };
+        let by_label = rule("label.team", "^payments$", "pay");
+        let by_name = rule("name", "^billing-", "billing");
+        let by_image = rule("image", "^registry:5000/shop/billing$", "shop");
+        let by_id = rule("id", "^3f2a", "by-id");
+        let no_match = rule("label.team", "^search$", "search");
+        assert_eq!(
+            service(vec![by_label.clone(), by_name.clone()]).as_deref(),
+            Some("pay")
+        );
+        assert_eq!(
+            service(vec![by_name.clone(), by_label]).as_deref(),
+            Some("billing")
+        );
+        assert_eq!(
+            service(vec![no_match.clone(), by_image]).as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            service(vec![no_match, by_id, by_name]).as_deref(),
+            Some("by-id")
         );
     }
 
@@ -339,12 +450,12 @@ mod tests {
                     attributes: AttributeMap::default(),
                 })
                 .collect();
-            NameRules::of(&rules)
+            NameRules::of(rules.iter().enumerate())
         };
         let service = |rules: &NameRules, name: &str| {
             rules
                 .first(name)
-                .map(|r| r.source[0].1.to_string())
+                .map(|(_, r)| r.source[0].1.to_string())
                 .unwrap_or_default()
         };
         let searched_first = rules(&["^ng", "^nginx$", "^nginx$", "x$"]);

@@ -32,10 +32,10 @@ pub struct Config {
     pub udp: bool,
     /// A UDP flow that moves nothing for this long ends (its socket's
     /// release may have been lost). Default: 2m.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration_serde")]
     pub udp_idle_timeout: Duration,
     /// How often the connection map is read. Default: 10s.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration_serde")]
     pub poll_interval: Duration,
     /// Capacity of the connection map; connections beyond it are counted as
     /// dropped. Default: 65536.
@@ -86,25 +86,6 @@ impl Default for Config {
             cgroup_path: None,
             persistence: None,
         }
-    }
-}
-
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration ({e}): write it like 10s, 500ms or 1m"
-            ))
-        })
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
 

@@ -15,6 +15,7 @@
 mod cgroups;
 mod config;
 mod decode;
+pub mod duration_serde;
 mod error;
 mod features;
 mod kernel;
@@ -486,6 +487,7 @@ impl Receiver {
             namespaces_unreachable: self.namespaces_unreachable,
             nat_resyncs: self.nat.as_ref().map_or(0, nat::Nat::resyncs),
             nat_entries_dropped: self.nat.as_ref().map_or(0, nat::Nat::dropped),
+            container_runtime_errors: 0,
             features: self.features.levels(),
             tracked_connections: tracked,
             map_capacity: self.capacity.into(),

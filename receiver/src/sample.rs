@@ -242,6 +242,11 @@ pub struct ReceiverHealth {
     /// Translated conntrack entries not held because the table was full:
     /// those connections show no translation.
     pub nat_entries_dropped: u64,
+    /// Failed requests to the container runtime's API (missing socket,
+    /// timeout, error status, garbage), and containers left out of its
+    /// full index: those containers have no name. Set by the agent, which
+    /// runs that source beside the receiver.
+    pub container_runtime_errors: u64,
     /// Each feature's level (on, fallback, off).
     pub features: crate::Levels,
     /// Entries in the connection map at the poll.

@@ -223,12 +223,12 @@ mod optional_duration {
     use serde::{Deserializer, Serializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        crate::duration_serde::deserialize(d).map(Some)
+        receiver::duration_serde::deserialize(d).map(Some)
     }
 
     pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match value {
-            Some(duration) => crate::duration_serde::serialize(duration, s),
+            Some(duration) => receiver::duration_serde::serialize(duration, s),
             None => s.serialize_none(),
         }
     }

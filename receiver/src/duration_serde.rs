@@ -1,4 +1,6 @@
-//! Durations in the configuration are human strings (`10s`, `500ms`).
+//! Durations in the configuration are human strings (`10s`, `500ms`,
+//! `1h30m`), for every stage's section: `#[serde(with =
+//! "receiver::duration_serde")]`.
 
 use std::time::Duration;
 
@@ -8,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serializer};
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!("invalid duration {text:?}: {e} (e.g. 10s, 500ms)"))
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}): write it like 500ms, 10s, 5m or 1h30m"
+        ))
     })
 }
 

@@ -1,0 +1,232 @@
+//! Container names from the Docker Engine API: the list of every
+//! container at start (and after each reconnection), then the container
+//! events as they come. A daemon that is missing, hangs, errs or answers
+//! garbage is asked again with a growing pause; meanwhile the containers
+//! known stay known and new ones are unnamed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures_util::StreamExt;
+
+use crate::{Config, ContainerFacts, ContainerIndex, Image};
+
+/// How long one request (not the event stream) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a failure doubles up to this.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How often removed containers old enough are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps `index` up to date from the Docker daemon at
+/// `config.docker_socket` until the task is dropped. Never returns.
+pub async fn watch(config: Config, index: ContainerIndex) {
+    let socket = config.docker_socket.display().to_string();
+    let mut pause = Duration::from_secs(1);
+    let mut failing = false;
+    loop {
+        let listed = |ok: bool| {
+            if ok && failing {
+                tracing::info!("container names: the Docker API at {socket} answers again");
+            }
+        };
+        match session(&config, &index, listed).await {
+            Ok(()) => {
+                // The stream ended: the daemon stopped or restarted.
+                pause = Duration::from_secs(1);
+                failing = false;
+            }
+            Err(error) => {
+                index.count_error();
+                if !failing {
+                    tracing::warn!(
+                        "container names: the Docker API at {socket} failed: {error}; new containers stay unnamed until it answers (asking again every {} at most)",
+                        humantime::format_duration(MAX_PAUSE)
+                    );
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// One connection: the list, then events until the stream ends (`Ok`) or
+/// fails. `listed(true)` is called once the list is read.
+async fn session(
+    config: &Config,
+    index: &ContainerIndex,
+    listed: impl FnOnce(bool),
+) -> Result<(), String> {
+    let docker = connect(&config.docker_socket)?;
+    // Events from just before the list: none is missed between the two
+    // (the daemon replays them), and one seen twice changes nothing.
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().saturating_sub(1));
+    let list = ListContainersOptionsBuilder::new().all(true).build();
+    let summaries = timed(docker.list_containers(Some(list))).await?;
+    let at = Instant::now();
+    let mut alive = Vec::with_capacity(summaries.len());
+    for summary in summaries {
+        if let Some((id, facts)) = from_summary(summary) {
+            alive.push(id.clone());
+            index.insert(id, facts);
+        }
+    }
+    index.listed(&alive, at);
+    listed(true);
+
+    let filters = HashMap::from([("type", vec!["container"])]);
+    let options = EventsOptionsBuilder::new()
+        .since(&since.to_string())
+        .filters(&filters)
+        .build();
+    let mut events = docker.events(Some(options));
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                None => return Ok(()),
+                Some(Err(error)) => return Err(error.to_string()),
+                Some(Ok(event)) => take_event(&docker, index, event).await,
+            },
+            _ = sweep.tick() => index.forget_removed(Instant::now(), config.keep_removed),
+        }
+    }
+}
+
+fn connect(socket: &Path) -> Result<Docker, String> {
+    if !socket.exists() {
+        return Err(format!(
+            "{} does not exist (is Docker running?)",
+            socket.display()
+        ));
+    }
+    let path = socket.to_string_lossy();
+    Docker::connect_with_unix(&path, REQUEST_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
+        .map_err(|e| e.to_string())
+}
+
+/// A request with its whole answer (head and body) bounded in time.
+async fn timed<T>(
+    request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(REQUEST_TIMEOUT)
+        )),
+    }
+}
+
+async fn take_event(docker: &Docker, index: &ContainerIndex, event: EventMessage) {
+    let Some(actor) = event.actor else { return };
+    let Some(id) = actor.id else { return };
+    match event.action.as_deref() {
+        Some("create" | "rename") => {}
+        Some("start") if index.get(&id).is_none() => {}
+        Some("destroy") => {
+            index.removed(&id, Instant::now());
+            return;
+        }
+        _ => return,
+    }
+    match timed(docker.inspect_container(&id, None)).await {
+        Ok(inspected) => {
+            if let Some(facts) = from_inspect(inspected) {
+                index.insert(id, facts);
+            }
+        }
+        Err(_) if event.action.as_deref() == Some("create") => {
+            // Already gone (a container that lived milliseconds): its
+            // create event still says what it was.
+            index.insert(
+                id,
+                from_create_attributes(actor.attributes.unwrap_or_default()),
+            );
+        }
+        Err(_) => index.count_error(),
+    }
+}
+
+fn from_summary(summary: ContainerSummary) -> Option<(String, ContainerFacts)> {
+    let id = summary.id?;
+    let name = summary
+        .names
+        .and_then(|names| names.into_iter().next())
+        .map(|name| name.trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    let facts = ContainerFacts {
+        name,
+        image: Image::parse(summary.image.as_deref().unwrap_or_default()),
+        labels: sorted(summary.labels),
+    };
+    Some((id, facts))
+}
+
+fn from_inspect(inspected: ContainerInspectResponse) -> Option<ContainerFacts> {
+    let config = inspected.config.unwrap_or_default();
+    Some(ContainerFacts {
+        name: inspected.name?.trim_start_matches('/').to_owned(),
+        image: Image::parse(config.image.as_deref().unwrap_or_default()),
+        labels: sorted(config.labels),
+    })
+}
+
+/// A create event's attributes are the container's labels with its
+/// `name` and `image`.
+fn from_create_attributes(mut attributes: HashMap<String, String>) -> ContainerFacts {
+    let name = attributes.remove("name").unwrap_or_default();
+    let image = attributes.remove("image").unwrap_or_default();
+    ContainerFacts {
+        name,
+        image: Image::parse(&image),
+        labels: attributes.into_iter().collect(),
+    }
+}
+
+fn sorted(labels: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    labels.unwrap_or_default().into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_event_names_a_container_already_gone() {
+        let attributes = HashMap::from([
+            ("name".to_owned(), "quick".to_owned()),
+            ("image".to_owned(), "bb:test".to_owned()),
+            ("team".to_owned(), "payments".to_owned()),
+        ]);
+        let facts = from_create_attributes(attributes);
+        assert_eq!(facts.name, "quick");
+        assert_eq!(facts.image, Image::parse("bb:test"));
+        assert_eq!(
+            facts.labels,
+            BTreeMap::from([("team".to_owned(), "payments".to_owned())])
+        );
+    }
+
+    #[test]
+    fn a_summary_without_an_id_is_skipped() {
+        assert!(from_summary(ContainerSummary::default()).is_none());
+        let summary = ContainerSummary {
+            id: Some("abc".into()),
+            names: Some(vec!["/web".into()]),
+            image: Some("nginx:1.27".into()),
+            ..ContainerSummary::default()
+        };
+        let (id, facts) = from_summary(summary).unwrap();
+        assert_eq!((id.as_str(), facts.name.as_str()), ("abc", "web"));
+        assert_eq!(facts.image.tag.as_deref(), Some("1.27"));
+    }
+}
