@@ -93,7 +93,7 @@ async fn session(
         tokio::select! {
             event = events.next() => match event {
                 None => return Ok(()),
-                Some(Err(error)) => return Err(error.to_string()),
+                Some(Err(error)) => return Err(short(&error.to_string())),
                 Some(Ok(event)) => take_event(&docker, index, event).await,
             },
             _ = sweep.tick() => index.forget_removed(Instant::now(), config.keep_removed),
@@ -103,12 +103,10 @@ async fn session(
 
 fn connect(socket: &Path) -> Result<Docker, String> {
     if !socket.exists() {
-        return Err(format!(
-            "{} does not exist (is Docker running?)",
-            socket.display()
-        ));
+        return Err("no such socket (is Docker running?)".to_owned());
     }
     let path = socket.to_string_lossy();
+    // bollard's timeout bounds the answer's head; `timed` bounds the rest.
     Docker::connect_with_unix(&path, REQUEST_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
         .map_err(|e| e.to_string())
 }
@@ -117,12 +115,26 @@ fn connect(socket: &Path) -> Result<Docker, String> {
 async fn timed<T>(
     request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(answer) => answer.map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
+    let no_answer = || {
+        format!(
             "no answer within {}",
             humantime::format_duration(REQUEST_TIMEOUT)
-        )),
+        )
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => Err(no_answer()),
+        Ok(Err(error)) => Err(short(&error.to_string())),
+    }
+}
+
+/// A runtime's words, at most one line of 200 characters: its error body
+/// may be anything.
+fn short(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_owned(),
     }
 }
 
@@ -214,6 +226,12 @@ mod tests {
             facts.labels,
             BTreeMap::from([("team".to_owned(), "payments".to_owned())])
         );
+    }
+
+    #[test]
+    fn a_runtime_error_is_told_in_one_short_line() {
+        assert_eq!(short("bad\nrest"), "bad");
+        assert_eq!(short(&"x".repeat(300)).len(), 203);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct Health {
     pub insert_failures: u64,
     /// Runs of the tracing programs the kernel skipped.
     pub runs_missed: u64,
+    /// Container cgroups the agent could not keep.
+    pub cgroups_lost: u64,
+    /// Failed requests to the container runtime's API.
+    pub container_runtime_errors: u64,
     /// Each feature's level: "on", "fallback" or "off".
     pub features: std::collections::BTreeMap<String, String>,
 }

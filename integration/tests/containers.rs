@@ -1,0 +1,205 @@
+//! Containers under a real Docker daemon (Debian's docker.io): a process
+//! in a container is named by the container's name, image and labels, even
+//! one that lives a few milliseconds in a container removed at once, with
+//! exact bytes; container rules match those names; a runtime that is
+//! missing, answers garbage or hangs leaves the names absent, is counted,
+//! and never stops the counting.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use integration::agent::Agent;
+use integration::docker::{self, PAYLOAD, PAYLOAD_BYTES};
+use integration::privilege;
+use integration::record::{Flow, Record};
+use integration::traffic::tcp;
+use serde_json::Value;
+
+/// What the test's listener received from one connection.
+struct Received {
+    bytes: u64,
+    /// From the accept to the sender's close.
+    lasted: Duration,
+}
+
+/// Accepts one connection on `listener` and reads it to its end.
+fn receive_one(listener: TcpListener) -> std::thread::JoinHandle<Received> {
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let accepted = Instant::now();
+        let mut bytes = 0u64;
+        let mut buffer = [0u8; 65536];
+        loop {
+            match stream.read(&mut buffer).expect("read") {
+                0 => break,
+                n => bytes += n as u64,
+            }
+        }
+        Received {
+            bytes,
+            lasted: accepted.elapsed(),
+        }
+    })
+}
+
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowtel-containers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The window flows of connections to `port`.
+fn window_flows_to(agent: &Agent, port: u16) -> Vec<Flow> {
+    agent
+        .records()
+        .into_iter()
+        .filter_map(|record| match record {
+            Record::Window(flow) if flow.attributes.destination_port == Some(port) => Some(flow),
+            _ => None,
+        })
+        .collect()
+}
+
+fn text<'a>(flow: &'a Flow, name: &str) -> Option<&'a str> {
+    flow.attributes.other.get(name).and_then(Value::as_str)
+}
+
+#[test]
+fn a_container_process_that_lives_milliseconds_is_named_with_exact_bytes() {
+    privilege::require_root();
+    docker::ready();
+    let config = config_file(
+        "named.yaml",
+        "processor:\n  interval: 1s\n  mappings:\n    containers:\n      - {on: label.team, match: '^payments$', service: billing}\n",
+    );
+    let mut agent = Agent::start_with_config(
+        env!("CARGO_BIN_EXE_flowtel"),
+        Duration::from_secs(1),
+        &config,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let receiver = receive_one(listener);
+    let name = format!("flowtel-quick-{}", std::process::id());
+    docker::run(
+        &["--name", &name, "--label", "team=payments"],
+        &format!("nc 127.0.0.1 {port} < {PAYLOAD}"),
+    );
+    let received = receiver.join().expect("listener");
+    assert_eq!(
+        received.bytes, PAYLOAD_BYTES,
+        "the listener got the payload"
+    );
+    assert!(
+        received.lasted < Duration::from_millis(100),
+        "the sender's connection lasted {:?}: not a short-lived process",
+        received.lasted
+    );
+
+    agent.wait_until("the container's connection in a window", |records| {
+        records.iter().any(|r| {
+            matches!(r, Record::Window(f) if f.attributes.destination_port == Some(port) && f.connections_closed > 0)
+        })
+    });
+    let flows = window_flows_to(&agent, port);
+    let sent: u64 = flows.iter().map(|f| f.bytes_sent).sum();
+    assert_eq!(
+        sent, PAYLOAD_BYTES,
+        "bytes sent by the container: {flows:?}"
+    );
+    for flow in &flows {
+        assert_eq!(
+            text(flow, "source.container.name"),
+            Some(name.as_str()),
+            "{flow:?}"
+        );
+        assert_eq!(
+            text(flow, "source.container.image.name"),
+            Some("flowtel-test-busybox")
+        );
+        assert_eq!(text(flow, "source.container.image.tag"), Some("1.0"));
+        assert_eq!(text(flow, "source.container.label.team"), Some("payments"));
+        assert_eq!(
+            text(flow, "source.service"),
+            Some("billing"),
+            "by the label rule"
+        );
+        let id = flow.attributes.container_id.as_deref().unwrap_or_default();
+        assert_eq!(id.len(), 64, "the container id: {flow:?}");
+    }
+    assert!(
+        agent
+            .health()
+            .iter()
+            .all(|h| h.container_runtime_errors == 0 && h.cgroups_lost == 0),
+        "no runtime error or lost cgroup"
+    );
+}
+
+/// A Unix socket standing in for a broken runtime: it answers every
+/// request with an error and garbage, or (`hang`) never answers.
+fn broken_runtime(path: &std::path::Path, hang: bool) {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the fake runtime");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            if hang {
+                held.push(stream);
+                continue;
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 9\r\n\r\nnot json!",
+            );
+        }
+    });
+}
+
+#[test]
+fn a_missing_broken_or_hanging_runtime_leaves_names_absent_and_bytes_exact() {
+    privilege::require_root();
+    let dir = std::env::temp_dir().join(format!("flowtel-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (broken, hanging) = (dir.join("broken.sock"), dir.join("hanging.sock"));
+    broken_runtime(&broken, false);
+    broken_runtime(&hanging, true);
+    for socket in [dir.join("missing.sock"), broken, hanging] {
+        let config = config_file(
+            "broken.yaml",
+            &format!(
+                "processor:\n  interval: 1h\n  containers:\n    docker_socket: {}\n",
+                socket.display()
+            ),
+        );
+        let mut agent = Agent::start_with_config(
+            env!("CARGO_BIN_EXE_flowtel"),
+            Duration::from_secs(1),
+            &config,
+        );
+        let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 4096);
+        agent.assert_transfer_counted(&truth);
+        agent.wait_until("a runtime error counted", |records| {
+            records
+                .iter()
+                .filter_map(Record::as_health)
+                .any(|h| h.container_runtime_errors > 0)
+        });
+        let told: Vec<String> = agent
+            .stderr()
+            .into_iter()
+            .filter(|line| line.contains("container names: the Docker API"))
+            .collect();
+        assert_eq!(told.len(), 1, "one line for the failing runtime: {told:?}");
+        assert!(told[0].contains(&socket.display().to_string()), "{told:?}");
+        assert!(agent.is_running(), "the agent goes on counting");
+        agent.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
