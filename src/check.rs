@@ -128,6 +128,12 @@ pub fn check(
         }
     }
 
+    line(
+        &mut text,
+        "containers",
+        &container_runtime(&containers::Config::default()),
+    );
+
     let problem = (!problems.is_empty()).then(|| problems.join("; "));
     let verdict = match &problem {
         None => "flowtel run would work".to_owned(),
@@ -135,6 +141,26 @@ pub fn check(
     };
     line(&mut text, "result", &verdict);
     Report { text, problem }
+}
+
+/// Whether the container runtime answers. Not a problem for `run` when
+/// it does not: containers are then unnamed.
+fn container_runtime(config: &containers::Config) -> String {
+    let socket = config.docker_socket.display();
+    if !config.docker {
+        return "Docker names off (processor.containers.docker: false)".to_owned();
+    }
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(containers::docker::probe(&config.docker_socket)));
+    match asked {
+        Ok(n) => format!("Docker API at {socket} answers ({n} containers)"),
+        Err(why) => format!(
+            "Docker API at {socket} does not answer: {why} (containers will have ids, no names)"
+        ),
+    }
 }
 
 /// `--all-programs`: a line for every program of the object, loaded on its

@@ -56,6 +56,17 @@ pub async fn watch(config: Config, index: ContainerIndex) {
     }
 }
 
+/// Whether the Docker daemon at `socket` answers, for `flowtel check`:
+/// the number of containers it lists, or why not. Must run inside a tokio
+/// runtime.
+pub async fn probe(socket: &Path) -> Result<usize, String> {
+    let docker = connect(socket)?;
+    let list = ListContainersOptionsBuilder::new().all(true).build();
+    timed(docker.list_containers(Some(list)))
+        .await
+        .map(|containers| containers.len())
+}
+
 /// One connection: the list, then events until the stream ends (`Ok`) or
 /// fails. `listed(true)` is called once the list is read.
 async fn session(

@@ -203,3 +203,18 @@ fn a_missing_broken_or_hanging_runtime_leaves_names_absent_and_bytes_exact() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_says_whether_the_docker_api_answers() {
+    privilege::require_root();
+    docker::ready();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowtel"))
+        .arg("check")
+        .output()
+        .expect("run flowtel check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("containers    Docker API at /var/run/docker.sock answers ("),
+        "{stdout}"
+    );
+}
