@@ -218,3 +218,58 @@ fn check_says_whether_the_docker_api_answers() {
         "{stdout}"
     );
 }
+
+#[test]
+fn refused_cgroup_tracepoints_fall_back_to_proc_for_a_live_process() {
+    privilege::require_root();
+    docker::ready();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    command.env("FLOWTEL_TEST_REFUSE_PROGRAMS", "flowtel_cgroup_mkdir");
+    let mut agent = Agent::start_command(command, Duration::from_secs(1));
+    agent.wait_until("a health record", |records| {
+        records.iter().any(|r| r.as_health().is_some())
+    });
+    let health = agent.health();
+    assert_eq!(
+        health[0].features.get("containers").map(String::as_str),
+        Some("fallback"),
+        "{health:?}"
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let receiver = receive_one(listener);
+    // nc lives as long as its input, 3 s: past the next poll, which reads
+    // its /proc files.
+    docker::run(
+        &[],
+        &format!("(cat {PAYLOAD}; sleep 3) | nc 127.0.0.1 {port}"),
+    );
+    let received = receiver.join().expect("listener");
+    assert_eq!(received.bytes, PAYLOAD_BYTES);
+    agent.wait_until("the container's connection closed", |records| {
+        records.iter().any(|r| {
+            matches!(r, Record::Poll(f) if f.attributes.destination_port == Some(port) && f.connections_closed > 0)
+        })
+    });
+    let polls: Vec<Flow> = agent
+        .records()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Poll(f) if f.attributes.destination_port == Some(port) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        polls.iter().map(|f| f.bytes_sent).sum::<u64>(),
+        PAYLOAD_BYTES
+    );
+    assert!(
+        polls.iter().all(|f| f
+            .attributes
+            .container_id
+            .as_deref()
+            .is_some_and(|id| id.len() == 64)),
+        "every poll of the live container process has its id from /proc: {polls:?}"
+    );
+}
