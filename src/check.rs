@@ -128,11 +128,9 @@ pub fn check(
         }
     }
 
-    line(
-        &mut text,
-        "containers",
-        &container_runtime(&containers::Config::default()),
-    );
+    for said in container_runtimes(&containers::Config::default()) {
+        line(&mut text, "containers", &said);
+    }
 
     let problem = (!problems.is_empty()).then(|| problems.join("; "));
     let verdict = match &problem {
@@ -143,24 +141,44 @@ pub fn check(
     Report { text, problem }
 }
 
-/// Whether the container runtime answers. Not a problem for `run` when
-/// it does not: containers are then unnamed.
-fn container_runtime(config: &containers::Config) -> String {
-    let socket = config.docker_socket.display();
-    if !config.docker {
-        return "Docker names off (processor.containers.docker: false)".to_owned();
-    }
-    let asked = tokio::runtime::Builder::new_current_thread()
+/// Whether each container runtime answers. Not a problem for `run` when
+/// one does not: its containers are then unnamed.
+fn container_runtimes(config: &containers::Config) -> Vec<String> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
-        .and_then(|runtime| runtime.block_on(containers::docker::probe(&config.docker_socket)));
-    match asked {
-        Ok(n) => format!("Docker API at {socket} answers ({n} containers)"),
-        Err(why) => format!(
-            "Docker API at {socket} does not answer: {why} (containers will have ids, no names)"
-        ),
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return vec![format!("not asked: no async runtime ({error})")],
+    };
+    let said = |what: String, asked: Result<usize, String>| match asked {
+        Ok(n) => format!("{what} answers ({n} containers)"),
+        Err(why) => {
+            format!("{what} does not answer: {why} (its containers will have ids, no names)")
+        }
+    };
+    let mut lines = Vec::new();
+    if config.docker {
+        let what = format!("Docker API at {}", config.docker_socket.display());
+        let asked = runtime.block_on(containers::docker::probe(&config.docker_socket));
+        lines.push(said(what, asked));
     }
+    if config.containerd {
+        let what = format!(
+            "containerd API at {} (namespaces {})",
+            config.containerd_socket.display(),
+            config.containerd_namespaces.join(", ")
+        );
+        let asked = runtime.block_on(containers::containerd::probe(
+            &config.containerd_socket,
+            &config.containerd_namespaces,
+        ));
+        lines.push(said(what, asked));
+    }
+    if lines.is_empty() {
+        lines.push("names off (processor.containers: docker and containerd false)".to_owned());
+    }
+    lines
 }
 
 /// `--all-programs`: a line for every program of the object, loaded on its

@@ -24,10 +24,18 @@ impl EndNameSources {
             containers: None,
             tasks: Vec::new(),
         };
-        if config.containers.docker {
-            let index = ContainerIndex::new(config.containers.max_containers);
-            let watching = containers::docker::watch(config.containers.clone(), index.clone());
-            sources.tasks.push(tokio::spawn(watching));
+        let runtimes = &config.containers;
+        if runtimes.docker || runtimes.containerd {
+            // One index: a container id is one runtime's.
+            let index = ContainerIndex::new(runtimes.max_containers);
+            if runtimes.docker {
+                let watching = containers::docker::watch(runtimes.clone(), index.clone());
+                sources.tasks.push(tokio::spawn(watching));
+            }
+            if runtimes.containerd {
+                let watching = containers::containerd::watch(runtimes.clone(), index.clone());
+                sources.tasks.push(tokio::spawn(watching));
+            }
             processor.add_end_names(Arc::new(index.clone()));
             sources.containers = Some(index);
         }

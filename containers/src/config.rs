@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 /// processor:
 ///   containers:
 ///     docker_socket: /var/run/docker.sock
+///     containerd_socket: /run/containerd/containerd.sock
+///     containerd_namespaces: [k8s.io, default]
 ///     keep_removed: 10m
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -21,6 +23,15 @@ pub struct Config {
     pub docker: bool,
     /// The Docker Engine API's socket. By default, `/var/run/docker.sock`.
     pub docker_socket: PathBuf,
+    /// Ask containerd's API for the containers Docker does not make
+    /// (Kubernetes' CRI, nerdctl). By default, on.
+    pub containerd: bool,
+    /// containerd's socket. By default, `/run/containerd/containerd.sock`.
+    pub containerd_socket: PathBuf,
+    /// The containerd namespaces whose containers are named. By default,
+    /// `k8s.io` (the CRI's) and `default` (nerdctl's); Docker's `moby`
+    /// holds neither names nor images.
+    pub containerd_namespaces: Vec<String>,
     /// How long a removed container stays known, so that the window its
     /// last connections fall in is still named: at least the processor's
     /// interval. By default, 10 minutes (two 5-minute windows).
@@ -36,6 +47,9 @@ impl Default for Config {
         Config {
             docker: true,
             docker_socket: PathBuf::from("/var/run/docker.sock"),
+            containerd: true,
+            containerd_socket: PathBuf::from("/run/containerd/containerd.sock"),
+            containerd_namespaces: vec!["k8s.io".to_owned(), "default".to_owned()],
             keep_removed: Duration::from_secs(600),
             max_containers: 10_000,
         }

@@ -13,47 +13,22 @@ use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuild
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 
-use crate::{Config, ContainerFacts, ContainerIndex, Image};
+use crate::retry::{self, Streak, REQUEST_TIMEOUT};
+use crate::{Config, ContainerFacts, ContainerIndex, Image, Runtime};
 
-/// How long one request (not the event stream) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The pause after a failure doubles up to this.
-const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// How often removed containers old enough are forgotten.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Keeps `index` up to date from the Docker daemon at
 /// `config.docker_socket` until the task is dropped. Never returns.
 pub async fn watch(config: Config, index: ContainerIndex) {
-    let socket = config.docker_socket.display().to_string();
-    let mut pause = Duration::from_secs(1);
-    let mut failing = false;
-    loop {
-        let listed = |ok: bool| {
-            if ok && failing {
-                tracing::info!("container names: the Docker API at {socket} answers again");
-            }
-        };
-        match session(&config, &index, listed).await {
-            Ok(()) => {
-                // The stream ended: the daemon stopped or restarted.
-                pause = Duration::from_secs(1);
-                failing = false;
-            }
-            Err(error) => {
-                index.count_error();
-                if !failing {
-                    tracing::warn!(
-                        "container names: the Docker API at {socket} failed: {error}; new containers stay unnamed until it answers (asking again every {} at most)",
-                        humantime::format_duration(MAX_PAUSE)
-                    );
-                }
-                failing = true;
-            }
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_PAUSE);
-    }
+    let what = format!("the Docker API at {}", config.docker_socket.display());
+    let sessions = index.clone();
+    retry::forever(what, index, move |streak| {
+        let (config, index) = (config.clone(), sessions.clone());
+        async move { session(&config, &index, &streak).await }
+    })
+    .await;
 }
 
 /// Whether the Docker daemon at `socket` answers, for `flowtel check`:
@@ -62,18 +37,14 @@ pub async fn watch(config: Config, index: ContainerIndex) {
 pub async fn probe(socket: &Path) -> Result<usize, String> {
     let docker = connect(socket)?;
     let list = ListContainersOptionsBuilder::new().all(true).build();
-    timed(docker.list_containers(Some(list)))
+    asked(docker.list_containers(Some(list)))
         .await
         .map(|containers| containers.len())
 }
 
 /// One connection: the list, then events until the stream ends (`Ok`) or
-/// fails. `listed(true)` is called once the list is read.
-async fn session(
-    config: &Config,
-    index: &ContainerIndex,
-    listed: impl FnOnce(bool),
-) -> Result<(), String> {
+/// fails.
+async fn session(config: &Config, index: &ContainerIndex, streak: &Streak) -> Result<(), String> {
     let docker = connect(&config.docker_socket)?;
     // Events from just before the list: none is missed between the two
     // (the daemon replays them), and one seen twice changes nothing.
@@ -81,17 +52,17 @@ async fn session(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs().saturating_sub(1));
     let list = ListContainersOptionsBuilder::new().all(true).build();
-    let summaries = timed(docker.list_containers(Some(list))).await?;
+    let summaries = asked(docker.list_containers(Some(list))).await?;
     let at = Instant::now();
     let mut alive = Vec::with_capacity(summaries.len());
     for summary in summaries {
         if let Some((id, facts)) = from_summary(summary) {
             alive.push(id.clone());
-            index.insert(id, facts);
+            index.insert(Runtime::Docker, id, facts);
         }
     }
-    index.listed(&alive, at);
-    listed(true);
+    index.listed(Runtime::Docker, &alive, at);
+    streak.answered();
 
     let filters = HashMap::from([("type", vec!["container"])]);
     let options = EventsOptionsBuilder::new()
@@ -104,7 +75,7 @@ async fn session(
         tokio::select! {
             event = events.next() => match event {
                 None => return Ok(()),
-                Some(Err(error)) => return Err(short(&error.to_string())),
+                Some(Err(error)) => return Err(retry::short(&error.to_string())),
                 Some(Ok(event)) => take_event(&docker, index, event).await,
             },
             _ = sweep.tick() => index.forget_removed(Instant::now(), config.keep_removed),
@@ -117,36 +88,23 @@ fn connect(socket: &Path) -> Result<Docker, String> {
         return Err("no such socket (is Docker running?)".to_owned());
     }
     let path = socket.to_string_lossy();
-    // bollard's timeout bounds the answer's head; `timed` bounds the rest.
+    // bollard's timeout bounds the answer's head; `asked` bounds the rest.
     Docker::connect_with_unix(&path, REQUEST_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
         .map_err(|e| e.to_string())
 }
 
-/// A request with its whole answer (head and body) bounded in time.
-async fn timed<T>(
+/// A request to the daemon, bounded in time (bollard's own timeout covers
+/// only the answer's head, and says "Timeout error").
+async fn asked<T>(
     request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
 ) -> Result<T, String> {
-    let no_answer = || {
-        format!(
-            "no answer within {}",
-            humantime::format_duration(REQUEST_TIMEOUT)
-        )
+    let described = async {
+        request.await.map_err(|error| match error {
+            bollard::errors::Error::RequestTimeoutError => retry::no_answer(),
+            error => error.to_string(),
+        })
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => Err(no_answer()),
-        Ok(Err(error)) => Err(short(&error.to_string())),
-    }
-}
-
-/// A runtime's words, at most one line of 200 characters: its error body
-/// may be anything.
-fn short(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    match line.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}...", &line[..cut]),
-        None => line.to_owned(),
-    }
+    retry::timed(described).await
 }
 
 async fn take_event(docker: &Docker, index: &ContainerIndex, event: EventMessage) {
@@ -161,16 +119,17 @@ async fn take_event(docker: &Docker, index: &ContainerIndex, event: EventMessage
         }
         _ => return,
     }
-    match timed(docker.inspect_container(&id, None)).await {
+    match asked(docker.inspect_container(&id, None)).await {
         Ok(inspected) => {
             if let Some(facts) = from_inspect(inspected) {
-                index.insert(id, facts);
+                index.insert(Runtime::Docker, id, facts);
             }
         }
         Err(_) if event.action.as_deref() == Some("create") => {
             // Already gone (a container that lived milliseconds): its
             // create event still says what it was.
             index.insert(
+                Runtime::Docker,
                 id,
                 from_create_attributes(actor.attributes.unwrap_or_default()),
             );
@@ -237,12 +196,6 @@ mod tests {
             facts.labels,
             BTreeMap::from([("team".to_owned(), "payments".to_owned())])
         );
-    }
-
-    #[test]
-    fn a_runtime_error_is_told_in_one_short_line() {
-        assert_eq!(short("bad\nrest"), "bad");
-        assert_eq!(short(&"x".repeat(300)).len(), 203);
     }
 
     #[test]

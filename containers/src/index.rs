@@ -35,7 +35,18 @@ struct Inner {
 #[derive(Debug)]
 struct Known {
     facts: Arc<ContainerFacts>,
+    /// Who told it: a runtime's fresh list speaks only for its own.
+    runtime: Runtime,
     removed_at: Option<Instant>,
+}
+
+/// A runtime whose API names containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// The Docker Engine API.
+    Docker,
+    /// containerd's gRPC API.
+    Containerd,
 }
 
 impl ContainerIndex {
@@ -56,9 +67,10 @@ impl ContainerIndex {
         known.get(id).map(|k| Arc::clone(&k.facts))
     }
 
-    /// Adds or replaces container `id` (a renamed one, say); a full index
-    /// counts a runtime error and leaves a new container out.
-    pub fn insert(&self, id: String, facts: ContainerFacts) {
+    /// Adds or replaces container `id` (a renamed one, say), as `runtime`
+    /// tells it; a full index counts a runtime error and leaves a new
+    /// container out.
+    pub fn insert(&self, runtime: Runtime, id: String, facts: ContainerFacts) {
         let mut known = self.inner.known.write().unwrap_or_else(|e| e.into_inner());
         if known.len() >= self.inner.limit && !known.contains_key(&id) {
             drop(known);
@@ -70,6 +82,7 @@ impl ContainerIndex {
             id,
             Known {
                 facts,
+                runtime,
                 removed_at: None,
             },
         );
@@ -90,12 +103,14 @@ impl ContainerIndex {
         known.retain(|_, k| k.removed_at.is_none_or(|at| now.duration_since(at) <= keep));
     }
 
-    /// After a fresh list of every container: the known ones not in it were
-    /// removed while no events came; they are removed as of `at`.
-    pub fn listed(&self, alive: &[String], at: Instant) {
+    /// After a fresh list of every container of `runtime`: its known ones
+    /// not in it were removed while no events came; they are removed as of
+    /// `at`.
+    pub fn listed(&self, runtime: Runtime, alive: &[String], at: Instant) {
+        let alive: std::collections::HashSet<&String> = alive.iter().collect();
         let mut known = self.inner.known.write().unwrap_or_else(|e| e.into_inner());
         for (id, entry) in known.iter_mut() {
-            if !alive.contains(id) {
+            if entry.runtime == runtime && !alive.contains(id) {
                 entry.removed_at.get_or_insert(at);
             }
         }
@@ -142,7 +157,7 @@ mod tests {
     fn a_removed_container_is_named_until_it_is_old_enough() {
         let index = ContainerIndex::new(10);
         let t0 = Instant::now();
-        index.insert("a".into(), facts("web"));
+        index.insert(Runtime::Docker, "a".into(), facts("web"));
         index.removed("a", t0);
         index.forget_removed(t0 + Duration::from_secs(60), Duration::from_secs(600));
         assert_eq!(index.get("a").unwrap().name, "web");
@@ -154,20 +169,22 @@ mod tests {
     fn containers_missing_from_a_fresh_list_are_removed() {
         let index = ContainerIndex::new(10);
         let t0 = Instant::now();
-        index.insert("a".into(), facts("web"));
-        index.insert("b".into(), facts("db"));
-        index.listed(&["b".to_owned()], t0);
+        index.insert(Runtime::Docker, "a".into(), facts("web"));
+        index.insert(Runtime::Docker, "b".into(), facts("db"));
+        index.insert(Runtime::Containerd, "c".into(), facts("cri"));
+        index.listed(Runtime::Docker, &["b".to_owned()], t0);
         index.forget_removed(t0 + Duration::from_secs(2), Duration::from_secs(1));
         assert!(index.get("a").is_none());
         assert_eq!(index.get("b").unwrap().name, "db");
+        assert_eq!(index.get("c").unwrap().name, "cri", "another runtime's");
     }
 
     #[test]
     fn a_full_index_counts_what_it_leaves_out() {
         let index = ContainerIndex::new(1);
-        index.insert("a".into(), facts("web"));
-        index.insert("b".into(), facts("db"));
-        index.insert("a".into(), facts("web2"));
+        index.insert(Runtime::Docker, "a".into(), facts("web"));
+        index.insert(Runtime::Docker, "b".into(), facts("db"));
+        index.insert(Runtime::Docker, "a".into(), facts("web2"));
         assert!(index.get("b").is_none());
         assert_eq!(index.get("a").unwrap().name, "web2");
         assert_eq!(index.runtime_errors(), 1);

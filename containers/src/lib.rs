@@ -4,14 +4,15 @@
 //!
 //! [`ContainerIndex`] is what the processor looks names up in: a map that
 //! never blocks the lookup. [`docker::watch`] keeps it up to date from the
-//! Docker Engine API: a list at start, then the container events; a
+//! Docker Engine API, [`containerd::watch`] from containerd's (Kubernetes'
+//! CRI, nerdctl): a list at start, then the container events; a
 //! runtime that is missing, hangs or answers garbage leaves the names
 //! absent, logs one line and counts it ([`ContainerIndex::runtime_errors`]).
 //!
 //! ```
-//! use containers::{ContainerFacts, ContainerIndex, Image};
+//! use containers::{ContainerFacts, ContainerIndex, Image, Runtime};
 //! let index = ContainerIndex::new(100);
-//! index.insert("3f4a".into(), ContainerFacts {
+//! index.insert(Runtime::Docker, "3f4a".into(), ContainerFacts {
 //!     name: "billing".into(),
 //!     image: Image::parse("registry:5000/shop/billing:1.2"),
 //!     labels: Default::default(),
@@ -24,10 +25,12 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod containerd;
 pub mod docker;
 mod image;
 mod index;
+mod retry;
 
 pub use config::Config;
 pub use image::Image;
-pub use index::{ContainerFacts, ContainerIndex};
+pub use index::{ContainerFacts, ContainerIndex, Runtime};

@@ -56,6 +56,66 @@ pub fn run(extra: &[&str], script: &str) {
     );
 }
 
+/// The containerd namespace the containerd tests make their containers in.
+pub const CONTAINERD_NAMESPACE: &str = "flowtel-test";
+/// [`IMAGE`] as containerd names it.
+pub const CONTAINERD_IMAGE: &str = "docker.io/library/flowtel-test-busybox:1.0";
+
+/// The socket of a containerd that answers: the system's, or the one
+/// dockerd started for itself; with [`IMAGE`] imported into
+/// [`CONTAINERD_NAMESPACE`]. Panics when none answers.
+pub fn containerd_ready() -> &'static Path {
+    static SOCKET: OnceLock<&'static Path> = OnceLock::new();
+    SOCKET.get_or_init(|| {
+        ready();
+        let socket = [
+            "/run/containerd/containerd.sock",
+            "/var/run/docker/containerd/containerd.sock",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|socket| ctr(socket, &["version"]).status.success())
+        .expect("no containerd answers (dockerd starts one at /var/run/docker/containerd/containerd.sock)");
+        let images = ctr(socket, &["images", "ls", "-q"]).stdout;
+        if !String::from_utf8_lossy(&images)
+            .lines()
+            .any(|image| image == CONTAINERD_IMAGE)
+        {
+            let mut save = Command::new("docker")
+                .args(["save", IMAGE])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("docker save");
+            let imported = Command::new("ctr")
+                .arg("-a")
+                .arg(socket)
+                .args(["-n", CONTAINERD_NAMESPACE, "images", "import", "-"])
+                .stdin(save.stdout.take().expect("docker save output"))
+                .output()
+                .expect("ctr images import");
+            assert!(save.wait().expect("docker save").success(), "docker save failed");
+            assert!(
+                imported.status.success(),
+                "ctr images import failed: {}",
+                String::from_utf8_lossy(&imported.stderr)
+            );
+        }
+        socket
+    })
+}
+
+/// Runs `ctr -a SOCKET -n CONTAINERD_NAMESPACE ARGS`.
+pub fn ctr(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("ctr")
+        .arg("-a")
+        .arg(socket)
+        .args(["-n", CONTAINERD_NAMESPACE])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ctr (apt-get install containerd): {e}"))
+}
+
 fn answers() -> bool {
     Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])

@@ -24,9 +24,11 @@ struct Received {
     lasted: Duration,
 }
 
-/// Accepts one connection on `listener` and reads it to its end.
-fn receive_one(listener: TcpListener) -> std::thread::JoinHandle<Received> {
-    std::thread::spawn(move || {
+/// A loopback port that accepts one connection and reads it to its end.
+fn listen_once() -> (u16, std::thread::JoinHandle<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let receiver = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().expect("accept");
         let accepted = Instant::now();
         let mut bytes = 0u64;
@@ -41,7 +43,18 @@ fn receive_one(listener: TcpListener) -> std::thread::JoinHandle<Received> {
             bytes,
             lasted: accepted.elapsed(),
         }
-    })
+    });
+    (port, receiver)
+}
+
+/// An agent with a configuration file of `text`, polling every second.
+fn agent_with(name: &str, text: &str) -> Agent {
+    let config = config_file(name, text);
+    Agent::start_with_config(
+        env!("CARGO_BIN_EXE_flowtel"),
+        Duration::from_secs(1),
+        &config,
+    )
 }
 
 fn config_file(name: &str, text: &str) -> PathBuf {
@@ -72,18 +85,11 @@ fn text<'a>(flow: &'a Flow, name: &str) -> Option<&'a str> {
 fn a_container_process_that_lives_milliseconds_is_named_with_exact_bytes() {
     privilege::require_root();
     docker::ready();
-    let config = config_file(
+    let mut agent = agent_with(
         "named.yaml",
-        "processor:\n  interval: 1s\n  mappings:\n    containers:\n      - {on: label.team, match: '^payments$', service: billing}\n",
+        "processor:\n  interval: 1s\n  containers: {containerd: false}\n  mappings:\n    containers:\n      - {on: label.team, match: '^payments$', service: billing}\n",
     );
-    let mut agent = Agent::start_with_config(
-        env!("CARGO_BIN_EXE_flowtel"),
-        Duration::from_secs(1),
-        &config,
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let receiver = receive_one(listener);
+    let (port, receiver) = listen_once();
     let name = format!("flowtel-quick-{}", std::process::id());
     docker::run(
         &["--name", &name, "--label", "team=payments"],
@@ -171,17 +177,12 @@ fn a_missing_broken_or_hanging_runtime_leaves_names_absent_and_bytes_exact() {
     broken_runtime(&broken, false);
     broken_runtime(&hanging, true);
     for socket in [dir.join("missing.sock"), broken, hanging] {
-        let config = config_file(
+        let mut agent = agent_with(
             "broken.yaml",
             &format!(
-                "processor:\n  interval: 1h\n  containers:\n    docker_socket: {}\n",
+                "processor:\n  interval: 1h\n  containers:\n    containerd: false\n    docker_socket: {}\n",
                 socket.display()
             ),
-        );
-        let mut agent = Agent::start_with_config(
-            env!("CARGO_BIN_EXE_flowtel"),
-            Duration::from_secs(1),
-            &config,
         );
         let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 4096);
         agent.assert_transfer_counted(&truth);
@@ -236,9 +237,7 @@ fn refused_cgroup_tracepoints_fall_back_to_proc_for_a_live_process() {
         "{health:?}"
     );
 
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let receiver = receive_one(listener);
+    let (port, receiver) = listen_once();
     // nc lives as long as its input, 3 s: past the next poll, which reads
     // its /proc files.
     docker::run(
@@ -272,4 +271,65 @@ fn refused_cgroup_tracepoints_fall_back_to_proc_for_a_live_process() {
             .is_some_and(|id| id.len() == 64)),
         "every poll of the live container process has its id from /proc: {polls:?}"
     );
+}
+
+#[test]
+fn a_containerd_container_is_named_by_containerds_api() {
+    privilege::require_root();
+    let socket = docker::containerd_ready();
+    let mut agent = agent_with(
+        "containerd.yaml",
+        &format!(
+            "processor:\n  interval: 1s\n  containers:\n    docker: false\n    containerd_socket: {}\n    containerd_namespaces: [{}]\n",
+            socket.display(),
+            docker::CONTAINERD_NAMESPACE
+        ),
+    );
+    let (port, receiver) = listen_once();
+    // A CRI-style 64-hex-digit id, and the kubelet's name label.
+    let id = format!("{:032x}{:032x}", std::process::id(), port);
+    let ran = docker::ctr(
+        socket,
+        &[
+            "run",
+            "--rm",
+            "--net-host",
+            "--label",
+            "io.kubernetes.container.name=web",
+            "--label",
+            "team=payments",
+            docker::CONTAINERD_IMAGE,
+            &id,
+            "sh",
+            "-c",
+            &format!("nc 127.0.0.1 {port} < {PAYLOAD}"),
+        ],
+    );
+    assert!(
+        ran.status.success(),
+        "ctr run failed: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(receiver.join().expect("listener").bytes, PAYLOAD_BYTES);
+
+    agent.wait_until("the container's connection in a window", |records| {
+        records.iter().any(|r| {
+            matches!(r, Record::Window(f) if f.attributes.destination_port == Some(port) && f.connections_closed > 0)
+        })
+    });
+    let flows = window_flows_to(&agent, port);
+    assert_eq!(
+        flows.iter().map(|f| f.bytes_sent).sum::<u64>(),
+        PAYLOAD_BYTES
+    );
+    for flow in &flows {
+        assert_eq!(flow.attributes.container_id.as_deref(), Some(id.as_str()));
+        assert_eq!(text(flow, "source.container.name"), Some("web"), "{flow:?}");
+        assert_eq!(
+            text(flow, "source.container.image.name"),
+            Some("docker.io/library/flowtel-test-busybox")
+        );
+        assert_eq!(text(flow, "source.container.image.tag"), Some("1.0"));
+        assert_eq!(text(flow, "source.container.label.team"), Some("payments"));
+    }
 }

@@ -344,6 +344,7 @@ mod tests {
     fn container_rules_match_the_runtimes_name_image_and_labels_in_order() {
         let index = containers::ContainerIndex::new(4);
         index.insert(
+            containers::Runtime::Docker,
             "3f2a99".into(),
             containers::ContainerFacts {
                 name: "billing-7".into(),
