@@ -17,12 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "shared/mod.rs"]
+mod shared;
+
+use shared::env;
 
 /// Connections one worker process holds: both ends are its sockets, and
 /// its open-file limit may be as low as 20,000.
@@ -148,22 +146,11 @@ struct Agent {
 
 impl Agent {
     fn start(max_connections: u64) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowtel"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+        command
             .args(["run", "--format", "json", "--poll-interval", "10s"])
-            .args(["--max-connections", &max_connections.to_string()])
-            .env("RUST_LOG", "info,flowtel=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start flowtel");
-        let stderr = child.stderr.take().expect("piped");
-        let mut lines = BufReader::new(stderr).lines();
-        for line in lines.by_ref() {
-            if line.expect("stderr").contains("flowtel: watching") {
-                break;
-            }
-        }
+            .args(["--max-connections", &max_connections.to_string()]);
+        let (child, lines) = shared::agent::start_watching(&mut command, |_| {});
         let polls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Arc::clone(&polls);
         std::thread::spawn(move || {

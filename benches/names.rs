@@ -1,0 +1,250 @@
+//! What knowing many containers costs the agent: its RSS and poll time
+//! with 1,000 containers known (1,000 container cgroups in the cgroup-v2
+//! tree, and a Docker API stand-in listing 1,000 containers with 5 labels
+//! each), against the same agent knowing none, one after the other in one
+//! run.
+//!
+//! The stand-in speaks the Docker Engine API's HTTP over a Unix socket:
+//! `GET /containers/json` and an `/events` stream that stays open. No
+//! real daemon can hold 1,000 containers on this machine.
+//!
+//! `cargo bench --bench names` as root (see BENCHMARKS.md). Environment:
+//! `FLOWTEL_NAMES_CONTAINERS` (default 1000), `FLOWTEL_NAMES_SECONDS`
+//! (default 20, per agent).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[path = "shared/mod.rs"]
+mod shared;
+
+use shared::env;
+
+fn container_id(n: u64) -> String {
+    format!("{:016x}{:048x}", 0x0f10_e7e1_u64, n)
+}
+
+/// The Docker API stand-in's answer to a container list.
+fn container_list(containers: u64) -> String {
+    let entries: Vec<String> = (0..containers)
+        .map(|n| {
+            format!(
+                r#"{{"Id":"{}","Names":["/bench-{n}"],"Image":"registry:5000/bench/app-{}:1.{n}","Labels":{{"team":"t{}","app":"a{n}","tier":"backend","version":"1.{n}","owner":"o{}"}}}}"#,
+                container_id(n),
+                n % 50,
+                n % 20,
+                n % 7
+            )
+        })
+        .collect();
+    format!("[{}]", entries.join(","))
+}
+
+/// Serves the stand-in on `socket` until the process ends; counts the
+/// lists it answered.
+fn serve_docker_api(socket: &Path, containers: u64) -> Arc<AtomicU64> {
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).expect("bind the Docker API stand-in");
+    let lists = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&lists);
+    let body = container_list(containers);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (body, counted) = (body.clone(), Arc::clone(&counted));
+            std::thread::spawn(move || {
+                let mut request = [0u8; 8192];
+                let n = stream.read(&mut request).unwrap_or(0);
+                let line = String::from_utf8_lossy(&request[..n]).into_owned();
+                if line.contains("/containers/json") {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    counted.fetch_add(1, Ordering::Relaxed);
+                } else if line.contains("/events") {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                    );
+                    // Held open, silent: no container changes.
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            });
+        }
+    });
+    lists
+}
+
+/// 1,000 (or `containers`) Docker-shaped cgroups under `root`.
+struct Cgroups {
+    dir: PathBuf,
+    made: Vec<PathBuf>,
+}
+
+impl Cgroups {
+    fn make(root: &Path, containers: u64) -> Cgroups {
+        let dir = root.join("flowtel-bench-names");
+        std::fs::create_dir_all(&dir).expect("make the bench's cgroup");
+        let made = (0..containers)
+            .map(|n| {
+                let path = dir.join(format!("docker-{}.scope", container_id(n)));
+                std::fs::create_dir_all(&path).expect("make a container cgroup");
+                path
+            })
+            .collect();
+        Cgroups { dir, made }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for path in &self.made {
+            let _ = std::fs::remove_dir(path);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+struct Agent {
+    child: Child,
+    /// Poll durations, from the "poll read N connections in T" lines.
+    polls: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Agent {
+    fn start(config: &Path) -> Agent {
+        let started = Instant::now();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+        command
+            .args(["run", "--format", "json", "--poll-interval", "1s"])
+            .arg("--config")
+            .arg(config);
+        let (child, lines) = shared::agent::start_watching(&mut command, |line| {
+            if line.contains("container cgroups found") {
+                println!("  agent: {}", line.trim());
+            }
+        });
+        println!("  agent ready in {:?}", started.elapsed());
+        let polls = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&polls);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(took) = poll_duration(&line) {
+                    sink.lock().unwrap().push(took);
+                } else if line.contains("container cgroups found")
+                    || line.contains("container names:")
+                {
+                    println!("  agent: {}", line.trim());
+                }
+            }
+        });
+        Agent { child, polls }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the agent's status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The median poll so far.
+    fn median_poll(&self) -> Duration {
+        let mut polls = self.polls.lock().unwrap().clone();
+        polls.sort();
+        polls.get(polls.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// `... poll read 12 connections in 1.2ms, processed in ...`.
+fn poll_duration(line: &str) -> Option<Duration> {
+    let rest = &line[line.find("poll read")?..];
+    let took = rest.split(" in ").nth(1)?.split(',').next()?;
+    let (number, unit) = took.split_at(took.find(|c: char| c.is_ascii_alphabetic())?);
+    let value: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ns" => value / 1e9,
+        "µs" | "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+fn measure(name: &str, config: &Path, seconds: u64) -> (u64, Duration) {
+    let agent = Agent::start(config);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss, poll) = (agent.rss_kib(), agent.median_poll());
+    println!(
+        "{name}: RSS {:.1} MiB, median poll {poll:?} ({} polls)",
+        rss as f64 / 1024.0,
+        agent.polls.lock().unwrap().len()
+    );
+    (rss, poll)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters nothing.
+    let containers = env("FLOWTEL_NAMES_CONTAINERS", 1000);
+    let seconds = env("FLOWTEL_NAMES_SECONDS", 20);
+    let dir = std::env::temp_dir().join(format!("flowtel-bench-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("docker.sock");
+    let lists = serve_docker_api(&socket, containers);
+    let none = dir.join("none.yaml");
+    std::fs::write(
+        &none,
+        "processor:\n  containers: {docker: false, containerd: false}\n",
+    )
+    .expect("write config");
+    let known = dir.join("known.yaml");
+    std::fs::write(
+        &known,
+        format!(
+            "processor:\n  containers: {{containerd: false, docker_socket: {}}}\n",
+            socket.display()
+        ),
+    )
+    .expect("write config");
+
+    println!("## {containers} containers known against none, {seconds} s each");
+    let (rss_none, poll_none) = measure("no containers", &none, seconds);
+    let root = receiver::cgroup_v2_root(None).expect("a cgroup-v2 mount");
+    let made = Instant::now();
+    let cgroups = Cgroups::make(&root, containers);
+    println!(
+        "made {containers} container cgroups in {:?}",
+        made.elapsed()
+    );
+    let (rss_known, poll_known) = measure(&format!("{containers} containers"), &known, seconds);
+    assert!(
+        lists.load(Ordering::Relaxed) > 0,
+        "the agent listed the stand-in's containers"
+    );
+    drop(cgroups);
+    println!(
+        "RSS grew by {:.1} MiB; the median poll by {:?}",
+        (rss_known as f64 - rss_none as f64) / 1024.0,
+        poll_known.saturating_sub(poll_none)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
