@@ -50,6 +50,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => Processor::new(settings.processor.clone(), started)?,
     };
+    let kubernetes = match &settings.processor.kubernetes {
+        Some(config) => Some(start_kubernetes(config, &mut processor).await?),
+        None => None,
+    };
     let mut checkpoints = store.map(|store| Checkpoints {
         store,
         conns_map_id: receiver.conns_map_id(),
@@ -93,6 +97,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             &mut processor,
             &mut exporter,
             checkpoints.as_mut(),
+            kubernetes.as_ref(),
         )?;
         next_poll = now + poll_interval;
         if stopping.is_some() {
@@ -111,16 +116,39 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// Starts watching the Kubernetes API (`processor.kubernetes`) and names
+/// both ends of flows from it; deleted objects answer for one window
+/// unless `keep_deleted` says otherwise.
+pub(crate) async fn start_kubernetes(
+    config: &kubernetes::Config,
+    processor: &mut Processor,
+) -> anyhow::Result<kubernetes::Index> {
+    let keep_deleted = config.keep_deleted.unwrap_or(processor.interval());
+    let index = kubernetes::Index::start(config, keep_deleted)
+        .await
+        .context("could not start watching the Kubernetes API (processor.kubernetes)")?;
+    let names = processor::KubernetesNames::new(index.clone(), config.node_name());
+    processor.add_end_names(std::sync::Arc::new(names));
+    Ok(index)
+}
+
 /// One poll through the pipeline; returns the poll's time.
 fn poll(
     receiver: &mut Receiver,
     processor: &mut Processor,
     exporter: &mut impl Exporter,
     checkpoints: Option<&mut Checkpoints>,
+    kubernetes: Option<&kubernetes::Index>,
 ) -> anyhow::Result<SystemTime> {
-    let poll = receiver
+    let mut poll = receiver
         .poll()
         .context("could not read the connection counters")?;
+    if let Some(index) = kubernetes {
+        let counts = index.health().counts();
+        poll.health.kubernetes_relists = counts.relists;
+        poll.health.kubernetes_objects_malformed = counts.malformed;
+        poll.health.kubernetes_api_errors = counts.api_errors;
+    }
     let processing = std::time::Instant::now();
     let now = poll.at.unwrap_or_else(SystemTime::now);
     let report = processor.ingest(&poll, now);

@@ -14,12 +14,14 @@ pub struct Report {
     pub problem: Option<String>,
 }
 
-/// Checks the kernel and this process for `config`, and whether each
-/// configured OTLP endpoint answers; with `all_programs`, loads every
-/// program of the object through the verifier too.
+/// Checks the kernel and this process for `config`, whether each
+/// configured OTLP endpoint answers, and whether the Kubernetes API server
+/// of `kubernetes` does; with `all_programs`, loads every program of the
+/// object through the verifier too.
 pub fn check(
     config: &receiver::Config,
     exporters: &exporter::Config,
+    kubernetes: Option<&kubernetes::Config>,
     all_programs: bool,
 ) -> Report {
     let support = receiver::support(config);
@@ -125,6 +127,19 @@ pub fn check(
         Err(error) => {
             line(&mut text, "endpoint", &format!("misconfigured: {error}"));
             problems.push(error.to_string());
+        }
+    }
+
+    match kubernetes {
+        None => line(
+            &mut text,
+            "kubernetes",
+            "not configured (processor.kubernetes)",
+        ),
+        Some(kubernetes) => {
+            let (said, problem) = kubernetes_probe(kubernetes);
+            line(&mut text, "kubernetes", &said);
+            problems.extend(problem);
         }
     }
 
@@ -244,6 +259,32 @@ fn answers(url: &str) -> Result<std::time::Duration, String> {
     TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
     Ok(started.elapsed())
+}
+
+/// Asks the Kubernetes API server its version. One that does not answer
+/// is said, not a problem (`run` starts and keeps retrying, its names
+/// missing meanwhile); a client that cannot be made (no kubeconfig, a bad
+/// one) is, since `run` would stop.
+fn kubernetes_probe(config: &kubernetes::Config) -> (String, Option<String>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return (format!("not asked: {e}"), None),
+    };
+    let asked = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), kubernetes::probe(config)).await
+    });
+    match asked {
+        Ok(Ok(version)) => (format!("the API server answers: {version}"), None),
+        Ok(Err(error @ kubernetes::Error::Unanswered { .. })) => (error.to_string(), None),
+        Ok(Err(error)) => (format!("misconfigured: {error}"), Some(error.to_string())),
+        Err(_) => (
+            "the Kubernetes API server did not answer in 5s; names from it will be missing until it does".to_owned(),
+            None,
+        ),
+    }
 }
 
 /// Sends the endpoint one empty export request: what it answered, and the

@@ -28,6 +28,11 @@ pub struct Config {
     pub max_series: usize,
     /// Rules that name the ends of flows.
     pub mappings: Mappings,
+    /// Names from the Kubernetes API for both ends (`source.k8s.*` by the
+    /// local pod's UID, `destination.k8s.*` by the remote IP). Default:
+    /// none, the API is not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<kubernetes::Config>,
 }
 
 impl Config {
@@ -94,6 +99,7 @@ impl Default for Config {
             attributes: None,
             max_series: 10_000,
             mappings: Mappings::default(),
+            kubernetes: None,
         }
     }
 }
@@ -107,6 +113,7 @@ struct Raw {
     attributes: Option<Vec<String>>,
     max_series: usize,
     mappings: Mappings,
+    kubernetes: Option<kubernetes::Config>,
 }
 
 impl Default for Raw {
@@ -116,12 +123,14 @@ impl Default for Raw {
             attributes,
             max_series,
             mappings,
+            kubernetes,
         } = Config::default();
         Raw {
             interval,
             attributes,
             max_series,
             mappings,
+            kubernetes,
         }
     }
 }
@@ -135,6 +144,7 @@ impl TryFrom<Raw> for Config {
             attributes: raw.attributes,
             max_series: raw.max_series,
             mappings: raw.mappings,
+            kubernetes: raw.kubernetes,
         };
         config.validate()?;
         Ok(config)

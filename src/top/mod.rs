@@ -51,6 +51,9 @@ async fn watch(settings: Settings, mut state: view::State) -> anyhow::Result<()>
         Receiver::start(&settings.receiver).context("could not start the receiver")?;
     crate::privileges::drop_after_attach(receiver.reads_need_privilege())?;
     let mut processor = Processor::new(settings.processor.clone(), SystemTime::now())?;
+    if let Some(config) = &settings.processor.kubernetes {
+        crate::agent::start_kubernetes(config, &mut processor).await?;
+    }
 
     let mut screen = Screen::enter().context("could not set up the terminal")?;
     let mut keys = read_keys();
