@@ -100,6 +100,9 @@ fn counted_transfer(agent: &mut Agent, server: &str) -> Vec<Flow> {
     let sent: u64 = windows.iter().map(|w| w.bytes_sent).sum();
     let received: u64 = windows.iter().map(|w| w.bytes_received).sum();
     assert_eq!((sent, received), (truth.client_sent, truth.client_received));
+    for window in &windows {
+        eprintln!("{}", Record::Window(window.clone()).summary());
+    }
     windows
 }
 
@@ -262,6 +265,179 @@ fn remote_ends_are_named_by_ip_and_follow_every_change() {
     let windows = counted_transfer(&mut agent, "127.0.0.51");
     assert_eq!(values(&windows, "destination.k8s.service.name"), [None]);
     assert_eq!(health(&agent, "kubernetes_objects_malformed"), 0);
+    agent.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A cgroup shaped as the kubelet's cgroupfs driver makes a container's,
+/// under the cgroup v2 root; removed on drop.
+struct PodCgroup {
+    made: Vec<PathBuf>,
+    leaf: PathBuf,
+}
+
+impl PodCgroup {
+    fn new(pod_uid: &str) -> PodCgroup {
+        let root = receiver::cgroup_v2_root(None).expect("a cgroup v2 root");
+        let container = "c0ffee".repeat(10) + "c0ff";
+        let leaf = root.join(format!("kubepods/besteffort/pod{pod_uid}/{container}"));
+        let mut made = Vec::new();
+        for dir in leaf
+            .ancestors()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if !dir.exists() {
+                std::fs::create_dir(dir).unwrap_or_else(|e| panic!("cannot make {dir:?}: {e}"));
+                made.push(dir.to_owned());
+            }
+        }
+        PodCgroup { made, leaf }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        for dir in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn the_local_end_is_named_by_the_pod_uid_of_its_cgroup() {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+
+    privilege::require_root();
+    const UID: &str = "3f2a8c1e-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
+    const BYTES: usize = 98_765;
+    let dir = dir("local");
+    let mut api = ApiServer::start(&dir);
+    api.create(
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        json!({"metadata": {"name": "front-5c", "namespace": "shop",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "front", "uid": "d", "controller": true}]}}),
+    );
+    api.create(
+        "/api/v1/namespaces/shop/pods",
+        pod("front-5c-q", UID, "10.9.0.1", ("ReplicaSet", "front-5c")),
+    );
+    let config = config(&dir, &api);
+    let mut agent = Agent::start_with_config(env!("CARGO_BIN_EXE_flowtel"), POLL, &config);
+    api.wait_watching(WATCHES);
+
+    let cgroup = PodCgroup::new(UID);
+    let procs = std::ffi::CString::new(
+        cgroup
+            .leaf
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let client = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.sendall(b'k' * {BYTES})\ns.shutdown(socket.SHUT_WR)\ns.recv(1)\n"
+    );
+    let mut command = Command::new("python3");
+    command.args(["-c", &client]);
+    // SAFETY: between fork and exec the child only calls open(2), write(2)
+    // and close(2) on memory prepared before the fork: async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("run the client in the pod's cgroup");
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut received = Vec::new();
+    server.read_to_end(&mut received).expect("read");
+    assert_eq!(received.len(), BYTES);
+    // The client stays (in its cgroup) until a window has named it.
+    let filter = FlowFilter::any()
+        .pid(child.id())
+        .tcp()
+        .outgoing()
+        .destination_port(port);
+    let mut windows: Vec<Flow> = Vec::new();
+    agent.wait_until("the client's windows add up", |records| {
+        windows = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Window(flow) if filter.matches(&flow.attributes) => Some(flow.clone()),
+                _ => None,
+            })
+            .collect();
+        windows.iter().map(|w| w.bytes_sent).sum::<u64>() >= BYTES as u64
+    });
+    drop(server);
+    child.wait().expect("the client ends");
+    assert_eq!(
+        windows.iter().map(|w| w.bytes_sent).sum::<u64>(),
+        BYTES as u64
+    );
+    let named: Vec<&Flow> = windows.iter().filter(|w| w.bytes_sent > 0).collect();
+    let named: Vec<Flow> = named.into_iter().cloned().collect();
+    assert_named(&named, "source.k8s.pod.name", "front-5c-q");
+    assert_named(&named, "source.k8s.pod.uid", UID);
+    assert_named(&named, "source.k8s.namespace.name", "shop");
+    assert_named(&named, "source.k8s.deployment.name", "front");
+    assert_named(&named, "source.k8s.node.name", "test-node");
+    agent.stop();
+    drop(cgroup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_large_cluster_and_malformed_objects_are_counted_and_bytes_stay_exact() {
+    privilege::require_root();
+    let dir = dir("bad");
+    let mut api = ApiServer::start(&dir);
+    // 50,000 pods, each a whole pod object as a kubelet would write it.
+    api.send(json!({"op": "bulk", "resource": "v1/pods", "objects": 50_000}));
+    // Malformed: a UID that is a number, an address that is not one.
+    api.create(
+        "/api/v1/namespaces/shop/pods",
+        json!({"metadata": {"name": "odd", "namespace": "shop", "uid": 12345}}),
+    );
+    api.create(
+        "/api/v1/namespaces/shop/services",
+        service("bad", "not-an-ip"),
+    );
+    api.create(
+        "/api/v1/namespaces/shop/services",
+        service("db", "127.0.0.61"),
+    );
+    let config = config(&dir, &api);
+    let mut agent = Agent::start_with_config(env!("CARGO_BIN_EXE_flowtel"), POLL, &config);
+    let before = agent.rss_kib();
+    api.wait_watching(WATCHES);
+    agent.wait_polls(SETTLE_POLLS);
+    let windows = counted_transfer(&mut agent, "127.0.0.61");
+    assert_named(&windows, "destination.k8s.service.name", "db");
+    let after = agent.rss_kib();
+    eprintln!("the agent's RSS: {before} KiB before the lists, {after} KiB with 50,000 pods");
+    // Listed and then seen again by the watch: at least once each.
+    assert!(health(&agent, "kubernetes_objects_malformed") >= 2);
+    // And again through a relist.
+    api.answer_gone(WATCHES);
+    api.drop_watches();
+    api.wait_watching(WATCHES);
+    agent.wait_polls(SETTLE_POLLS);
+    let windows = counted_transfer(&mut agent, "127.0.0.61");
+    assert_named(&windows, "destination.k8s.service.name", "db");
+    assert!(health(&agent, "kubernetes_relists") >= u64::from(WATCHES));
+    assert!(health(&agent, "kubernetes_api_errors") >= u64::from(WATCHES));
     agent.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
