@@ -441,3 +441,54 @@ fn a_large_cluster_and_malformed_objects_are_counted_and_bytes_stay_exact() {
     agent.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn top_groups_by_kubernetes_names() {
+    use integration::tmux::Tmux;
+    use integration::traffic::tcp::Steady;
+
+    privilege::require_root();
+    let dir = dir("top");
+    let mut api = ApiServer::start(&dir);
+    api.create(
+        "/api/v1/namespaces/shop/services",
+        service("checkout", "127.0.0.71"),
+    );
+    let config = config(&dir, &api);
+    let top = Tmux::start(
+        env!("CARGO_BIN_EXE_flowtel"),
+        &[
+            "top",
+            "--config",
+            config.to_str().unwrap(),
+            "--poll-interval",
+            "1s",
+            "--group-by",
+            "destination.k8s.service.name,source.k8s.node.name",
+        ],
+        160,
+        40,
+    );
+    api.wait_watching(WATCHES);
+    let timeout = Duration::from_secs(40);
+    let (screen, polled) = top.wait_for_screen(timeout, |screen| screen.contains("poll at "));
+    assert!(polled, "top did not poll: {}\n{screen}", top.stderr());
+    let traffic = Steady::start(ip("127.0.0.71"), "top-k8s-client");
+    let (screen, found) = top.wait_for_screen(timeout, |screen| {
+        screen.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.starts_with(&["checkout", "test-node"])
+        })
+    });
+    println!("flowtel top grouped by Kubernetes names:\n{screen}");
+    assert!(
+        found,
+        "no row for checkout on test-node: {}\n{screen}",
+        top.stderr()
+    );
+    assert!(screen.contains("DESTINATION.K8S.SERVICE.NAME"), "{screen}");
+    let _ = traffic.stop();
+    top.send_key("q");
+    assert_eq!(top.wait_for_exit(Duration::from_secs(5)), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
