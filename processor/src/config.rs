@@ -205,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_section_is_opt_in_and_its_names_are_known() {
+        assert_eq!(Config::default().kubernetes, None);
+        let config = parse(
+            r#"{"kubernetes": {"node_name": "node-a"},
+                "attributes": ["source.k8s.pod.name", "destination.k8s.service.name"]}"#,
+        )
+        .unwrap();
+        let kubernetes = config.kubernetes.unwrap();
+        assert_eq!(kubernetes.node_name.as_deref(), Some("node-a"));
+        let err = parse(r#"{"kubernetes": {"node": "a"}}"#).unwrap_err();
+        assert!(err.contains("unknown field `node`"), "{err}");
+    }
+
+    #[test]
     fn selected_attributes_must_be_known() {
         let err = parse(r#"{"attributes": ["destination.servce"]}"#).unwrap_err();
         assert!(
