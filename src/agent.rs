@@ -50,7 +50,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => Processor::new(settings.processor.clone(), started)?,
     };
-    let names = crate::names::EndNameSources::start(&settings.processor, &mut processor);
+    let names = crate::names::EndNameSources::start(&settings.processor, &mut processor).await?;
     let mut checkpoints = store.map(|store| Checkpoints {
         store,
         conns_map_id: receiver.conns_map_id(),

@@ -14,12 +14,14 @@ pub struct Report {
     pub problem: Option<String>,
 }
 
-/// Checks the kernel and this process for `config`, and whether each
-/// configured OTLP endpoint answers; with `all_programs`, loads every
-/// program of the object through the verifier too.
+/// Checks the kernel and this process for `config`, whether each
+/// configured OTLP endpoint answers, and whether the Kubernetes API server
+/// of `kubernetes` does; with `all_programs`, loads every program of the
+/// object through the verifier too.
 pub fn check(
     config: &receiver::Config,
     exporters: &exporter::Config,
+    names: &processor::Config,
     all_programs: bool,
 ) -> Report {
     let support = receiver::support(config);
@@ -128,8 +130,20 @@ pub fn check(
         }
     }
 
-    for said in container_runtimes(&containers::Config::default()) {
+    for said in container_runtimes(&names.containers) {
         line(&mut text, "containers", &said);
+    }
+    match &names.kubernetes {
+        None => line(
+            &mut text,
+            "kubernetes",
+            "not configured (processor.kubernetes)",
+        ),
+        Some(kubernetes) => {
+            let (said, problem) = kubernetes_probe(kubernetes);
+            line(&mut text, "kubernetes", &said);
+            problems.extend(problem);
+        }
     }
 
     let problem = (!problems.is_empty()).then(|| problems.join("; "));
@@ -288,6 +302,32 @@ fn answers(url: &str) -> Result<std::time::Duration, String> {
     TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
     Ok(started.elapsed())
+}
+
+/// Asks the Kubernetes API server its version. One that does not answer
+/// is said, not a problem (`run` starts and keeps retrying, its names
+/// missing meanwhile); a client that cannot be made (no kubeconfig, a bad
+/// one) is, since `run` would stop.
+fn kubernetes_probe(config: &kubernetes::Config) -> (String, Option<String>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return (format!("not asked: {e}"), None),
+    };
+    let asked = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), kubernetes::probe(config)).await
+    });
+    match asked {
+        Ok(Ok(version)) => (format!("the API server answers: {version}"), None),
+        Ok(Err(error @ kubernetes::Error::Unanswered { .. })) => (error.to_string(), None),
+        Ok(Err(error)) => (format!("misconfigured: {error}"), Some(error.to_string())),
+        Err(_) => (
+            "the Kubernetes API server did not answer in 5s; names from it will be missing until it does".to_owned(),
+            None,
+        ),
+    }
 }
 
 /// Sends the endpoint one empty export request: what it answered, and the

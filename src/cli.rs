@@ -62,6 +62,10 @@ pub struct CheckArgs {
     /// own: the fallbacks this kernel would never need.
     #[arg(long)]
     pub all_programs: bool,
+    /// A configuration file: with a `processor.kubernetes` section, check
+    /// that the Kubernetes API server answers too.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `--probes`: which kernel hooks count sends and receives.

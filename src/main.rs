@@ -51,7 +51,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 probes: args.probes.into(),
                 ..receiver::Config::default()
             };
-            let report = check::check(&config, &exporter::Config::default(), args.all_programs);
+            let file = match &args.config {
+                Some(path) => config::FileConfig::load(path)?,
+                None => config::FileConfig::default(),
+            };
+            let report = check::check(
+                &config,
+                &exporter::Config::default(),
+                &file.processor,
+                args.all_programs,
+            );
             print!("{}", report.text);
             match report.problem {
                 None => Ok(()),

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use containers::ContainerIndex;
 use processor::Processor;
 use receiver::ReceiverHealth;
@@ -13,15 +15,21 @@ use tokio::task::JoinHandle;
 /// The running sources; dropping them stops their tasks.
 pub struct EndNameSources {
     containers: Option<ContainerIndex>,
+    kubernetes: Option<kubernetes::Index>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl EndNameSources {
     /// Starts the sources `config` asks for, on the current tokio runtime,
-    /// and gives `processor` their indexes.
-    pub fn start(config: &processor::Config, processor: &mut Processor) -> EndNameSources {
+    /// and gives `processor` their indexes. Fails only when the Kubernetes
+    /// configuration cannot be used (a server that is down is retried).
+    pub async fn start(
+        config: &processor::Config,
+        processor: &mut Processor,
+    ) -> anyhow::Result<EndNameSources> {
         let mut sources = EndNameSources {
             containers: None,
+            kubernetes: None,
             tasks: Vec::new(),
         };
         let runtimes = &config.containers;
@@ -39,13 +47,28 @@ impl EndNameSources {
             processor.add_end_names(Arc::new(index.clone()));
             sources.containers = Some(index);
         }
-        sources
+        if let Some(config) = &config.kubernetes {
+            let keep_deleted = config.keep_deleted.unwrap_or(processor.interval());
+            let index = kubernetes::Index::start(config, keep_deleted)
+                .await
+                .context("could not start watching the Kubernetes API (processor.kubernetes)")?;
+            let names = processor::KubernetesNames::new(index.clone(), config.node_name());
+            processor.add_end_names(Arc::new(names));
+            sources.kubernetes = Some(index);
+        }
+        Ok(sources)
     }
 
     /// Adds the sources' own trouble to a poll's health.
     pub fn add_health(&self, health: &mut ReceiverHealth) {
         if let Some(index) = &self.containers {
             health.container_runtime_errors = index.runtime_errors();
+        }
+        if let Some(index) = &self.kubernetes {
+            let counts = index.health().counts();
+            health.kubernetes_relists = counts.relists;
+            health.kubernetes_objects_malformed = counts.malformed;
+            health.kubernetes_api_errors = counts.api_errors;
         }
     }
 }

@@ -183,6 +183,24 @@ impl Health {
             "Translated conntrack entries not held because the NAT table was full: those connections show no translation.",
             |h| h.nat_entries_dropped,
         );
+        receiver_counter(
+            "flowtel.kubernetes.relists",
+            "{list}",
+            "Kubernetes watches started again from a new list (410 Gone or a lost resource version): names may have been stale meanwhile.",
+            |h| h.kubernetes_relists,
+        );
+        receiver_counter(
+            "flowtel.kubernetes.objects.malformed",
+            "{object}",
+            "Kubernetes objects skipped because they could not be read: their pods, services or nodes are not named.",
+            |h| h.kubernetes_objects_malformed,
+        );
+        receiver_counter(
+            "flowtel.kubernetes.api.errors",
+            "{error}",
+            "Failed requests to the Kubernetes API server, each retried with a backoff: names may be missing or stale meanwhile.",
+            |h| h.kubernetes_api_errors,
+        );
         let unreachable = read(|h| h.namespaces_unreachable);
         meter
             .u64_observable_gauge("flowtel.netns.unreachable")

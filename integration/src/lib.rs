@@ -29,6 +29,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod docker;
+pub mod kmock;
 pub mod netns;
 pub mod otlp_metrics;
 pub mod otlp_receiver;

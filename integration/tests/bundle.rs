@@ -152,7 +152,14 @@ fn the_daemonset_adds_exactly_three_capabilities_and_is_not_privileged() {
         .collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet"
+        ]
     );
     let mut privileged = Vec::new();
     privileged_keys(&Value::Array(documents.clone()), &mut privileged);
@@ -218,6 +225,58 @@ fn the_daemonset_adds_exactly_three_capabilities_and_is_not_privileged() {
     let flowtel_yaml = config_map["data"]["flowtel.yaml"].as_str().unwrap();
     let config: Value = serde_saphyr::from_str(flowtel_yaml).unwrap();
     assert_eq!(config["receiver"]["cgroup_path"], mount["mountPath"]);
+}
+
+#[test]
+fn the_daemonset_may_read_what_names_the_ends_of_flows_and_nothing_else() {
+    let documents = yaml_documents("kubernetes/daemonset.yaml");
+    let role = kubernetes_object(&documents, "ClusterRole");
+    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                let mut verbs: Vec<String> = strings(&rule["verbs"])
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                verbs.sort_unstable();
+                granted.push((group.to_owned(), resource.to_owned(), verbs));
+            }
+        }
+    }
+    granted.sort();
+    let read = vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()];
+    let want: Vec<(String, String, Vec<String>)> = [
+        ("", "nodes"),
+        ("", "pods"),
+        ("", "services"),
+        ("apps", "replicasets"),
+    ]
+    .iter()
+    .map(|(g, r)| (g.to_string(), r.to_string(), read.clone()))
+    .collect();
+    assert_eq!(granted, want);
+
+    let binding = kubernetes_object(&documents, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let account = kubernetes_object(&documents, "ServiceAccount");
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"], "ServiceAccount");
+    assert_eq!(subject["name"], account["metadata"]["name"]);
+    assert_eq!(subject["namespace"], account["metadata"]["namespace"]);
+
+    let pod = &kubernetes_object(&documents, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+    assert_ne!(pod["automountServiceAccountToken"], false);
+    assert_ne!(account["automountServiceAccountToken"], false);
+    let config_map = kubernetes_object(&documents, "ConfigMap");
+    let config: Value =
+        serde_saphyr::from_str(config_map["data"]["flowtel.yaml"].as_str().unwrap()).unwrap();
+    assert!(
+        config["processor"]["kubernetes"].is_object(),
+        "processor.kubernetes in {config}"
+    );
 }
 
 #[test]

@@ -681,6 +681,9 @@ fn the_agents_health_rides_with_the_windows_and_counts_dropped_connections() {
         "flowtel.kernel.runs.missed",
         "flowtel.nat.resyncs",
         "flowtel.nat.entries.dropped",
+        "flowtel.kubernetes.relists",
+        "flowtel.kubernetes.objects.malformed",
+        "flowtel.kubernetes.api.errors",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }

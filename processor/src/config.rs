@@ -30,6 +30,11 @@ pub struct Config {
     pub mappings: Mappings,
     /// Where container names, images and labels come from.
     pub containers: containers::Config,
+    /// Names from the Kubernetes API for both ends (`source.k8s.*` by the
+    /// local pod's UID, `destination.k8s.*` by the remote IP). Default:
+    /// none, the API is not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<kubernetes::Config>,
 }
 
 impl Config {
@@ -103,6 +108,7 @@ impl Default for Config {
             max_series: 10_000,
             mappings: Mappings::default(),
             containers: containers::Config::default(),
+            kubernetes: None,
         }
     }
 }
@@ -117,6 +123,7 @@ struct Raw {
     max_series: usize,
     mappings: Mappings,
     containers: containers::Config,
+    kubernetes: Option<kubernetes::Config>,
 }
 
 impl Default for Raw {
@@ -127,6 +134,7 @@ impl Default for Raw {
             max_series,
             mappings,
             containers,
+            kubernetes,
         } = Config::default();
         Raw {
             interval,
@@ -134,6 +142,7 @@ impl Default for Raw {
             max_series,
             mappings,
             containers,
+            kubernetes,
         }
     }
 }
@@ -148,6 +157,7 @@ impl TryFrom<Raw> for Config {
             max_series: raw.max_series,
             mappings: raw.mappings,
             containers: raw.containers,
+            kubernetes: raw.kubernetes,
         };
         config.validate()?;
         Ok(config)
@@ -192,6 +202,20 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("5m or 1h30m"), "{err}");
+    }
+
+    #[test]
+    fn the_kubernetes_section_is_opt_in_and_its_names_are_known() {
+        assert_eq!(Config::default().kubernetes, None);
+        let config = parse(
+            r#"{"kubernetes": {"node_name": "node-a"},
+                "attributes": ["source.k8s.pod.name", "destination.k8s.service.name"]}"#,
+        )
+        .unwrap();
+        let kubernetes = config.kubernetes.unwrap();
+        assert_eq!(kubernetes.node_name.as_deref(), Some("node-a"));
+        let err = parse(r#"{"kubernetes": {"node": "a"}}"#).unwrap_err();
+        assert!(err.contains("unknown field `node`"), "{err}");
     }
 
     #[test]

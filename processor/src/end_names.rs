@@ -25,8 +25,27 @@ pub trait EndNames: Send + Sync + fmt::Debug {
 /// The attributes [`EndNames`] sources may give, for either end: what
 /// `processor.attributes` and mappings may name besides the
 /// [`BUILT_IN_ATTRIBUTES`](crate::BUILT_IN_ATTRIBUTES).
-pub const NAMED_ATTRIBUTES: [&str; 3] = [
+pub const NAMED_ATTRIBUTES: [&str; 20] = [
     "source.container.name",
     "source.container.image.name",
     "source.container.image.tag",
+    // Kubernetes (`processor.kubernetes`): the local end by its pod UID,
+    // the remote end by its IP.
+    "source.k8s.namespace.name",
+    "source.k8s.pod.name",
+    "source.k8s.pod.uid",
+    "source.k8s.deployment.name",
+    "source.k8s.statefulset.name",
+    "source.k8s.daemonset.name",
+    "source.k8s.job.name",
+    "source.k8s.node.name",
+    "destination.k8s.namespace.name",
+    "destination.k8s.pod.name",
+    "destination.k8s.pod.uid",
+    "destination.k8s.deployment.name",
+    "destination.k8s.statefulset.name",
+    "destination.k8s.daemonset.name",
+    "destination.k8s.job.name",
+    "destination.k8s.node.name",
+    "destination.k8s.service.name",
 ];

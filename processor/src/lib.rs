@@ -45,6 +45,7 @@ mod delta;
 mod end_names;
 mod error;
 mod flow;
+mod k8s_names;
 pub mod mapping;
 mod processor;
 mod report;
@@ -63,6 +64,7 @@ pub use flow::{
     udp_client_end, ClientEnd, ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary,
     BUILT_IN_ATTRIBUTES,
 };
+pub use k8s_names::KubernetesNames;
 pub use processor::{Checkpoint, Processor};
 pub use report::{Flow, PollReport, WindowReport};
 pub use resolve::Resolver;

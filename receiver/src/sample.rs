@@ -247,6 +247,13 @@ pub struct ReceiverHealth {
     /// full index: those containers have no name. Set by the agent, which
     /// runs that source beside the receiver.
     pub container_runtime_errors: u64,
+    /// Kubernetes watches started again from a new list (410 Gone, a lost
+    /// resource version); the agent fills it in from `processor.kubernetes`.
+    pub kubernetes_relists: u64,
+    /// Kubernetes objects skipped because they could not be read.
+    pub kubernetes_objects_malformed: u64,
+    /// Failed requests to the Kubernetes API server (each retried).
+    pub kubernetes_api_errors: u64,
     /// Each feature's level (on, fallback, off).
     pub features: crate::Levels,
     /// Entries in the connection map at the poll.

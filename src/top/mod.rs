@@ -51,7 +51,7 @@ async fn watch(settings: Settings, mut state: view::State) -> anyhow::Result<()>
         Receiver::start(&settings.receiver).context("could not start the receiver")?;
     crate::privileges::drop_after_attach(receiver.reads_need_privilege())?;
     let mut processor = Processor::new(settings.processor.clone(), SystemTime::now())?;
-    let _names = crate::names::EndNameSources::start(&settings.processor, &mut processor);
+    let _names = crate::names::EndNameSources::start(&settings.processor, &mut processor).await?;
 
     let mut screen = Screen::enter().context("could not set up the terminal")?;
     let mut keys = read_keys();
