@@ -10,6 +10,7 @@
  *   tcp.h            TCP: the sockets' own counters, tracking a connection
  *   tcp_programs.h   TCP: state changes, the TCP and task_file iterators
  *   udp.h            UDP: datagram hooks, peers, socket release
+ *   dns.h            DNS messages of the host's clients, for user space to parse
  *
  * TCP costs nothing per send or receive: its bytes are the sockets' own
  * counters. Everything else (names, mappings, aggregation) is user space's.
@@ -79,3 +80,4 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #undef TCP_BUSY
 
 #include "udp.h"
+#include "dns.h"

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::dns::DnsConfig;
 use crate::flow::BUILT_IN_ATTRIBUTES;
 use crate::mapping::Mappings;
 use crate::Error;
@@ -27,6 +28,8 @@ pub struct Config {
     pub max_series: usize,
     /// Rules that name the ends of flows.
     pub mappings: Mappings,
+    /// How DNS lookups are matched and names kept.
+    pub dns: DnsConfig,
 }
 
 impl Config {
@@ -43,6 +46,9 @@ impl Config {
         }
         if self.max_series == 0 {
             return Err(Error::NoSeries);
+        }
+        if let Some(problem) = self.dns.problem() {
+            return Err(Error::Dns(problem));
         }
         if let Some(selected) = &self.attributes {
             let known = self.known_attributes();
@@ -89,6 +95,7 @@ impl Default for Config {
             attributes: None,
             max_series: 10_000,
             mappings: Mappings::default(),
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -102,6 +109,7 @@ struct Raw {
     attributes: Option<Vec<String>>,
     max_series: usize,
     mappings: Mappings,
+    dns: DnsConfig,
 }
 
 impl Default for Raw {
@@ -111,12 +119,14 @@ impl Default for Raw {
             attributes,
             max_series,
             mappings,
+            dns,
         } = Config::default();
         Raw {
             interval,
             attributes,
             max_series,
             mappings,
+            dns,
         }
     }
 }
@@ -130,13 +140,14 @@ impl TryFrom<Raw> for Config {
             attributes: raw.attributes,
             max_series: raw.max_series,
             mappings: raw.mappings,
+            dns: raw.dns,
         };
         config.validate()?;
         Ok(config)
     }
 }
 
-fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -145,7 +156,7 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
     })
 }
 
-fn human_duration_out<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn human_duration_out<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 

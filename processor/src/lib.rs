@@ -41,6 +41,7 @@
 mod attributes;
 mod config;
 mod delta;
+pub mod dns;
 mod error;
 mod flow;
 pub mod mapping;

@@ -10,6 +10,8 @@
 //!     - {match: '^(nginx|envoy)$', service: web}
 //!   containers:                  # local container id -> source attributes
 //!     - {match: '^3f2a', attributes: {service: billing, team: payments}}
+//!   domains:                     # remote end's destination.domain -> destination attributes
+//!     - {match: '\.amazonaws\.com$', service: aws}
 //! ```
 
 use std::collections::BTreeMap;
@@ -39,6 +41,11 @@ pub struct Mappings {
     /// `source.*` attributes, over those of the process rules.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<Rule>,
+    /// Rules on the remote end's `destination.domain` (the name a DNS
+    /// lookup gave its address); the first that matches gives
+    /// `destination.*` attributes, over those of the CIDRs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<Rule>,
 }
 
 impl Mappings {
@@ -56,6 +63,9 @@ impl Mappings {
         let mut source = both.clone();
         for rule in self.processes.iter().chain(&self.containers) {
             source.extend(rule.attributes().map(|(name, _)| name));
+        }
+        for rule in &self.domains {
+            both.extend(rule.attributes().map(|(name, _)| name));
         }
         for names in [&mut source, &mut both] {
             names.sort_unstable();

@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use receiver::{ConnectionId, Counters, Poll};
 
+use crate::dns::{self, DnsStats, Lookups, NameCache};
 use crate::series::fold_series;
 use crate::window::{window_end, window_start};
+use crate::Attributes;
 use crate::{
     Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, Resolver, WindowReport,
 };
@@ -40,6 +42,10 @@ pub struct Processor {
     window: OpenWindow,
     /// Reused between polls to keep its capacity.
     poll_flows: HashMap<FlowKey, FlowStats>,
+    /// DNS queries awaiting their answer.
+    lookups: Lookups,
+    /// Names for remote addresses, from the lookups' answers.
+    names: NameCache,
 }
 
 #[derive(Debug)]
@@ -47,6 +53,7 @@ struct OpenWindow {
     start: SystemTime,
     end: SystemTime,
     flows: HashMap<FlowKey, FlowStats>,
+    dns: HashMap<Attributes, DnsStats>,
 }
 
 impl OpenWindow {
@@ -55,6 +62,7 @@ impl OpenWindow {
             start: window_start(t, interval),
             end: window_end(t, interval),
             flows: HashMap::default(),
+            dns: HashMap::default(),
         }
     }
 }
@@ -73,6 +81,8 @@ impl Processor {
             last_poll: started,
             window: OpenWindow::holding(started, config.interval),
             poll_flows: HashMap::default(),
+            lookups: Lookups::new(config.dns.max_pending, config.dns.timeout),
+            names: NameCache::new(config.dns.max_names),
         })
     }
 
@@ -137,18 +147,34 @@ impl Processor {
         let end = now.max(start);
         self.last_poll = end;
 
+        // Lookups first: a connection to an address answered in this poll
+        // gets its name.
+        let mut dns_lookups = 0;
+        let window_dns = &mut self.window.dns;
+        self.lookups
+            .observe(&poll.dns, poll.monotonic_ns, &mut self.names, |lookup| {
+                dns_lookups += 1;
+                let stats = window_dns.entry(dns::attributes(&lookup)).or_default();
+                stats.requests += 1;
+                if let Some(took) = lookup.duration {
+                    stats.durations.record(took);
+                }
+            });
+
         let resets_before = self.tracker.counter_resets();
         let poll_flows = &mut self.poll_flows;
         let ports = &poll.ports;
+        let names = &mut self.names;
+        let now_ns = poll.monotonic_ns;
         self.tracker.track_poll(&poll.samples, |sample, delta| {
             let stats = FlowStats::of_sample(sample, &delta.counters, delta.first_sight);
             if stats.has_activity() {
-                poll_flows
-                    .entry(FlowKey::of(sample, ports))
-                    .or_default()
-                    .merge(&stats);
+                let mut key = FlowKey::of(sample, ports);
+                key.destination_domain = names.name(key.netns, key.destination_address, now_ns);
+                poll_flows.entry(key).or_default().merge(&stats);
             }
         });
+        self.names.sweep(now_ns);
 
         let mut flows = Vec::with_capacity(self.poll_flows.len());
         for (key, stats) in self.poll_flows.drain() {
@@ -165,6 +191,13 @@ impl Processor {
             flows,
             health: poll.health,
             counter_resets: self.tracker.counter_resets() - resets_before,
+            dns_lookups,
+            dns_health: dns::DnsHealth {
+                pending_overflowed: self.lookups.overflowed,
+                unmatched_answers: self.lookups.unmatched,
+                names_dropped: self.names.dropped,
+                pending: self.lookups.pending() as u64,
+            },
         }
     }
 
@@ -194,11 +227,14 @@ impl Processor {
             self.selected.as_deref(),
             self.max_series,
         );
+        let (dns, overflowed_dns_series) = dns::fold_dns(closed.dns, self.max_series);
         WindowReport {
             start: closed.start,
             end,
             series: folded.series,
             overflowed_series: folded.overflowed,
+            dns,
+            overflowed_dns_series,
         }
     }
 }
@@ -233,6 +269,7 @@ mod tests {
             samples,
             health: ReceiverHealth::default(),
             ports: Default::default(),
+            ..Poll::default()
         }
     }
 

@@ -28,10 +28,12 @@ pub enum Feature {
     UdpRelease,
     /// The peer NAT really sent a connection to (conntrack, no program).
     Nat,
+    /// The host's DNS lookups: names of remote addresses, DNS metrics.
+    Dns,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::TcpConnections,
         Feature::TcpLiveBytes,
         Feature::ExistingConnections,
@@ -41,6 +43,7 @@ impl Feature {
         Feature::UdpPeers,
         Feature::UdpRelease,
         Feature::Nat,
+        Feature::Dns,
     ];
 
     /// The feature's name in `flowtel check`, logs and the health metrics.
@@ -55,6 +58,7 @@ impl Feature {
             Feature::UdpPeers => "udp peers",
             Feature::UdpRelease => "udp release",
             Feature::Nat => "nat",
+            Feature::Dns => "dns",
         }
     }
 
@@ -81,6 +85,9 @@ impl Feature {
             }
             Feature::Nat => {
                 "connections through DNAT, port forwards or masquerade show only the address the socket used, not the peer the bytes reached"
+            }
+            Feature::Dns => {
+                "flows have no destination.domain and there are no dns.* metrics"
             }
         }
     }

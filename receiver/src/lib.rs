@@ -14,6 +14,7 @@
 
 mod config;
 mod decode;
+pub mod dns;
 mod error;
 mod features;
 mod kernel;
@@ -33,6 +34,7 @@ use std::time::SystemTime;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
 pub use config::{Config, Persistence, ProbeSet};
+pub use dns::{DnsAnswer, DnsContent, DnsMessage, DnsQuestion, MessageKind};
 pub use error::Error;
 pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
 pub use kernel::preflight::cgroup_v2_root;
@@ -83,6 +85,8 @@ pub struct Receiver {
     /// entries are reaped at the next.
     releases_after_read: HashSet<u64>,
     reader: tokio::task::JoinHandle<()>,
+    /// The DNS messages' ring buffer and its drain, while feature dns is on.
+    dns: Option<(dns::DnsCapture, tokio::task::JoinHandle<()>)>,
     processes: ProcessResolver,
     capacity: u32,
     probe_set: ProbeSet,
@@ -144,6 +148,13 @@ impl Receiver {
         let closed = ClosedEvents::new(ring);
         let reader = closed.spawn_reader().map_err(Error::RingBuffer)?;
         let tcp_netns = take_map(ebpf, "tcp_netns")?;
+        let dns = if loaded.features.get(Feature::Dns).level() == Level::On {
+            let capture = dns::DnsCapture::new(take_map(ebpf, "dns_events")?);
+            let drain = capture.spawn_reader();
+            Some((capture, drain))
+        } else {
+            None
+        };
         let tcp_refresh = loaded.tcp_refresh.take().map(Arc::new);
         let mut owners = loaded.owners.take().map(owners::OwnersWalk::new);
         // At once, so that the connections just discovered have their
@@ -169,6 +180,7 @@ impl Receiver {
             closed,
             releases_after_read: HashSet::new(),
             reader,
+            dns,
             processes: ProcessResolver::default(),
             capacity: config.max_connections,
             probe_set: loaded.probe_set,
@@ -320,12 +332,23 @@ impl Receiver {
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;
         health.runs_missed = self.read_missed_runs();
+        let dns = match &self.dns {
+            Some((capture, _)) => {
+                let taken = capture.take();
+                health.dns_malformed = taken.malformed;
+                health.dns_overflowed = taken.overflowed;
+                taken.messages
+            }
+            None => Vec::new(),
+        };
         health.poll_duration = reading.elapsed();
         Ok(Poll {
             at: Some(at),
             samples,
             health,
             ports,
+            dns,
+            monotonic_ns: kernel::monotonic_ns(),
         })
     }
 
@@ -438,6 +461,9 @@ impl Receiver {
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
             udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
             insert_failures: stat(abi::STAT_INSERT_FAILED)?,
+            dns_lost: stat(abi::STAT_DNS_LOST)?,
+            dns_malformed: 0,
+            dns_overflowed: 0,
             runs_missed: 0,
             namespaces_unreachable: self.namespaces_unreachable,
             nat_resyncs: self.nat.as_ref().map_or(0, nat::Nat::resyncs),
@@ -453,6 +479,9 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some((_, drain)) = &self.dns {
+            drain.abort();
+        }
     }
 }
 

@@ -204,6 +204,12 @@ pub struct Poll {
     pub health: ReceiverHealth,
     /// Which ports are servers', for collapsing UDP client ports.
     pub ports: crate::PortFacts,
+    /// The DNS messages seen at client sockets since the last poll, in the
+    /// order they were read (feature dns).
+    pub dns: Vec<crate::DnsMessage>,
+    /// CLOCK_MONOTONIC, in nanoseconds, at the end of the poll: the clock
+    /// of [`DnsMessage::at_ns`](crate::DnsMessage), for lookup timeouts.
+    pub monotonic_ns: u64,
 }
 
 /// Losses and load of the kernel side, cumulative since start.
@@ -224,6 +230,14 @@ pub struct ReceiverHealth {
     /// New entries the kernel refused though the map had room (a busy or
     /// timed-out bucket lock, twice): those events were not counted.
     pub insert_failures: u64,
+    /// DNS messages the kernel could not hand over (its ring buffer full).
+    pub dns_lost: u64,
+    /// Records of the DNS ring buffer that were no DNS message flowtel can
+    /// read: cut below a header, compression loops, wrong counts, ...
+    pub dns_malformed: u64,
+    /// DNS messages read but not held, because more than the inbox's
+    /// bound arrived between two polls.
+    pub dns_overflowed: u64,
     /// Runs of the tracing programs the kernel skipped (a run of the same
     /// program under way on that CPU): their events were not counted.
     pub runs_missed: u64,
