@@ -28,6 +28,7 @@
 
 pub mod agent;
 pub mod bundle;
+pub mod dns;
 pub mod netns;
 pub mod otlp_metrics;
 pub mod otlp_receiver;

@@ -9,8 +9,9 @@ use crate::series::OVERFLOW_ATTRIBUTE;
 use crate::{AttributeValue, Attributes};
 
 /// The attributes of a DNS series.
-pub const DNS_ATTRIBUTES: [&str; 7] = [
+pub const DNS_ATTRIBUTES: [&str; 8] = [
     "network.transport",
+    "network.namespace",
     "source.address",
     "source.process.name",
     "destination.address",
@@ -63,6 +64,10 @@ pub struct DnsHealth {
 pub fn attributes(lookup: &DnsLookup) -> Attributes {
     let mut a = Attributes::new();
     a.set("network.transport", lookup.transport.as_str());
+    a.set(
+        "network.namespace",
+        AttributeValue::Int(lookup.netns.into()),
+    );
     a.set(
         "source.address",
         lookup.client.ip().to_canonical().to_string(),
