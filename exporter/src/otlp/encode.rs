@@ -502,6 +502,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn dns_series_are_a_sum_and_a_histogram() {
+        let mut encoder = Encoder::new(&BTreeMap::new(), Temporality::Cumulative);
+        let mut attributes = processor::Attributes::new();
+        attributes.set("dns.question.name", "example.com");
+        attributes.set("dns.response.code", "timeout");
+        let mut stats = processor::dns::DnsStats {
+            requests: 3,
+            ..Default::default()
+        };
+        stats.durations.record(std::time::Duration::from_millis(4));
+        let mut w = window(0, 60, Vec::new());
+        w.dns = vec![processor::dns::DnsSeries { attributes, stats }];
+        encoder.encode(&w);
+        let requests = encoder.encode(&w);
+        assert_eq!(requests.len(), 1);
+        let sum = sum(metric(&requests[0], "dns.requests"));
+        assert_eq!(int(&sum.data_points[0]), 6, "cumulative");
+        assert_eq!(metric(&requests[0], "dns.requests").unit, "{request}");
+        let duration = metric(&requests[0], "dns.lookup.duration");
+        assert_eq!(duration.unit, "s");
+        let Some(metric::Data::Histogram(h)) = &duration.data else {
+            panic!("dns.lookup.duration is a histogram: {duration:?}");
+        };
+        assert_eq!(h.data_points[0].count, 2);
+        assert_eq!(
+            h.data_points[0].explicit_bounds.len() + 1,
+            h.data_points[0].bucket_counts.len()
+        );
+        assert_eq!(h.data_points[0].bucket_counts[3], 2, "4ms is at most 5ms");
+    }
+
+    #[test]
     fn an_empty_window_sends_nothing_and_a_large_one_is_split() {
         let mut encoder =
             Encoder::new(&BTreeMap::new(), Temporality::Delta).with_flows_per_request(2);

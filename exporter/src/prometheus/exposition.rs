@@ -443,6 +443,67 @@ mod tests {
         Series { attributes, stats }
     }
 
+    fn lookups(code: &str, durations_ms: &[u64]) -> processor::dns::DnsSeries {
+        let mut attributes = Attributes::new();
+        attributes.set("dns.question.name", "example.com");
+        attributes.set("dns.response.code", code);
+        let mut stats = processor::dns::DnsStats {
+            requests: durations_ms.len() as u64 + 1,
+            ..Default::default()
+        };
+        for ms in durations_ms {
+            stats.durations.record(Duration::from_millis(*ms));
+        }
+        processor::dns::DnsSeries { attributes, stats }
+    }
+
+    #[test]
+    fn dns_lookups_are_a_counter_and_a_histogram_that_accumulate() {
+        let mut exposition = Exposition::new(&resource(), 12);
+        let mut w = window(Vec::new());
+        w.dns = vec![lookups("NOERROR", &[2, 30])];
+        exposition.add(&w);
+        exposition.add(&w);
+        let text = exposition.render();
+        let labels = r#"dns_question_name="example.com",dns_response_code="NOERROR""#;
+        assert!(
+            text.contains("# TYPE dns_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("dns_requests_total{{{labels}}} 6\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE dns_lookup_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_bucket{{{labels},le=\"0.0025\"}} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_bucket{{{labels},le=\"0.05\"}} 4\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 4\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_count{{{labels}}} 4\n"
+            )),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_window_as_exposition_text() {
         let mut exposition = Exposition::new(&resource(), 12);
