@@ -25,15 +25,30 @@ use integration::record::{FlowFilter, Record};
 const POLL: Duration = Duration::from_millis(500);
 
 /// An agent with 2-second windows, a 1-second DNS timeout and a domain
-/// mapping (`web.flowtel`'s flows are `destination.service=web`).
+/// mapping (`ok.flowtel`'s flows are `destination.service=web`).
 fn agent(tag: &str) -> Agent {
+    agent_with(tag, "", None)
+}
+
+/// Like [`agent`], with a `receiver:` section of `receiver` and
+/// `FLOWTEL_TEST_REFUSE_PROGRAMS=refuse`.
+fn agent_with(tag: &str, receiver: &str, refuse: Option<&str>) -> Agent {
     let path = std::env::temp_dir().join(format!("flowtel-dns-{tag}-{}.yaml", std::process::id()));
     std::fs::write(
         &path,
-        "processor:\n  interval: 2s\n  dns:\n    timeout: 1s\n  mappings:\n    domains:\n      - {match: '^ok\\.flowtel$', service: web}\n",
+        format!("{receiver}processor:\n  interval: 2s\n  dns:\n    timeout: 1s\n  mappings:\n    domains:\n      - {{match: '^ok\\.flowtel$', service: web}}\n"),
     )
     .expect("the agent's config");
-    let agent = Agent::start_with_config(env!("CARGO_BIN_EXE_flowtel"), POLL, &path);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    command
+        .args(["run", "--format", "json", "--poll-interval"])
+        .arg(format!("{}ms", POLL.as_millis()))
+        .arg("--config")
+        .arg(&path);
+    if let Some(programs) = refuse {
+        command.env(receiver::REFUSE_FOR_TEST, programs);
+    }
+    let agent = Agent::launch(command, POLL);
     let _ = std::fs::remove_file(PathBuf::from(&path));
     agent
 }
@@ -276,4 +291,54 @@ fn a_connection_to_an_answered_address_carries_its_domain() {
         serde_json::to_string(&flows[0].attributes).unwrap_or_default(),
         sent
     );
+}
+
+/// The feature's level in the agent's last health record.
+fn dns_level(agent: &mut Agent) -> String {
+    agent.wait_polls(1);
+    let health = agent.health();
+    health.last().expect("a health record").features["dns"].clone()
+}
+
+#[test]
+fn a_refused_program_turns_dns_off_with_one_warning_and_the_rest_counts() {
+    privilege::require_root();
+    let mut agent = agent_with("refused", "", Some("flowtel_dns_ingress"));
+    assert_eq!(dns_level(&mut agent), "off");
+    let warnings: Vec<String> = agent
+        .stderr()
+        .into_iter()
+        .filter(|line| line.contains("feature dns: off"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", agent.stderr());
+    assert!(
+        warnings[0].contains("refused for this test"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].contains("no destination.domain"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        agent.health().last().unwrap().features["tcp connections"],
+        "on"
+    );
+}
+
+#[test]
+fn receiver_dns_false_turns_dns_off_and_counts_no_lookup() {
+    privilege::require_root();
+    let unbound = Unbound::start(
+        Ipv4Addr::new(127, 0, 53, 5),
+        Ipv4Addr::new(192, 0, 2, 11),
+        None,
+    );
+    let mut agent = agent_with("off", "receiver:\n  dns: false\n", None);
+    assert_eq!(dns_level(&mut agent), "off");
+    query_udp(unbound.server, "ok.flowtel", Duration::from_secs(5)).expect("an answer");
+    agent.wait_for_another_window();
+    agent.wait_for_another_window();
+    assert!(counted(&agent.records(), unbound.server.ip()).is_empty());
 }
