@@ -19,6 +19,8 @@ use std::time::Duration;
 use integration::agent::Agent;
 use integration::dns::{counted, query_tcp, query_udp, Counted, Lookup, Unbound};
 use integration::netns::NetNs;
+use integration::otlp_metrics;
+use integration::otlp_receiver::{accepted_requests, Behaviour, OtlpReceiver, Protocol};
 use integration::privilege;
 use integration::record::{FlowFilter, Record};
 
@@ -341,4 +343,74 @@ fn receiver_dns_false_turns_dns_off_and_counts_no_lookup() {
     agent.wait_for_another_window();
     agent.wait_for_another_window();
     assert!(counted(&agent.records(), unbound.server.ip()).is_empty());
+}
+
+#[test]
+fn dns_metrics_reach_an_otlp_receiver_as_a_sum_and_a_histogram() {
+    privilege::require_root();
+    let unbound = Unbound::start(
+        Ipv4Addr::new(127, 0, 53, 6),
+        Ipv4Addr::new(192, 0, 2, 12),
+        None,
+    );
+    let otlp = OtlpReceiver::start(Protocol::Http, Behaviour::default());
+    let _agent = Agent::launch(otlp.agent_command(env!("CARGO_BIN_EXE_flowtel")), POLL);
+    let ok: Vec<Lookup> = (0..2)
+        .map(|_| {
+            query_udp(unbound.server, "ok.flowtel", Duration::from_secs(5)).expect("an answer")
+        })
+        .collect();
+    query_udp(unbound.server, "nx.flowtel", Duration::from_secs(5)).expect("an answer");
+    let server = unbound.server.ip().to_string();
+    let requests_to = |arrivals: &[integration::otlp_receiver::Arrival], name: &str| -> i64 {
+        otlp_metrics::points(&accepted_requests(arrivals))
+            .iter()
+            .filter(|p| p.metric == "dns.requests" && p.unit == "{request}")
+            .filter(|p| p.attribute("destination.address") == Some(server.as_str()))
+            .filter(|p| p.attribute("dns.question.name") == Some(name))
+            .map(|p| p.int())
+            .sum()
+    };
+    let arrivals = otlp.wait_for(
+        "dns.requests of ok.flowtel and nx.flowtel",
+        Duration::from_secs(30),
+        |a| requests_to(a, "ok.flowtel") == 2 && requests_to(a, "nx.flowtel") == 1,
+    );
+    let mut durations = Vec::new();
+    for request in accepted_requests(&arrivals) {
+        for metric in request
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == "dns.lookup.duration")
+        {
+            assert_eq!(metric.unit, "s");
+            let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) =
+                &metric.data
+            else {
+                panic!("dns.lookup.duration is no histogram: {metric:?}");
+            };
+            durations.extend(
+                h.data_points
+                    .iter()
+                    .filter(|p| {
+                        p.attributes.iter().any(|a| {
+                            a.key == "dns.question.name"
+                                && format!("{:?}", a.value).contains("ok.flowtel")
+                        })
+                    })
+                    .cloned(),
+            );
+        }
+    }
+    let count: u64 = durations.iter().map(|p| p.count).sum();
+    assert_eq!(count, 2, "{durations:?}");
+    let longest = ok.iter().map(|l| l.took).max().unwrap();
+    for p in &durations {
+        assert!(
+            p.max.unwrap() <= longest.as_secs_f64() + 1e-6,
+            "{p:?} vs {longest:?}"
+        );
+    }
 }
