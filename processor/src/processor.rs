@@ -282,6 +282,62 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_to_an_answered_address_has_its_domain_and_the_lookup_its_series() {
+        use receiver::{DnsAnswer, DnsContent, DnsMessage, DnsQuestion, MessageKind};
+        let message = |kind, at_ms: u64| DnsMessage {
+            at_ns: at_ms * 1_000_000,
+            kind,
+            transport: receiver::Transport::Udp,
+            client: "10.0.0.1:53000".parse().unwrap(),
+            server: "10.0.0.53:53".parse().unwrap(),
+            netns: if kind == MessageKind::Query {
+                4026531840
+            } else {
+                0
+            },
+            pid: 9,
+            process_name: "curl".into(),
+            content: DnsContent {
+                id: 7,
+                is_response: kind == MessageKind::Answer,
+                question: Some(DnsQuestion {
+                    name: "web.example".into(),
+                    record_type: "A".into(),
+                }),
+                response_code: "NOERROR",
+                answers: vec![DnsAnswer {
+                    address: "10.0.0.2".parse().unwrap(),
+                    ttl_secs: 30,
+                }],
+                cut: false,
+            },
+        };
+        let mut p = five_minutes(at(0));
+        let mut first = poll(vec![open(1, counters(100, 0))]);
+        first.dns = vec![
+            message(MessageKind::Query, 1_000),
+            message(MessageKind::Answer, 1_004),
+        ];
+        first.monotonic_ns = 2_000_000_000;
+        let report = p.ingest(&first, at(10));
+        assert_eq!(report.dns_lookups, 1);
+        assert_eq!(
+            report.flows[0].key.destination_domain.as_deref(),
+            Some("web.example")
+        );
+        let window = p.flush(at(20));
+        assert_eq!(window.dns.len(), 1);
+        let lookups = &window.dns[0];
+        assert_eq!(lookups.stats.requests, 1);
+        assert_eq!(lookups.stats.durations.count, 1);
+        assert!((lookups.stats.durations.sum_secs - 0.004).abs() < 1e-9);
+        assert_eq!(
+            lookups.attributes.get("network.namespace"),
+            Some(&crate::AttributeValue::Int(4026531840))
+        );
+    }
+
+    #[test]
     fn a_resumed_processor_counts_only_beyond_the_checkpoint() {
         let mut first = five_minutes(at(10));
         first.ingest(&poll(vec![open(1, counters(100, 10))]), at(20));
