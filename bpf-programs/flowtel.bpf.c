@@ -11,6 +11,7 @@
  *   tcp_programs.h   TCP: state changes, the TCP and task_file iterators
  *   udp.h            UDP: datagram hooks, peers, socket release
  *   cgroups.h        cgroup-v2 directories made and removed (containers)
+ *   dns.h            DNS messages of the host's clients, for user space to parse
  *
  * TCP costs nothing per send or receive: its bytes are the sockets' own
  * counters. Everything else (names, mappings, aggregation) is user space's.
@@ -81,3 +82,4 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "udp.h"
 #include "cgroups.h"
+#include "dns.h"

@@ -33,7 +33,8 @@
 #define FT_STAT_UNTRACKED 3       /* other event on a socket not in the full map */
 #define FT_STAT_INSERT_FAILED 4   /* a new entry refused though the map had room */
 #define FT_STAT_CGROUP_LOST 5     /* ring buffer full: a cgroup made or removed not told */
-#define FT_STAT_COUNT 6
+#define FT_STAT_DNS_LOST 6        /* dns_events full: a DNS message not handed over */
+#define FT_STAT_COUNT 7
 
 /* Indexes of the settings map (written by user space). */
 #define FT_SETTING_SEND_PEERS 0 /* sends counted from packets keep their peer */
@@ -135,6 +136,33 @@ struct cgroup_event {
 	__u32 kind;
 	__u32 _pad;
 	char path[FT_CGROUP_PATH_LEN]; /* from the hierarchy's root; FT_CGROUP_MADE only */
+};
+
+/* dns_event.direction */
+#define FT_DNS_QUERY 1  /* leaving a client for the DNS port (egress) */
+#define FT_DNS_ANSWER 2 /* reaching a client from the DNS port (ingress) */
+
+/* The most of a DNS message copied (UDP payload; for TCP the 2-byte length
+ * and the message in the segment). Longer messages are cut. */
+#define FT_DNS_CAPTURE 512
+
+/* A DNS message seen by the client's socket (ring buffer dns_events). */
+struct dns_event {
+	__u64 ktime_ns;  /* CLOCK_MONOTONIC when the packet passed */
+	__u64 cookie;    /* the client socket's cookie */
+	__u32 netns;     /* queries: the sender's network namespace; answers: 0 */
+	__u32 pid;       /* queries: the sending process; answers: 0 */
+	__u32 length;    /* bytes of the transport payload in the packet */
+	__u32 captured;  /* bytes of it in message[] */
+	__u16 family;    /* AF_INET / AF_INET6 */
+	__u16 client_port; /* host byte order */
+	__u16 server_port; /* host byte order */
+	__u8 protocol;   /* IPPROTO_UDP / IPPROTO_TCP */
+	__u8 direction;  /* FT_DNS_QUERY / FT_DNS_ANSWER */
+	__u8 client_addr[16];
+	__u8 server_addr[16];
+	char comm[FT_COMM_LEN]; /* queries: the sending process's name */
+	__u8 message[FT_DNS_CAPTURE];
 };
 
 #endif /* FLOWTEL_TYPES_H */

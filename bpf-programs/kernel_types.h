@@ -107,6 +107,7 @@ struct nsproxy {
 struct task_struct {
 	int tgid;
 	char comm[16];
+	struct task_struct *group_leader;
 	struct css_set *cgroups;
 	struct nsproxy *nsproxy;
 };

@@ -78,6 +78,7 @@ fn window() -> WindowReport {
         samples,
         health: Default::default(),
         ports: Default::default(),
+        ..Poll::default()
     };
     processor.ingest(&poll, start + Duration::from_secs(10));
     processor.flush(start + Duration::from_secs(300))

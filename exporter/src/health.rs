@@ -18,7 +18,31 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::Resource;
+use processor::dns::DnsHealth;
 use receiver::ReceiverHealth;
+
+/// The processor's DNS losses as health counters: name, unit, description,
+/// field.
+type DnsCounter = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DnsHealth) -> u64,
+);
+const DNS_HEALTH: [DnsCounter; 2] = [
+    (
+        "flowtel.dns.pending.overflowed",
+        "{query}",
+        "DNS queries not matched with their answer: the table of pending queries (processor.dns.max_pending) was full.",
+        |h| h.pending_overflowed,
+    ),
+    (
+        "flowtel.dns.names.dropped",
+        "{name}",
+        "Names from DNS answers not kept: the name cache (processor.dns.max_names) was full of live names.",
+        |h| h.names_dropped,
+    ),
+];
 
 use crate::otlp::delivery::Losses;
 
@@ -32,6 +56,8 @@ pub struct Health {
     /// The last poll's receiver health, which the observable instruments
     /// read.
     last_poll: Arc<Mutex<ReceiverHealth>>,
+    /// The last poll's DNS losses, likewise.
+    dns: Arc<Mutex<DnsHealth>>,
     poll_duration: Histogram<f64>,
     overflowed_series: Counter<u64>,
 }
@@ -111,6 +137,18 @@ impl Health {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         );
+        let dns = Arc::new(Mutex::new(DnsHealth::default()));
+        for (name, unit, description, field) in DNS_HEALTH {
+            let dns = Arc::clone(&dns);
+            meter
+                .u64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |o| {
+                    o.observe(field(&dns.lock().unwrap_or_else(|e| e.into_inner())), &[])
+                })
+                .build();
+        }
         let last_poll = Arc::new(Mutex::new(ReceiverHealth::default()));
         let read = |field: fn(&ReceiverHealth) -> u64| {
             let last_poll = Arc::clone(&last_poll);
@@ -201,6 +239,18 @@ impl Health {
             "Failed requests to the Kubernetes API server, each retried with a backoff: names may be missing or stale meanwhile.",
             |h| h.kubernetes_api_errors,
         );
+        receiver_counter(
+            "flowtel.dns.messages.lost",
+            "{message}",
+            "DNS messages not read: the kernel's ring buffer or the receiver's inbox was full.",
+            |h| h.dns_lost + h.dns_overflowed,
+        );
+        receiver_counter(
+            "flowtel.dns.messages.malformed",
+            "{message}",
+            "Packets to or from the DNS port that were no DNS message flowtel can read (cut, compression loops, wrong counts).",
+            |h| h.dns_malformed,
+        );
         let unreachable = read(|h| h.namespaces_unreachable);
         meter
             .u64_observable_gauge("flowtel.netns.unreachable")
@@ -286,6 +336,7 @@ impl Health {
             provider,
             captured,
             last_poll,
+            dns,
             poll_duration,
             overflowed_series,
         }
@@ -296,6 +347,11 @@ impl Health {
         *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = *health;
         self.poll_duration
             .record(health.poll_duration.as_secs_f64(), &[]);
+    }
+
+    /// Takes one poll's DNS losses (cumulative).
+    pub fn record_dns(&self, health: &DnsHealth) {
+        *self.dns.lock().unwrap_or_else(|e| e.into_inner()) = *health;
     }
 
     /// Counts the series a window folded into its overflow series.

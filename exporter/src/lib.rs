@@ -18,7 +18,8 @@
 //! # let report = processor::PollReport {
 //! #     start: std::time::SystemTime::UNIX_EPOCH,
 //! #     end: std::time::SystemTime::UNIX_EPOCH,
-//! #     flows: vec![], health: Default::default(), counter_resets: 0 };
+//! #     flows: vec![], health: Default::default(), counter_resets: 0,
+//! #     dns_lookups: 0, dns_health: Default::default() };
 //! out.export_poll(&report)?; // report from processor.ingest(...)
 //! # Ok::<(), exporter::Error>(())
 //! ```

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use processor::dns::{DnsSeries, LatencyHistogram};
 use processor::{AttributeValue, Series};
 
 /// One of flowtel's metrics.
@@ -67,6 +68,37 @@ pub static RTT_VARIANCE: Spec = Spec {
     unit: "s",
     description: "Mean TCP round-trip time variance (jitter).",
 };
+
+/// `dns.requests`.
+pub static DNS_REQUESTS: Spec = Spec {
+    name: "dns.requests",
+    unit: "{request}",
+    description: "DNS lookups of this host's clients, answered (by dns.response.code) or timed out (dns.response.code=timeout).",
+};
+/// `dns.lookup.duration`.
+pub static DNS_LOOKUP_DURATION: Spec = Spec {
+    name: "dns.lookup.duration",
+    unit: "s",
+    description: "Time from a DNS query to its answer, for answered lookups.",
+};
+
+/// Calls `sum` with the `dns.requests` point of `series` and `histogram`
+/// with its `dns.lookup.duration` point, when it has answered lookups.
+pub fn dns_points(
+    series: &DnsSeries,
+    mut sum: impl FnMut(&'static Spec, Attributes, u64),
+    mut histogram: impl FnMut(&'static Spec, Attributes, &LatencyHistogram),
+) {
+    let attrs: Attributes = series
+        .attributes
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.clone()))
+        .collect();
+    if series.stats.durations.count > 0 {
+        histogram(&DNS_LOOKUP_DURATION, attrs.clone(), &series.stats.durations);
+    }
+    sum(&DNS_REQUESTS, attrs, series.stats.requests);
+}
 
 /// A point's attributes: the series' own (sorted by name), then the
 /// point's extra one (`network.io.direction`, `error.type`) if any.

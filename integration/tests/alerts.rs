@@ -121,6 +121,8 @@ fn exported() -> Exported {
         end: UNIX_EPOCH + Duration::from_secs(300),
         series: vec![series],
         overflowed_series: 0,
+        dns: Vec::new(),
+        overflowed_dns_series: 0,
     });
     let served: BTreeSet<String> = exposition
         .render()

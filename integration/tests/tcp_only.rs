@@ -56,7 +56,7 @@ fn without_udp_nothing_runs_per_send_and_tcp_stays_exact() {
     let config: PathBuf = dir.join("flowtel.yaml");
     std::fs::write(
         &config,
-        "receiver:\n  udp: false\nprocessor:\n  interval: 1h\n",
+        "receiver:\n  udp: false\n  dns: false\nprocessor:\n  interval: 1h\n",
     )
     .expect("write config");
     let mut agent = Agent::start_with_config(

@@ -69,6 +69,7 @@ fn poll_of(connections: u64) -> Poll {
         samples,
         health: Default::default(),
         ports: Default::default(),
+        ..Poll::default()
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::DnsConfig;
 use crate::end_names::NAMED_ATTRIBUTES;
 use crate::flow::BUILT_IN_ATTRIBUTES;
 use crate::mapping::Mappings;
@@ -35,6 +36,8 @@ pub struct Config {
     /// none, the API is not asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<kubernetes::Config>,
+    /// How DNS lookups are matched and names kept.
+    pub dns: DnsConfig,
 }
 
 impl Config {
@@ -51,6 +54,9 @@ impl Config {
         }
         if self.max_series == 0 {
             return Err(Error::NoSeries);
+        }
+        if let Some(problem) = self.dns.problem() {
+            return Err(Error::Dns(problem));
         }
         if let Some(selected) = &self.attributes {
             let known = self.known_attributes();
@@ -109,6 +115,7 @@ impl Default for Config {
             mappings: Mappings::default(),
             containers: containers::Config::default(),
             kubernetes: None,
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -124,6 +131,7 @@ struct Raw {
     mappings: Mappings,
     containers: containers::Config,
     kubernetes: Option<kubernetes::Config>,
+    dns: DnsConfig,
 }
 
 impl Default for Raw {
@@ -135,6 +143,7 @@ impl Default for Raw {
             mappings,
             containers,
             kubernetes,
+            dns,
         } = Config::default();
         Raw {
             interval,
@@ -143,6 +152,7 @@ impl Default for Raw {
             mappings,
             containers,
             kubernetes,
+            dns,
         }
     }
 }
@@ -158,6 +168,7 @@ impl TryFrom<Raw> for Config {
             mappings: raw.mappings,
             containers: raw.containers,
             kubernetes: raw.kubernetes,
+            dns: raw.dns,
         };
         config.validate()?;
         Ok(config)

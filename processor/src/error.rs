@@ -18,6 +18,9 @@ pub enum Error {
     /// `max_series` is zero.
     #[error("processor.max_series must be at least 1 (the default is 10000)")]
     NoSeries,
+    /// A `processor.dns` setting out of range.
+    #[error("{0}")]
+    Dns(String),
     /// A selected attribute that nothing sets.
     #[error(
         "processor.attributes: `{name}` is never set: it is not one of flowtel's own attributes and no mapping gives it; {hint}"

@@ -12,7 +12,7 @@ use receiver::{
 use crate::{AttributeValue, Attributes};
 
 /// The attributes a flow has of its own, before mappings add names.
-pub const BUILT_IN_ATTRIBUTES: [&str; 15] = [
+pub const BUILT_IN_ATTRIBUTES: [&str; 16] = [
     "network.transport",
     "network.type",
     "network.namespace",
@@ -24,6 +24,7 @@ pub const BUILT_IN_ATTRIBUTES: [&str; 15] = [
     "source.container.id",
     "destination.address",
     "destination.port",
+    "destination.domain",
     "source.translated.address",
     "source.translated.port",
     "destination.translated.address",
@@ -88,6 +89,9 @@ pub struct FlowKey {
     /// What NAT rewrote (`source.translated.*`, `destination.translated.*`),
     /// with the port of an end whose port is collapsed set to 0.
     pub translation: Translation,
+    /// `destination.domain`: the name a lookup in the flow's namespace gave
+    /// for the remote address, if any.
+    pub destination_domain: Option<Arc<str>>,
 }
 
 /// Which end of a connection is the client, whose port is collapsed.
@@ -161,6 +165,7 @@ impl FlowKey {
                 source: collapsed(sample.translation.source, source_port),
                 destination: collapsed(sample.translation.destination, destination_port),
             },
+            destination_domain: None,
         }
     }
 
@@ -191,6 +196,9 @@ impl FlowKey {
         a.set("destination.address", self.destination_address.to_string());
         if let Some(port) = self.destination_port {
             a.set("destination.port", AttributeValue::Int(port.into()));
+        }
+        if let Some(domain) = &self.destination_domain {
+            a.set("destination.domain", Arc::clone(domain));
         }
         for (end, translated) in [
             ("source", self.translation.source),

@@ -42,6 +42,7 @@ mod attributes;
 mod config;
 mod container_names;
 mod delta;
+pub mod dns;
 mod end_names;
 mod error;
 mod flow;

@@ -13,6 +13,8 @@
 //!     - {on: name, match: '^billing-', service: billing}
 //!     - {on: image, match: '^registry:5000/shop/', attributes: {team: shop}}
 //!     - {on: label.team, match: '^payments$', service: payments}
+//!   domains:                     # remote end's destination.domain -> destination attributes
+//!     - {match: '\.amazonaws\.com$', service: aws}
 //! ```
 
 use std::collections::BTreeMap;
@@ -43,6 +45,11 @@ pub struct Mappings {
     /// those of the process rules.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerRule>,
+    /// Rules on the remote end's `destination.domain` (the name a DNS
+    /// lookup gave its address); the first that matches gives
+    /// `destination.*` attributes, over those of the CIDRs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<Rule>,
 }
 
 impl Mappings {
@@ -63,6 +70,9 @@ impl Mappings {
         }
         for rule in &self.containers {
             source.extend(rule.rule.attributes().map(|(name, _)| name));
+        }
+        for rule in &self.domains {
+            both.extend(rule.attributes().map(|(name, _)| name));
         }
         for names in [&mut source, &mut both] {
             names.sort_unstable();

@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use receiver::{ConnectionId, Counters, Poll};
 
+use crate::dns::{self, DnsStats, Lookups, NameCache};
 use crate::series::fold_series;
 use crate::window::{window_end, window_start};
+use crate::Attributes;
 use crate::{
     Config, DeltaTracker, Error, Flow, FlowKey, FlowStats, PollReport, Resolver, WindowReport,
 };
@@ -40,6 +42,10 @@ pub struct Processor {
     window: OpenWindow,
     /// Reused between polls to keep its capacity.
     poll_flows: HashMap<FlowKey, FlowStats>,
+    /// DNS queries awaiting their answer.
+    lookups: Lookups,
+    /// Names for remote addresses, from the lookups' answers.
+    names: NameCache,
 }
 
 #[derive(Debug)]
@@ -47,6 +53,7 @@ struct OpenWindow {
     start: SystemTime,
     end: SystemTime,
     flows: HashMap<FlowKey, FlowStats>,
+    dns: HashMap<Attributes, DnsStats>,
 }
 
 impl OpenWindow {
@@ -55,6 +62,7 @@ impl OpenWindow {
             start: window_start(t, interval),
             end: window_end(t, interval),
             flows: HashMap::default(),
+            dns: HashMap::default(),
         }
     }
 }
@@ -73,6 +81,8 @@ impl Processor {
             last_poll: started,
             window: OpenWindow::holding(started, config.interval),
             poll_flows: HashMap::default(),
+            lookups: Lookups::new(config.dns.max_pending, config.dns.timeout),
+            names: NameCache::new(config.dns.max_names),
         })
     }
 
@@ -143,18 +153,34 @@ impl Processor {
         let end = now.max(start);
         self.last_poll = end;
 
+        // Lookups first: a connection to an address answered in this poll
+        // gets its name.
+        let mut dns_lookups = 0;
+        let window_dns = &mut self.window.dns;
+        self.lookups
+            .observe(&poll.dns, poll.monotonic_ns, &mut self.names, |lookup| {
+                dns_lookups += 1;
+                let stats = window_dns.entry(dns::attributes(&lookup)).or_default();
+                stats.requests += 1;
+                if let Some(took) = lookup.duration {
+                    stats.durations.record(took);
+                }
+            });
+
         let resets_before = self.tracker.counter_resets();
         let poll_flows = &mut self.poll_flows;
         let ports = &poll.ports;
+        let names = &mut self.names;
+        let now_ns = poll.monotonic_ns;
         self.tracker.track_poll(&poll.samples, |sample, delta| {
             let stats = FlowStats::of_sample(sample, &delta.counters, delta.first_sight);
             if stats.has_activity() {
-                poll_flows
-                    .entry(FlowKey::of(sample, ports))
-                    .or_default()
-                    .merge(&stats);
+                let mut key = FlowKey::of(sample, ports);
+                key.destination_domain = names.name(key.netns, key.destination_address, now_ns);
+                poll_flows.entry(key).or_default().merge(&stats);
             }
         });
+        self.names.sweep(now_ns);
 
         let mut flows = Vec::with_capacity(self.poll_flows.len());
         for (key, stats) in self.poll_flows.drain() {
@@ -171,6 +197,13 @@ impl Processor {
             flows,
             health: poll.health,
             counter_resets: self.tracker.counter_resets() - resets_before,
+            dns_lookups,
+            dns_health: dns::DnsHealth {
+                pending_overflowed: self.lookups.overflowed,
+                unmatched_answers: self.lookups.unmatched,
+                names_dropped: self.names.dropped,
+                pending: self.lookups.pending() as u64,
+            },
         }
     }
 
@@ -200,11 +233,14 @@ impl Processor {
             self.selected.as_deref(),
             self.max_series,
         );
+        let (dns, overflowed_dns_series) = dns::fold_dns(closed.dns, self.max_series);
         WindowReport {
             start: closed.start,
             end,
             series: folded.series,
             overflowed_series: folded.overflowed,
+            dns,
+            overflowed_dns_series,
         }
     }
 }
@@ -239,6 +275,7 @@ mod tests {
             samples,
             health: ReceiverHealth::default(),
             ports: Default::default(),
+            ..Poll::default()
         }
     }
 
@@ -248,6 +285,62 @@ mod tests {
             sum.merge(&s.stats);
         }
         sum
+    }
+
+    #[test]
+    fn a_flow_to_an_answered_address_has_its_domain_and_the_lookup_its_series() {
+        use receiver::{DnsAnswer, DnsContent, DnsMessage, DnsQuestion, MessageKind};
+        let message = |kind, at_ms: u64| DnsMessage {
+            at_ns: at_ms * 1_000_000,
+            kind,
+            transport: receiver::Transport::Udp,
+            client: "10.0.0.1:53000".parse().unwrap(),
+            server: "10.0.0.53:53".parse().unwrap(),
+            netns: if kind == MessageKind::Query {
+                4026531840
+            } else {
+                0
+            },
+            pid: 9,
+            process_name: "curl".into(),
+            content: DnsContent {
+                id: 7,
+                is_response: kind == MessageKind::Answer,
+                question: Some(DnsQuestion {
+                    name: "web.example".into(),
+                    record_type: "A".into(),
+                }),
+                response_code: "NOERROR",
+                answers: vec![DnsAnswer {
+                    address: "10.0.0.2".parse().unwrap(),
+                    ttl_secs: 30,
+                }],
+                cut: false,
+            },
+        };
+        let mut p = five_minutes(at(0));
+        let mut first = poll(vec![open(1, counters(100, 0))]);
+        first.dns = vec![
+            message(MessageKind::Query, 1_000),
+            message(MessageKind::Answer, 1_004),
+        ];
+        first.monotonic_ns = 2_000_000_000;
+        let report = p.ingest(&first, at(10));
+        assert_eq!(report.dns_lookups, 1);
+        assert_eq!(
+            report.flows[0].key.destination_domain.as_deref(),
+            Some("web.example")
+        );
+        let window = p.flush(at(20));
+        assert_eq!(window.dns.len(), 1);
+        let lookups = &window.dns[0];
+        assert_eq!(lookups.stats.requests, 1);
+        assert_eq!(lookups.stats.durations.count, 1);
+        assert!((lookups.stats.durations.sum_secs - 0.004).abs() < 1e-9);
+        assert_eq!(
+            lookups.attributes.get("network.namespace"),
+            Some(&crate::AttributeValue::Int(4026531840))
+        );
     }
 
     #[test]

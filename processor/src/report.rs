@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use receiver::ReceiverHealth;
 
+use crate::dns::{DnsHealth, DnsSeries};
 use crate::{FlowKey, FlowStats, Series};
 
 /// One flow and what it did in a period.
@@ -32,6 +33,10 @@ pub struct PollReport {
     /// Samples of this poll in which a counter went backwards (counted as a
     /// reset, see [`DeltaTracker`](crate::DeltaTracker)).
     pub counter_resets: u64,
+    /// Lookups finished in this poll (answered or timed out).
+    pub dns_lookups: u64,
+    /// The DNS side's losses (cumulative) and pending queries.
+    pub dns_health: DnsHealth,
 }
 
 impl PollReport {
@@ -55,6 +60,11 @@ pub struct WindowReport {
     pub series: Vec<Series>,
     /// How many series went into the overflow series.
     pub overflowed_series: u64,
+    /// The window's DNS lookups as `dns.*` series; with more than
+    /// `max_series`, the last is the overflow series.
+    pub dns: Vec<DnsSeries>,
+    /// How many DNS series went into the DNS overflow series.
+    pub overflowed_dns_series: u64,
 }
 
 impl WindowReport {

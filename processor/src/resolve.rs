@@ -24,6 +24,7 @@ pub struct Resolver {
     containers: Vec<(Option<String>, NameRules)>,
     /// Sources of names for the ends, in the order they were added.
     end_names: Vec<Arc<dyn EndNames>>,
+    domains: NameRules,
 }
 
 /// Rules on a name, in order; the first that matches wins. The rules whose
@@ -101,14 +102,15 @@ impl EndAttributes {
 #[derive(Debug, Clone)]
 struct NameRule {
     pattern: Pattern,
-    source: Vec<(Arc<str>, Arc<str>)>,
+    /// What the rule gives the end it names, prefixed for either end.
+    end: EndAttributes,
 }
 
 impl NameRule {
     fn of(rule: &Rule) -> NameRule {
         NameRule {
             pattern: rule.pattern.clone(),
-            source: EndAttributes::of(rule.attributes()).source,
+            end: EndAttributes::of(rule.attributes()),
         }
     }
 }
@@ -135,6 +137,7 @@ impl Resolver {
             processes: NameRules::of(mappings.processes.iter().enumerate()),
             containers: container_rules(&mappings.containers),
             end_names: Vec::new(),
+            domains: NameRules::of(mappings.domains.iter().enumerate()),
         }
     }
 
@@ -169,10 +172,15 @@ impl Resolver {
         }
         let process = key.source_process_name();
         if let Some((_, rule)) = self.processes.first(process) {
-            set_all(&mut a, &rule.source);
+            set_all(&mut a, &rule.end.source);
         }
         if let Some(rule) = self.container_rule(key, &a) {
-            set_all(&mut a, &rule.source);
+            set_all(&mut a, &rule.end.source);
+        }
+        if let Some(domain) = &key.destination_domain {
+            if let Some((_, rule)) = self.domains.first(domain) {
+                set_all(&mut a, &rule.end.destination);
+            }
         }
         a
     }
@@ -255,6 +263,7 @@ mod tests {
             destination_address: remote.parse().unwrap(),
             destination_port: Some(8500),
             translation: Default::default(),
+            destination_domain: None,
         }
     }
 
@@ -300,6 +309,31 @@ mod tests {
             },
         });
         m
+    }
+
+    #[test]
+    fn domain_rules_name_the_remote_end_over_its_cidr() {
+        let mut m = mappings();
+        m.domains.push(Rule {
+            pattern: Pattern::new(r"\.amazonaws\.com$").unwrap(),
+            service: Some("aws".into()),
+            attributes: attrs(&[("cloud", "aws")]),
+        });
+        let r = Resolver::new(&m);
+        let mut k = key("192.168.1.5", "10.1.7.7", "curl", None);
+        k.destination_domain = Some("s3.eu-west-1.amazonaws.com".into());
+        let a = r.attributes(&k);
+        assert_eq!(text(&a, "destination.service").as_deref(), Some("aws"));
+        assert_eq!(text(&a, "destination.cloud").as_deref(), Some("aws"));
+        assert_eq!(text(&a, "source.service").as_deref(), Some("office"));
+        assert_eq!(
+            text(&a, "destination.domain").as_deref(),
+            Some("s3.eu-west-1.amazonaws.com")
+        );
+        k.destination_domain = Some("amazonaws.com.evil.example".into());
+        let a = r.attributes(&k);
+        assert_eq!(text(&a, "destination.service").as_deref(), Some("consul"));
+        assert_eq!(m.names().1, ["cloud", "port.name", "service", "site"]);
     }
 
     #[test]
@@ -456,7 +490,7 @@ mod tests {
         let service = |rules: &NameRules, name: &str| {
             rules
                 .first(name)
-                .map(|(_, r)| r.source[0].1.to_string())
+                .map(|(_, r)| r.end.source[0].1.to_string())
                 .unwrap_or_default()
         };
         let searched_first = rules(&["^ng", "^nginx$", "^nginx$", "x$"]);

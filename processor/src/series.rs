@@ -123,6 +123,7 @@ mod tests {
             destination_address: remote.parse().unwrap(),
             destination_port: Some(port),
             translation: Default::default(),
+            destination_domain: None,
         };
         let stats = FlowStats {
             bytes_sent: bytes,

@@ -30,6 +30,12 @@ pub struct Config {
     /// about 0.1 µs each. `false` attaches nothing per send or receive: TCP
     /// is then counted from its sockets' own counters alone.
     pub udp: bool,
+    /// Watch the host's DNS lookups (every client socket, UDP and TCP):
+    /// names for flows' remote addresses (`destination.domain`) and the
+    /// `dns.*` metrics. Default: true.
+    pub dns: bool,
+    /// The DNS servers' port. Default: 53.
+    pub dns_port: u16,
     /// A UDP flow that moves nothing for this long ends (its socket's
     /// release may have been lost). Default: 2m.
     #[serde(with = "crate::duration_serde")]
@@ -79,6 +85,8 @@ impl Default for Config {
         Config {
             probes: ProbeSet::Auto,
             udp: true,
+            dns: true,
+            dns_port: 53,
             udp_idle_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_secs(10),
             max_connections: 65536,
@@ -104,6 +112,9 @@ impl Config {
                 "udp_idle_timeout {:?} is too short: use at least 1s",
                 self.udp_idle_timeout
             ));
+        }
+        if self.dns_port == 0 {
+            return invalid("dns_port must be a port from 1 to 65535".to_owned());
         }
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1".to_owned());

@@ -31,10 +31,12 @@ pub enum Feature {
     Containers,
     /// The peer NAT really sent a connection to (conntrack, no program).
     Nat,
+    /// The host's DNS lookups: names of remote addresses, DNS metrics.
+    Dns,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 10] = [
+    pub const ALL: [Feature; 11] = [
         Feature::TcpConnections,
         Feature::TcpLiveBytes,
         Feature::ExistingConnections,
@@ -45,6 +47,7 @@ impl Feature {
         Feature::UdpRelease,
         Feature::Containers,
         Feature::Nat,
+        Feature::Dns,
     ];
 
     /// The feature's name in `flowtel check`, logs and the health metrics.
@@ -60,6 +63,7 @@ impl Feature {
             Feature::UdpRelease => "udp release",
             Feature::Containers => "containers",
             Feature::Nat => "nat",
+            Feature::Dns => "dns",
         }
     }
 
@@ -89,6 +93,9 @@ impl Feature {
             }
             Feature::Nat => {
                 "connections through DNAT, port forwards or masquerade show only the address the socket used, not the peer the bytes reached"
+            }
+            Feature::Dns => {
+                "flows have no destination.domain and there are no dns.* metrics"
             }
         }
     }

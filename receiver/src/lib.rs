@@ -15,6 +15,7 @@
 mod cgroups;
 mod config;
 mod decode;
+pub mod dns;
 pub mod duration_serde;
 mod error;
 mod features;
@@ -36,6 +37,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
 pub use cgroups::ContainerPath;
 pub use config::{Config, Persistence, ProbeSet};
+pub use dns::{DnsAnswer, DnsContent, DnsMessage, DnsQuestion, MessageKind};
 pub use error::Error;
 pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
 pub use kernel::preflight::cgroup_v2_root;
@@ -88,6 +90,8 @@ pub struct Receiver {
     /// entries are reaped at the next.
     releases_after_read: HashSet<u64>,
     reader: tokio::task::JoinHandle<()>,
+    /// The DNS messages' ring buffer and its drain, while feature dns is on.
+    dns: Option<(dns::DnsCapture, tokio::task::JoinHandle<()>)>,
     processes: ProcessResolver,
     capacity: u32,
     probe_set: ProbeSet,
@@ -164,6 +168,13 @@ impl Receiver {
             }
         };
         let tcp_netns = take_map(ebpf, "tcp_netns")?;
+        let dns = if loaded.features.get(Feature::Dns).level() == Level::On {
+            let capture = dns::DnsCapture::new(take_map(ebpf, "dns_events")?);
+            let drain = capture.spawn_reader();
+            Some((capture, drain))
+        } else {
+            None
+        };
         let tcp_refresh = loaded.tcp_refresh.take().map(Arc::new);
         let mut owners = loaded.owners.take().map(owners::OwnersWalk::new);
         // At once, so that the connections just discovered have their
@@ -189,6 +200,7 @@ impl Receiver {
             closed,
             releases_after_read: HashSet::new(),
             reader,
+            dns,
             processes: ProcessResolver::new(containers),
             cgroup_events,
             capacity: config.max_connections,
@@ -341,12 +353,23 @@ impl Receiver {
         let ports = PortFacts::read(&samples);
         let mut health = self.health(tracked)?;
         health.runs_missed = self.read_missed_runs();
+        let dns = match &self.dns {
+            Some((capture, _)) => {
+                let taken = capture.take();
+                health.dns_malformed = taken.malformed;
+                health.dns_overflowed = taken.overflowed;
+                taken.messages
+            }
+            None => Vec::new(),
+        };
         health.poll_duration = reading.elapsed();
         Ok(Poll {
             at: Some(at),
             samples,
             health,
             ports,
+            dns,
+            monotonic_ns: kernel::monotonic_ns(),
         })
     }
 
@@ -483,6 +506,9 @@ impl Receiver {
                     .processes
                     .cgroups()
                     .map_or(0, cgroups::CgroupTable::dropped),
+            dns_lost: stat(abi::STAT_DNS_LOST)?,
+            dns_malformed: 0,
+            dns_overflowed: 0,
             runs_missed: 0,
             namespaces_unreachable: self.namespaces_unreachable,
             nat_resyncs: self.nat.as_ref().map_or(0, nat::Nat::resyncs),
@@ -504,6 +530,9 @@ impl Drop for Receiver {
         self.reader.abort();
         if let Some((_, reader)) = &self.cgroup_events {
             reader.abort();
+        }
+        if let Some((_, drain)) = &self.dns {
+            drain.abort();
         }
     }
 }

@@ -114,7 +114,7 @@ fn read_proc_cgroup(pid: u32) -> ContainerPath {
         .unwrap_or_default()
 }
 
-fn comm_to_string(comm: &[u8; 16]) -> String {
+pub(crate) fn comm_to_string(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }

@@ -207,6 +207,12 @@ pub struct Poll {
     pub health: ReceiverHealth,
     /// Which ports are servers', for collapsing UDP client ports.
     pub ports: crate::PortFacts,
+    /// The DNS messages seen at client sockets since the last poll, in the
+    /// order they were read (feature dns).
+    pub dns: Vec<crate::DnsMessage>,
+    /// CLOCK_MONOTONIC, in nanoseconds, at the end of the poll: the clock
+    /// of [`DnsMessage::at_ns`](crate::DnsMessage), for lookup timeouts.
+    pub monotonic_ns: u64,
 }
 
 /// Losses and load of the kernel side, cumulative since start.
@@ -230,6 +236,14 @@ pub struct ReceiverHealth {
     /// Container cgroups made or removed that flowtel could not keep (its
     /// ring buffer or table full): their connections show no container.
     pub cgroups_lost: u64,
+    /// DNS messages the kernel could not hand over (its ring buffer full).
+    pub dns_lost: u64,
+    /// Records of the DNS ring buffer that were no DNS message flowtel can
+    /// read: cut below a header, compression loops, wrong counts, ...
+    pub dns_malformed: u64,
+    /// DNS messages read but not held, because more than the inbox's
+    /// bound arrived between two polls.
+    pub dns_overflowed: u64,
     /// Runs of the tracing programs the kernel skipped (a run of the same
     /// program under way on that CPU): their events were not counted.
     pub runs_missed: u64,

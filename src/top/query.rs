@@ -18,10 +18,12 @@ pub const DEFAULT_GROUP_BY: &str = "source.process.name,destination.service";
 pub const NO_VALUE: &str = "-";
 
 /// Attributes shown in place of a missing one: a flow whose destination no
-/// mapping names is shown by its address.
-const FALLBACKS: [(&str, &str); 2] = [
+/// mapping names is shown by its address, and so is one whose address no
+/// DNS answer named.
+const FALLBACKS: [(&str, &str); 3] = [
     ("destination.service", "destination.address"),
     ("source.service", "source.address"),
+    ("destination.domain", "destination.address"),
 ];
 
 /// One `--where` condition's comparison.
@@ -490,6 +492,12 @@ mod tests {
         assert_eq!(value(&named, "destination.service"), "postgres");
         assert_eq!(value(&unnamed, "destination.service"), "10.0.0.6");
         assert_eq!(value(&unnamed, "source.service"), "10.0.0.1");
+        let looked_up = attrs(&[
+            ("destination.domain", "db.example.com"),
+            ("destination.address", "10.0.0.5"),
+        ]);
+        assert_eq!(value(&looked_up, "destination.domain"), "db.example.com");
+        assert_eq!(value(&unnamed, "destination.domain"), "10.0.0.6");
         // No fallback for other attributes.
         assert_eq!(value(&unnamed, "destination.port"), NO_VALUE);
         assert_eq!(value(&unnamed, "source.process.name"), NO_VALUE);

@@ -240,6 +240,7 @@ mod tests {
             destination_address: "10.1.2.3".parse().unwrap(),
             destination_port: Some(443),
             translation: Default::default(),
+            destination_domain: None,
         };
         let stats = FlowStats {
             bytes_sent: 4096,
@@ -255,6 +256,8 @@ mod tests {
             flows: vec![Flow { key, stats }],
             health: ReceiverHealth::default(),
             counter_resets: 0,
+            dns_lookups: 0,
+            dns_health: Default::default(),
         }
     }
 

@@ -14,8 +14,13 @@
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
 //!  "untracked_events":0,"close_events_deferred":0,"udp_releases_lost":0,
 //!  "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,
-//!  "kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"tracked_connections":3,
+//!  "kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":3,
 //!  "map_capacity":65536,"features":{"tcp connections":"on","tcp live bytes":"on",...,"nat":"on"}}
+//! {"record":"dns","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
+//!  "attributes":{"destination.address":"127.0.0.53","dns.question.name":"example.com",
+//!   "dns.question.type":"A","dns.response.code":"NOERROR","network.transport":"udp",
+//!   "source.address":"127.0.0.1","source.process.name":"dig"},
+//!  "requests":3,"answered":3,"duration_mean_us":412,"duration_max_us":530}
 //! {"record":"window_summary","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
 //!  "series":1,"overflowed_series":0}
 //! ```
@@ -114,6 +119,10 @@ impl<W: Write> Exporter for JsonLines<W> {
             .map(|s| (Cow::Borrowed(&s.attributes), &s.stats))
             .collect();
         self.flows("window", report.start, report.end, series)?;
+        let (start, end) = (timestamp(report.start), timestamp(report.end));
+        for dns in &report.dns {
+            self.line(&super::dns::DnsRecord::new(&start, &end, dns))?;
+        }
         self.line(&WindowSummary {
             record: "window_summary",
             start: timestamp(report.start),
@@ -189,7 +198,7 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// `{"network.transport":"tcp","source.port":80,...}`: numbers stay numbers.
-struct AttributeMap<'a>(&'a Attributes);
+pub(super) struct AttributeMap<'a>(pub(super) &'a Attributes);
 
 impl Serialize for AttributeMap<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -235,6 +244,10 @@ struct HealthRecord {
     kubernetes_relists: u64,
     kubernetes_objects_malformed: u64,
     kubernetes_api_errors: u64,
+    /// DNS messages lost (kernel ring buffer or inbox full).
+    dns_lost: u64,
+    /// Packets of the DNS port that were no readable DNS message.
+    dns_malformed: u64,
     tracked_connections: u64,
     map_capacity: u64,
     features: FeatureLevels,
@@ -276,6 +289,8 @@ impl HealthRecord {
             kubernetes_relists: health.kubernetes_relists,
             kubernetes_objects_malformed: health.kubernetes_objects_malformed,
             kubernetes_api_errors: health.kubernetes_api_errors,
+            dns_lost: health.dns_lost + health.dns_overflowed,
+            dns_malformed: health.dns_malformed,
             tracked_connections: health.tracked_connections,
             map_capacity: health.map_capacity,
             features: FeatureLevels(health.features),
@@ -316,6 +331,7 @@ mod tests {
             destination_address: "127.0.0.1".parse().unwrap(),
             destination_port: Some(80),
             translation: Default::default(),
+            destination_domain: None,
         }
     }
 
@@ -353,6 +369,8 @@ mod tests {
                 ..ReceiverHealth::default()
             },
             counter_resets: 0,
+            dns_lookups: 0,
+            dns_health: Default::default(),
         };
         let mut json = JsonLines::new(Vec::new());
         json.export_poll(&report).unwrap();
@@ -368,11 +386,11 @@ mod tests {
             records[1],
             json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
                    "untracked_events":5,"close_events_deferred":1,"udp_releases_lost":0,
-                   "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,"kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"tracked_connections":7,"map_capacity":65536,
+                   "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,"kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":7,"map_capacity":65536,
                    "features":{"tcp connections":"off","tcp live bytes":"off",
                                "existing connections":"off","socket owners":"off",
                                "retransmits":"off","udp":"off","udp peers":"off",
-                               "udp release":"off","containers":"off","nat":"off"}})
+                               "udp release":"off","containers":"off","nat":"off","dns":"off"}})
         );
     }
 
@@ -416,6 +434,8 @@ mod tests {
                 stats,
             }],
             overflowed_series: 0,
+            dns: Vec::new(),
+            overflowed_dns_series: 0,
         };
         let mut json = JsonLines::new(Vec::new());
         json.export_window(&report).unwrap();
@@ -459,6 +479,8 @@ mod tests {
                 .map(processor::Series::from)
                 .collect(),
             overflowed_series: 0,
+            dns: Vec::new(),
+            overflowed_dns_series: 0,
         };
         let mut json = JsonLines::new(Vec::new());
         json.export_window(&report).unwrap();
@@ -484,6 +506,8 @@ mod tests {
             }],
             health: ReceiverHealth::default(),
             counter_resets: 0,
+            dns_lookups: 0,
+            dns_health: Default::default(),
         };
         let mut json = JsonLines::new(Vec::new());
         json.export_poll(&report).unwrap();

@@ -2,6 +2,7 @@
 //! for other programs ([`JsonLines`]). [`exporter`] builds the one a
 //! [`Format`] names.
 
+mod dns;
 mod format;
 mod json;
 mod table;

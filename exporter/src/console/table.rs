@@ -120,6 +120,7 @@ impl<W: Write> Exporter for Table<W> {
                 .map(|s| (Cow::Borrowed(&s.attributes), &s.stats));
             render(&mut text, rows.collect(), period, Columns::Window(total));
         }
+        super::dns::table(&mut text, &report.dns);
         text.push_str("== END OF WINDOW ==\n");
         self.write_out(&text)
     }
@@ -296,6 +297,7 @@ mod tests {
                 destination_address: "10.0.0.2".parse().unwrap(),
                 destination_port: port,
                 translation: Default::default(),
+                destination_domain: None,
             },
             stats: FlowStats {
                 bytes_sent: sent,
@@ -313,6 +315,8 @@ mod tests {
             flows,
             health,
             counter_resets: 0,
+            dns_lookups: 0,
+            dns_health: Default::default(),
         }
     }
 
@@ -405,6 +409,8 @@ mod tests {
             end: at(300),
             series: [b, a].into_iter().map(processor::Series::from).collect(),
             overflowed_series: 0,
+            dns: Vec::new(),
+            overflowed_dns_series: 0,
         };
         let mut table = Table::new(Vec::new());
         table.export_window(&report).unwrap();

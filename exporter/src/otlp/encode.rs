@@ -7,13 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use processor::dns::{DnsSeries, LatencyHistogram, LATENCY_BOUNDS_SECS};
 use processor::{AttributeValue, Series, WindowReport};
 
-use crate::metrics::{points, resource, Attributes, Spec, Value};
+use crate::metrics::{dns_points, points, resource, Attributes, Spec, Value};
 
 use super::config::Temporality;
 
@@ -34,6 +35,9 @@ pub struct Encoder {
     flows_per_request: usize,
     /// Cumulative only: per series, when it was first seen and its total.
     totals: HashMap<SeriesId, RunningTotal>,
+    /// Cumulative only: per histogram series, when it was first seen and
+    /// its durations so far.
+    histogram_totals: HashMap<SeriesId, (u64, LatencyHistogram)>,
 }
 
 /// A series: a metric name and its point's attributes.
@@ -63,6 +67,7 @@ impl Encoder {
             temporality,
             flows_per_request: FLOWS_PER_REQUEST,
             totals: HashMap::new(),
+            histogram_totals: HashMap::new(),
         }
     }
 
@@ -90,11 +95,15 @@ impl Encoder {
     pub fn encode(&mut self, window: &WindowReport) -> Vec<ExportMetricsServiceRequest> {
         let start_ns = unix_nanos(window.start);
         let end_ns = unix_nanos(window.end);
-        window
+        let mut requests: Vec<ExportMetricsServiceRequest> = window
             .series
             .chunks(self.flows_per_request)
             .map(|series| self.request(series, start_ns, end_ns))
-            .collect()
+            .collect();
+        for dns in window.dns.chunks(self.flows_per_request) {
+            requests.push(self.dns_request(dns, start_ns, end_ns));
+        }
+        requests
     }
 
     fn request(
@@ -111,6 +120,30 @@ impl Encoder {
             });
         }
         let metrics = metrics.into_otlp(self, start_ns, end_ns);
+        self.wrap(metrics)
+    }
+
+    /// The request of a window's DNS series: `dns.requests` and
+    /// `dns.lookup.duration`.
+    fn dns_request(
+        &mut self,
+        series: &[DnsSeries],
+        start_ns: u64,
+        end_ns: u64,
+    ) -> ExportMetricsServiceRequest {
+        let mut metrics = Metrics::default();
+        for one in series {
+            dns_points(
+                one,
+                |spec, attrs, n| add(&mut metrics.sums, spec, attrs, n),
+                |spec, attrs, h| add(&mut metrics.histograms, spec, attrs, h.clone()),
+            );
+        }
+        let metrics = metrics.into_otlp(self, start_ns, end_ns);
+        self.wrap(metrics)
+    }
+
+    fn wrap(&self, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
@@ -125,6 +158,26 @@ impl Encoder {
                 }],
                 schema_url: String::new(),
             }],
+        }
+    }
+
+    /// The durations and start time a Histogram point carries.
+    fn histogram_point(
+        &mut self,
+        id: SeriesId,
+        delta: LatencyHistogram,
+        start_ns: u64,
+    ) -> (u64, LatencyHistogram) {
+        match self.temporality {
+            Temporality::Delta => (start_ns, delta),
+            Temporality::Cumulative => {
+                let total = self
+                    .histogram_totals
+                    .entry(id)
+                    .or_insert_with(|| (start_ns, LatencyHistogram::default()));
+                total.1.merge(&delta);
+                (total.0, total.1.clone())
+            }
         }
     }
 
@@ -152,6 +205,7 @@ type Points<V> = Vec<(&'static Spec, Vec<(Attributes, V)>)>;
 struct Metrics {
     sums: Points<u64>,
     gauges: Points<f64>,
+    histograms: Points<LatencyHistogram>,
 }
 
 fn add<V>(points: &mut Points<V>, spec: &'static Spec, attrs: Attributes, value: V) {
@@ -204,6 +258,34 @@ impl Metrics {
                 })
                 .collect();
             out.push(metric(spec, metric::Data::Gauge(Gauge { data_points })));
+        }
+        for (spec, points) in self.histograms {
+            let data_points = points
+                .into_iter()
+                .map(|(attrs, delta)| {
+                    let (start, h) =
+                        encoder.histogram_point((spec.name, attrs.clone()), delta, start_ns);
+                    HistogramDataPoint {
+                        attributes: attrs.into_iter().map(|(k, v)| attribute(&k, v)).collect(),
+                        start_time_unix_nano: start,
+                        time_unix_nano: end_ns,
+                        count: h.count,
+                        sum: Some(h.sum_secs),
+                        bucket_counts: h.bucket_counts,
+                        explicit_bounds: LATENCY_BOUNDS_SECS.to_vec(),
+                        min: Some(h.min_secs),
+                        max: Some(h.max_secs),
+                        ..HistogramDataPoint::default()
+                    }
+                })
+                .collect();
+            out.push(metric(
+                spec,
+                metric::Data::Histogram(Histogram {
+                    data_points,
+                    aggregation_temporality: temporality as i32,
+                }),
+            ));
         }
         out
     }
@@ -284,6 +366,8 @@ pub(crate) mod tests {
             end: UNIX_EPOCH + Duration::from_secs(start_s + len_s),
             series: flows.into_iter().map(processor::Series::from).collect(),
             overflowed_series: 0,
+            dns: Vec::new(),
+            overflowed_dns_series: 0,
         }
     }
 
@@ -305,6 +389,7 @@ pub(crate) mod tests {
                 destination_address: "10.0.0.2".parse().unwrap(),
                 destination_port: Some(port),
                 translation: Default::default(),
+                destination_domain: None,
             },
             stats: FlowStats {
                 bytes_sent: sent,
@@ -415,6 +500,38 @@ pub(crate) mod tests {
         let opened = metric(&requests[0], "network.flow.connections.opened");
         assert_eq!(opened.unit, "{connection}");
         assert_eq!(int(&sum(opened).data_points[0]), 1);
+    }
+
+    #[test]
+    fn dns_series_are_a_sum_and_a_histogram() {
+        let mut encoder = Encoder::new(&BTreeMap::new(), Temporality::Cumulative);
+        let mut attributes = processor::Attributes::new();
+        attributes.set("dns.question.name", "example.com");
+        attributes.set("dns.response.code", "timeout");
+        let mut stats = processor::dns::DnsStats {
+            requests: 3,
+            ..Default::default()
+        };
+        stats.durations.record(std::time::Duration::from_millis(4));
+        let mut w = window(0, 60, Vec::new());
+        w.dns = vec![processor::dns::DnsSeries { attributes, stats }];
+        encoder.encode(&w);
+        let requests = encoder.encode(&w);
+        assert_eq!(requests.len(), 1);
+        let sum = sum(metric(&requests[0], "dns.requests"));
+        assert_eq!(int(&sum.data_points[0]), 6, "cumulative");
+        assert_eq!(metric(&requests[0], "dns.requests").unit, "{request}");
+        let duration = metric(&requests[0], "dns.lookup.duration");
+        assert_eq!(duration.unit, "s");
+        let Some(metric::Data::Histogram(h)) = &duration.data else {
+            panic!("dns.lookup.duration is a histogram: {duration:?}");
+        };
+        assert_eq!(h.data_points[0].count, 2);
+        assert_eq!(
+            h.data_points[0].explicit_bounds.len() + 1,
+            h.data_points[0].bucket_counts.len()
+        );
+        assert_eq!(h.data_points[0].bucket_counts[3], 2, "4ms is at most 5ms");
     }
 
     #[test]

@@ -167,6 +167,7 @@ impl Exporter for OtlpExporter {
     /// health feeds the health metrics.
     fn export_poll(&mut self, report: &PollReport) -> Result<(), Error> {
         self.health.record_poll(&report.health);
+        self.health.record_dns(&report.dns_health);
         Ok(())
     }
 

@@ -150,6 +150,8 @@ mod tests {
                 },
             }],
             overflowed_series: 0,
+            dns: Vec::new(),
+            overflowed_dns_series: 0,
         };
         exporter.export_window(&window).unwrap();
         exporter.export_window(&window).unwrap();

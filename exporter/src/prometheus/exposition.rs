@@ -25,9 +25,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use processor::dns::{LatencyHistogram, LATENCY_BOUNDS_SECS};
 use processor::WindowReport;
 
-use crate::metrics::{points, Attributes, Spec, Value};
+use crate::metrics::{dns_points, points, Attributes, Spec, Value};
 
 /// The `Content-Type` of the exposition text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -43,6 +44,8 @@ pub struct Exposition {
     target_info: String,
     /// Per metric (by OpenTelemetry name), its samples.
     families: HashMap<&'static str, Family>,
+    /// Per histogram metric, its running durations by labels.
+    histograms: HashMap<&'static str, HistogramFamily>,
     idle_windows: u64,
     /// Windows added so far.
     windows: u64,
@@ -55,6 +58,15 @@ struct Family {
     name: String,
     counter: bool,
     samples: BTreeMap<Labels, Sample>,
+}
+
+#[derive(Debug)]
+struct HistogramFamily {
+    spec: &'static Spec,
+    /// The Prometheus name (without `_bucket`, `_sum`, `_count`).
+    name: String,
+    /// Per labels, the durations so far and the last window with some.
+    samples: BTreeMap<Labels, (LatencyHistogram, u64)>,
 }
 
 #[derive(Debug)]
@@ -83,6 +95,7 @@ impl Exposition {
         Exposition {
             target_info,
             families: HashMap::new(),
+            histograms: HashMap::new(),
             idle_windows: u64::from(idle_windows.max(1)),
             windows: 0,
         }
@@ -97,35 +110,54 @@ impl Exposition {
         for family in self.families.values_mut().filter(|f| !f.counter) {
             family.samples.clear();
         }
+        let families = &mut self.families;
         for series in &window.series {
             points(series, |spec, attrs, value| {
-                let family = self
-                    .families
-                    .entry(spec.name)
-                    .or_insert_with(|| Family::new(spec, value));
-                let sample = family.samples.entry(point_labels(attrs)).or_insert(Sample {
-                    value: match value {
-                        Value::Sum(_) => Value::Sum(0),
-                        Value::Gauge(_) => value,
-                    },
-                    seen: now,
-                });
-                sample.seen = now;
-                sample.value = match (sample.value, value) {
-                    (Value::Sum(total), Value::Sum(n)) => Value::Sum(total.saturating_add(n)),
-                    (_, value) => value,
-                };
+                add_point(families, spec, attrs, value, now)
             });
+        }
+        let histograms = &mut self.histograms;
+        for series in &window.dns {
+            dns_points(
+                series,
+                |spec, attrs, n| add_point(families, spec, attrs, Value::Sum(n), now),
+                |spec, attrs, durations| {
+                    let family = histograms
+                        .entry(spec.name)
+                        .or_insert_with(|| HistogramFamily {
+                            spec,
+                            name: metric_name(spec, false),
+                            samples: BTreeMap::new(),
+                        });
+                    let sample = family
+                        .samples
+                        .entry(point_labels(attrs))
+                        .or_insert_with(|| (LatencyHistogram::default(), now));
+                    sample.0.merge(durations);
+                    sample.1 = now;
+                },
+            );
         }
         let idle = self.idle_windows;
         for family in self.families.values_mut() {
             family.samples.retain(|_, s| now - s.seen < idle);
         }
+        for family in self.histograms.values_mut() {
+            family.samples.retain(|_, (_, seen)| now - *seen < idle);
+        }
     }
 
     /// Samples held, over every metric.
     pub fn len(&self) -> usize {
-        self.families.values().map(|f| f.samples.len()).sum()
+        self.families
+            .values()
+            .map(|f| f.samples.len())
+            .sum::<usize>()
+            + self
+                .histograms
+                .values()
+                .map(|f| f.samples.len())
+                .sum::<usize>()
     }
 
     /// True before the first sample.
@@ -161,7 +193,69 @@ impl Exposition {
                 };
             }
         }
+        let mut histograms: Vec<&HistogramFamily> = self
+            .histograms
+            .values()
+            .filter(|f| !f.samples.is_empty())
+            .collect();
+        histograms.sort_by(|a, b| a.name.cmp(&b.name));
+        for family in histograms {
+            render_histogram(&mut out, family);
+        }
         out
+    }
+}
+
+/// Adds a Sum to its running total, or puts a Gauge in place.
+fn add_point(
+    families: &mut HashMap<&'static str, Family>,
+    spec: &'static Spec,
+    attrs: Attributes,
+    value: Value,
+    now: u64,
+) {
+    let family = families
+        .entry(spec.name)
+        .or_insert_with(|| Family::new(spec, value));
+    let sample = family.samples.entry(point_labels(attrs)).or_insert(Sample {
+        value: match value {
+            Value::Sum(_) => Value::Sum(0),
+            Value::Gauge(_) => value,
+        },
+        seen: now,
+    });
+    sample.seen = now;
+    sample.value = match (sample.value, value) {
+        (Value::Sum(total), Value::Sum(n)) => Value::Sum(total.saturating_add(n)),
+        (_, value) => value,
+    };
+}
+
+/// A histogram family: cumulative `_bucket{le=...}` lines, `_sum`, `_count`.
+fn render_histogram(out: &mut String, family: &HistogramFamily) {
+    let name = &family.name;
+    let help = escape(family.spec.description, false);
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+    for (labels, (durations, _)) in &family.samples {
+        let mut below = 0;
+        let bounds = LATENCY_BOUNDS_SECS.iter().map(|b| float(*b));
+        for (bound, count) in bounds
+            .chain(std::iter::once("+Inf".to_owned()))
+            .zip(&durations.bucket_counts)
+        {
+            below += count;
+            let mut with_le = labels.clone();
+            with_le.push(("le".to_owned(), bound));
+            let _ = write!(out, "{name}_bucket");
+            write_labels(out, &with_le);
+            let _ = writeln!(out, " {below}");
+        }
+        let _ = write!(out, "{name}_sum");
+        write_labels(out, labels);
+        let _ = writeln!(out, " {}", float(durations.sum_secs));
+        let _ = write!(out, "{name}_count");
+        write_labels(out, labels);
+        let _ = writeln!(out, " {}", durations.count);
     }
 }
 
@@ -330,6 +424,8 @@ mod tests {
             end: UNIX_EPOCH + Duration::from_secs(60),
             series,
             overflowed_series: 0,
+            dns: Vec::new(),
+            overflowed_dns_series: 0,
         }
     }
 
@@ -345,6 +441,67 @@ mod tests {
         .into_iter()
         .collect();
         Series { attributes, stats }
+    }
+
+    fn lookups(code: &str, durations_ms: &[u64]) -> processor::dns::DnsSeries {
+        let mut attributes = Attributes::new();
+        attributes.set("dns.question.name", "example.com");
+        attributes.set("dns.response.code", code);
+        let mut stats = processor::dns::DnsStats {
+            requests: durations_ms.len() as u64 + 1,
+            ..Default::default()
+        };
+        for ms in durations_ms {
+            stats.durations.record(Duration::from_millis(*ms));
+        }
+        processor::dns::DnsSeries { attributes, stats }
+    }
+
+    #[test]
+    fn dns_lookups_are_a_counter_and_a_histogram_that_accumulate() {
+        let mut exposition = Exposition::new(&resource(), 12);
+        let mut w = window(Vec::new());
+        w.dns = vec![lookups("NOERROR", &[2, 30])];
+        exposition.add(&w);
+        exposition.add(&w);
+        let text = exposition.render();
+        let labels = r#"dns_question_name="example.com",dns_response_code="NOERROR""#;
+        assert!(
+            text.contains("# TYPE dns_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("dns_requests_total{{{labels}}} 6\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE dns_lookup_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_bucket{{{labels},le=\"0.0025\"}} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_bucket{{{labels},le=\"0.05\"}} 4\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 4\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "dns_lookup_duration_seconds_count{{{labels}}} 4\n"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

@@ -24,8 +24,9 @@ pub const STAT_RELEASE_LOST: usize = 2;
 pub const STAT_UNTRACKED: usize = 3;
 pub const STAT_INSERT_FAILED: usize = 4;
 pub const STAT_CGROUP_LOST: usize = 5;
+pub const STAT_DNS_LOST: usize = 6;
 #[cfg(test)]
-pub const STAT_COUNT: usize = 6;
+pub const STAT_COUNT: usize = 7;
 /// `FT_SETTING_SEND_PEERS`: the settings map's index.
 pub const SETTING_SEND_PEERS: u32 = 0;
 
@@ -151,6 +152,46 @@ impl CgroupEvent {
     }
 }
 
+// SAFETY: as above.
+unsafe impl aya::Pod for DnsEvent {}
+impl Record for DnsEvent {}
+
+/// `FT_DNS_*`: a DNS message's direction, and the most of one copied.
+pub const DNS_QUERY: u8 = 1;
+#[cfg(test)]
+pub const DNS_ANSWER: u8 = 2;
+pub const DNS_CAPTURE: usize = 512;
+
+/// `struct dns_event`: a DNS message seen at a client socket
+/// (ring buffer `dns_events`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DnsEvent {
+    pub ktime_ns: u64,
+    pub cookie: u64,
+    pub netns: u32,
+    pub pid: u32,
+    pub length: u32,
+    pub captured: u32,
+    pub family: u16,
+    pub client_port: u16,
+    pub server_port: u16,
+    pub protocol: u8,
+    pub direction: u8,
+    pub client_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+    pub comm: [u8; 16],
+    pub message: [u8; DNS_CAPTURE],
+}
+
+impl DnsEvent {
+    /// The copied part of the message (never more than the buffer holds,
+    /// whatever `captured` says).
+    pub fn copied(&self) -> &[u8] {
+        &self.message[..(self.captured as usize).min(DNS_CAPTURE)]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -255,6 +296,26 @@ mod tests {
             ("cgroup_event.id", offset_of!(CgroupEvent, id)),
             ("cgroup_event.kind", offset_of!(CgroupEvent, kind)),
             ("cgroup_event.path", offset_of!(CgroupEvent, path)),
+            ("dns_event", size_of::<DnsEvent>()),
+            ("dns_event.ktime_ns", offset_of!(DnsEvent, ktime_ns)),
+            ("dns_event.cookie", offset_of!(DnsEvent, cookie)),
+            ("dns_event.netns", offset_of!(DnsEvent, netns)),
+            ("dns_event.pid", offset_of!(DnsEvent, pid)),
+            ("dns_event.length", offset_of!(DnsEvent, length)),
+            ("dns_event.captured", offset_of!(DnsEvent, captured)),
+            ("dns_event.family", offset_of!(DnsEvent, family)),
+            ("dns_event.client_port", offset_of!(DnsEvent, client_port)),
+            ("dns_event.server_port", offset_of!(DnsEvent, server_port)),
+            ("dns_event.protocol", offset_of!(DnsEvent, protocol)),
+            ("dns_event.direction", offset_of!(DnsEvent, direction)),
+            ("dns_event.client_addr", offset_of!(DnsEvent, client_addr)),
+            ("dns_event.server_addr", offset_of!(DnsEvent, server_addr)),
+            ("dns_event.comm", offset_of!(DnsEvent, comm)),
+            ("dns_event.message", offset_of!(DnsEvent, message)),
+            ("FT_DNS_QUERY", DNS_QUERY.into()),
+            ("FT_DNS_ANSWER", DNS_ANSWER.into()),
+            ("FT_DNS_CAPTURE", DNS_CAPTURE),
+            ("FT_STAT_DNS_LOST", STAT_DNS_LOST),
             ("netns_seen", size_of::<NetnsSeen>()),
             ("netns_seen.last_ns", offset_of!(NetnsSeen, last_ns)),
             ("netns_seen.pid", offset_of!(NetnsSeen, pid)),

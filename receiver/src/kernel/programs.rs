@@ -33,6 +33,9 @@ enum Hook {
     /// A cgroup-v2 packet hook (`cgroup_skb/egress`), attached to the
     /// cgroup root.
     CgroupEgress,
+    /// A cgroup-v2 packet hook (`cgroup_skb/ingress`), attached to the
+    /// cgroup root.
+    CgroupIngress,
     /// A kprobe or kretprobe (the program's section says which) on a kernel
     /// function.
     Kprobe(&'static str),
@@ -222,9 +225,20 @@ const CGROUP_PATHS: Mechanism = Mechanism {
     ],
 };
 
+/// The host's DNS messages: queries leaving client sockets, answers
+/// reaching them. Programs of their own, never pinned: they need the
+/// agent's ring buffer reader, and no lookup is counted while no agent runs.
+const DNS_CAPTURE: Mechanism = Mechanism {
+    via: "cgroup_skb egress and ingress",
+    programs: &[
+        ("flowtel_dns_egress", Hook::CgroupEgress),
+        ("flowtel_dns_ingress", Hook::CgroupIngress),
+    ],
+};
+
 /// Every program of the object: for `flowtel check --all-programs`, and
 /// the contract test.
-const ALL_MECHANISMS: [&Mechanism; 16] = [
+const ALL_MECHANISMS: [&Mechanism; 17] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
     &TCP_RETRANSMIT[0],
@@ -241,6 +255,7 @@ const ALL_MECHANISMS: [&Mechanism; 16] = [
     &UDP_PEERS,
     &UDP_RELEASE,
     &CGROUP_PATHS,
+    &DNS_CAPTURE,
 ];
 
 /// The ways each feature can work, best first, on this kernel and config;
@@ -266,6 +281,7 @@ fn mechanisms(
         Feature::UdpRelease => vec![&UDP_RELEASE],
         Feature::Containers => vec![&CGROUP_PATHS],
         Feature::Nat => vec![],
+        Feature::Dns => vec![&DNS_CAPTURE],
     }
 }
 
@@ -431,6 +447,17 @@ pub fn load_and_attach(
         let state = if feature == Feature::Nat {
             // Read over netlink, not by a program.
             crate::nat::availability()
+        } else if feature == Feature::Dns && !config.dns {
+            State::Off {
+                why: "receiver.dns is false".to_owned(),
+            }
+        } else if feature == Feature::Dns {
+            // Never pinned, never adopted: attached afresh by each agent.
+            let kept = (context.pins.take(), context.resume);
+            context.resume = false;
+            let (state, _) = enable(&mut ebpf, &mut context, feature, &[&DNS_CAPTURE]);
+            (context.pins, context.resume) = kept;
+            state
         } else if is_udp(feature) && !config.udp {
             State::Off {
                 why: "receiver.udp is false".to_owned(),
@@ -513,10 +540,11 @@ fn enable_send_peers(ebpf: &mut Ebpf) -> Result<(), Error> {
 
 /// A loader for the object with this kernel's BTF and the configured map
 /// sizes.
-fn sized_loader<'a>(btf: &'a Btf, config: &Config) -> EbpfLoader<'a> {
+fn sized_loader<'a>(btf: &'a Btf, config: &'a Config) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
     loader
         .btf(Some(btf))
+        .override_global("dns_port", &config.dns_port, true)
         .map_max_entries("conns", config.max_connections)
         .map_max_entries("events", config.ring_buffer_bytes);
     loader
@@ -763,7 +791,7 @@ fn load(program: &mut Program, name: &'static str, hook: Hook, btf: &Btf) -> Res
         }
         (Hook::Cgroup(_), Program::CgroupSockAddr(program)) => program.load(),
         (Hook::Cgroup(_), Program::CgroupSock(program)) => program.load(),
-        (Hook::CgroupEgress, Program::CgroupSkb(program)) => program.load(),
+        (Hook::CgroupEgress | Hook::CgroupIngress, Program::CgroupSkb(program)) => program.load(),
         (Hook::Kprobe(_), Program::KProbe(program)) => program.load(),
         (Hook::Iter(target), Program::Iter(program)) => program.load(target, btf),
         (hook, _) => {
@@ -809,6 +837,10 @@ fn attach(
             .attach(cgroup, CgroupSkbAttachType::Egress, CGROUP_ATTACH_MODE)
             .map(Attached::Skb)
             .map_err(attach_error(cgroup_target("skb egress"))),
+        (Hook::CgroupIngress, Program::CgroupSkb(program)) => program
+            .attach(cgroup, CgroupSkbAttachType::Ingress, CGROUP_ATTACH_MODE)
+            .map(Attached::Skb)
+            .map_err(attach_error(cgroup_target("skb ingress"))),
         (Hook::Kprobe(function), Program::KProbe(program)) => program
             .attach(function, 0)
             .map(|_| Attached::Kprobe)
@@ -910,6 +942,12 @@ mod tests {
                         Hook::CgroupEgress,
                         ProgramSection::CgroupSkb {
                             attach_type: Some(CgroupSkbAttachType::Egress)
+                        }
+                    )
+                    | (
+                        Hook::CgroupIngress,
+                        ProgramSection::CgroupSkb {
+                            attach_type: Some(CgroupSkbAttachType::Ingress)
                         }
                     )
                     | (
