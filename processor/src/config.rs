@@ -230,6 +230,23 @@ mod tests {
     }
 
     #[test]
+    fn a_name_rule_needs_the_attribute_it_matches() {
+        let err =
+            parse(r#"{"mappings": {"names": [{"match": "^db$", "service": "pg"}]}}"#).unwrap_err();
+        assert!(err.contains("this rule needs `on:`"), "{err}");
+        let err = parse(r#"{"mappings": {"names": [{"on": "k8s.pod.name", "match": "x"}]}}"#)
+            .unwrap_err();
+        assert!(
+            err.contains("name it whole, like source.k8s.deployment.name"),
+            "{err}"
+        );
+        let ok = parse(
+            r#"{"mappings": {"names": [{"on": "destination.k8s.service.name", "match": "^db$", "service": "pg"}]}, "attributes": ["destination.service"]}"#,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
     fn selected_attributes_must_be_known() {
         let err = parse(r#"{"attributes": ["destination.servce"]}"#).unwrap_err();
         assert!(

@@ -15,6 +15,9 @@
 //!     - {on: label.team, match: '^payments$', service: payments}
 //!   domains:                     # remote end's destination.domain -> destination attributes
 //!     - {match: '\.amazonaws\.com$', service: aws}
+//!   names:                       # a name another source gave an end -> that end's attributes
+//!     - {on: destination.k8s.service.name, match: '^db$', service: postgres}
+//!     - {on: source.k8s.deployment.name, match: '^cart', attributes: {team: shop}}
 //! ```
 
 use std::collections::BTreeMap;
@@ -50,6 +53,12 @@ pub struct Mappings {
     /// `destination.*` attributes, over those of the CIDRs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<Rule>,
+    /// Rules on a name another source gave an end (the container runtime,
+    /// Kubernetes, DNS), by its whole attribute name in `on`; the first that
+    /// matches for an end gives that end's attributes, over every other
+    /// rule's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<NameRuleOn>,
 }
 
 impl Mappings {
@@ -73,6 +82,14 @@ impl Mappings {
         }
         for rule in &self.domains {
             both.extend(rule.attributes().map(|(name, _)| name));
+        }
+        for rule in &self.names {
+            let end = if rule.on.destination {
+                &mut both
+            } else {
+                &mut source
+            };
+            end.extend(rule.rule.attributes().map(|(name, _)| name));
         }
         for names in [&mut source, &mut both] {
             names.sort_unstable();
@@ -156,14 +173,31 @@ pub struct Rule {
     pub attributes: AttributeMap,
 }
 
-/// A rule on the local container: `on` says what its pattern matches.
+/// A [`Rule`] whose pattern matches what `on` names.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "RawContainerRule", into = "RawContainerRule")]
-pub struct ContainerRule {
+#[serde(
+    try_from = "RawOnRule",
+    into = "RawOnRule",
+    bound = "F: RuleField + Clone"
+)]
+pub struct OnRule<F> {
     /// What the pattern is matched against.
-    pub on: ContainerField,
+    pub on: F,
     /// The pattern and what the rule gives.
     pub rule: Rule,
+}
+
+/// A rule on the local container (`on`: its id by default).
+pub type ContainerRule = OnRule<ContainerField>;
+
+/// A rule on a name another source gave one end (`on:
+/// destination.k8s.service.name`); it gives that end's attributes.
+pub type NameRuleOn = OnRule<EndAttribute>;
+
+/// What an [`OnRule`]'s `on` may say.
+pub trait RuleField: std::str::FromStr<Err = String> + fmt::Display + PartialEq + Sized {
+    /// The field when `on` is left out; `None`: `on` is required.
+    fn implied() -> Option<Self>;
 }
 
 /// What of a container a rule matches.
@@ -189,6 +223,12 @@ impl ContainerField {
             ContainerField::Image => Some("source.container.image.name".to_owned()),
             ContainerField::Label(key) => Some(format!("source.container.label.{key}")),
         }
+    }
+}
+
+impl RuleField for ContainerField {
+    fn implied() -> Option<Self> {
+        Some(ContainerField::Id)
     }
 }
 
@@ -221,10 +261,51 @@ impl fmt::Display for ContainerField {
     }
 }
 
-/// A container rule as written: a [`Rule`] with `on`.
+/// One end's attribute by its whole name (`source.k8s.deployment.name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndAttribute {
+    /// The whole name, with its end's prefix.
+    pub name: String,
+    /// Whether it is the remote end's (`destination.`).
+    pub destination: bool,
+}
+
+impl RuleField for EndAttribute {
+    fn implied() -> Option<Self> {
+        None
+    }
+}
+
+impl std::str::FromStr for EndAttribute {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let destination = match text.split_once('.') {
+            Some(("source", rest)) if !rest.is_empty() => false,
+            Some(("destination", rest)) if !rest.is_empty() => true,
+            _ => {
+                return Err(format!(
+                    "`on: {text}` is not an end's attribute: name it whole, like source.k8s.deployment.name or destination.k8s.service.name"
+                ))
+            }
+        };
+        Ok(EndAttribute {
+            name: text.to_owned(),
+            destination,
+        })
+    }
+}
+
+impl fmt::Display for EndAttribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// An [`OnRule`] as written: a [`Rule`] with `on`.
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawContainerRule {
+struct RawOnRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     on: Option<String>,
     #[serde(rename = "match")]
@@ -235,27 +316,27 @@ struct RawContainerRule {
     attributes: AttributeMap,
 }
 
-impl TryFrom<RawContainerRule> for ContainerRule {
+impl<F: RuleField> TryFrom<RawOnRule> for OnRule<F> {
     type Error = String;
 
-    fn try_from(raw: RawContainerRule) -> Result<Self, String> {
+    fn try_from(raw: RawOnRule) -> Result<Self, String> {
         let on = match raw.on {
             Some(text) => text.parse()?,
-            None => ContainerField::Id,
+            None => F::implied().ok_or("this rule needs `on:`, the attribute it matches")?,
         };
         let rule = Rule {
             pattern: raw.pattern,
             service: raw.service,
             attributes: raw.attributes,
         };
-        Ok(ContainerRule { on, rule })
+        Ok(OnRule { on, rule })
     }
 }
 
-impl From<ContainerRule> for RawContainerRule {
-    fn from(rule: ContainerRule) -> Self {
-        RawContainerRule {
-            on: (rule.on != ContainerField::Id).then(|| rule.on.to_string()),
+impl<F: RuleField> From<OnRule<F>> for RawOnRule {
+    fn from(rule: OnRule<F>) -> Self {
+        RawOnRule {
+            on: (F::implied().as_ref() != Some(&rule.on)).then(|| rule.on.to_string()),
             pattern: rule.rule.pattern,
             service: rule.rule.service,
             attributes: rule.rule.attributes,

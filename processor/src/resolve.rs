@@ -8,8 +8,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 #[cfg(test)]
-use crate::mapping::{Cidr, Port};
-use crate::mapping::{ContainerField, ContainerRule, Mappings, Pattern, Rule};
+use crate::mapping::{Cidr, ContainerRule, NameRuleOn, Port};
+use crate::mapping::{ContainerField, EndAttribute, Mappings, OnRule, Pattern, Rule};
 use crate::{AttributeValue, Attributes, EndNames, FlowKey};
 
 /// Resolves the attributes of flows by the configured mappings.
@@ -25,6 +25,8 @@ pub struct Resolver {
     /// Sources of names for the ends, in the order they were added.
     end_names: Vec<Arc<dyn EndNames>>,
     domains: NameRules,
+    /// The rules on other sources' names, by the attribute they match.
+    names: Vec<(EndAttribute, NameRules)>,
 }
 
 /// Rules on a name, in order; the first that matches wins. The rules whose
@@ -135,9 +137,10 @@ impl Resolver {
                 .map(|(port, name)| (port.0, Arc::from(name.as_str())))
                 .collect(),
             processes: NameRules::of(mappings.processes.iter().enumerate()),
-            containers: container_rules(&mappings.containers),
+            containers: grouped(&mappings.containers, ContainerField::attribute),
             end_names: Vec::new(),
             domains: NameRules::of(mappings.domains.iter().enumerate()),
+            names: grouped(&mappings.names, |on| on.clone()),
         }
     }
 
@@ -182,25 +185,35 @@ impl Resolver {
                 set_all(&mut a, &rule.end.destination);
             }
         }
+        for destination in [false, true] {
+            let of_end = self
+                .names
+                .iter()
+                .filter(|(on, _)| on.destination == destination);
+            let found = first_on(
+                of_end.map(|(on, rules)| (Some(on.name.as_str()), rules)),
+                key,
+                &a,
+            );
+            if let Some(rule) = found {
+                let end = if destination {
+                    &rule.end.destination
+                } else {
+                    &rule.end.source
+                };
+                set_all(&mut a, end);
+            }
+        }
         a
     }
 
     /// The first container rule that matches, over all fields.
     fn container_rule(&self, key: &FlowKey, a: &Attributes) -> Option<&NameRule> {
-        self.containers
+        let groups = self
+            .containers
             .iter()
-            .filter_map(|(attribute, rules)| {
-                let value = match attribute {
-                    None => key.source_container_id()?,
-                    Some(name) => match a.get(name)? {
-                        AttributeValue::String(value) => value,
-                        _ => return None,
-                    },
-                };
-                rules.first(value)
-            })
-            .min_by_key(|(place, _)| *place)
-            .map(|(_, rule)| rule)
+            .map(|(attribute, rules)| (attribute.as_deref(), rules));
+        first_on(groups, key, a)
     }
 
     fn cidr(&self, address: IpAddr) -> Option<&EndAttributes> {
@@ -212,9 +225,32 @@ impl Resolver {
     }
 }
 
-/// The container rules grouped by the field they match.
-fn container_rules(rules: &[ContainerRule]) -> Vec<(Option<String>, NameRules)> {
-    let mut fields: Vec<&ContainerField> = Vec::new();
+/// The first rule, in file order, that matches its group's value: the
+/// attribute named (the container id for `None`).
+fn first_on<'r>(
+    groups: impl Iterator<Item = (Option<&'r str>, &'r NameRules)>,
+    key: &FlowKey,
+    a: &Attributes,
+) -> Option<&'r NameRule> {
+    groups
+        .filter_map(|(attribute, rules)| {
+            let value = match attribute {
+                None => key.source_container_id()?,
+                Some(name) => match a.get(name)? {
+                    AttributeValue::String(value) => value,
+                    _ => return None,
+                },
+            };
+            rules.first(value)
+        })
+        .min_by_key(|(place, _)| *place)
+        .map(|(_, rule)| rule)
+}
+
+/// `rules` grouped by what `field` says each matches, keeping each rule's
+/// place among all of them.
+fn grouped<F: PartialEq, G>(rules: &[OnRule<F>], field: impl Fn(&F) -> G) -> Vec<(G, NameRules)> {
+    let mut fields: Vec<&F> = Vec::new();
     for rule in rules {
         if !fields.contains(&&rule.on) {
             fields.push(&rule.on);
@@ -222,13 +258,13 @@ fn container_rules(rules: &[ContainerRule]) -> Vec<(Option<String>, NameRules)> 
     }
     fields
         .into_iter()
-        .map(|field| {
+        .map(|on| {
             let of_field = rules
                 .iter()
                 .enumerate()
-                .filter(|(_, rule)| rule.on == *field)
+                .filter(|(_, rule)| rule.on == *on)
                 .map(|(place, rule)| (place, &rule.rule));
-            (field.attribute(), NameRules::of(of_field))
+            (field(on), NameRules::of(of_field))
         })
         .collect()
 }
@@ -436,6 +472,52 @@ mod tests {
             service(vec![no_match, by_id, by_name]).as_deref(),
             Some("by-id")
         );
+    }
+
+    /// A source naming every local end `cart` and every remote end `db`.
+    #[derive(Debug)]
+    struct Shop;
+
+    impl EndNames for Shop {
+        fn name_local(&self, _: &receiver::ProcessInfo, a: &mut Attributes) {
+            a.set("source.k8s.deployment.name", "cart-v2");
+        }
+        fn name_remote(&self, _: IpAddr, a: &mut Attributes) {
+            a.set("destination.k8s.service.name", "db");
+        }
+    }
+
+    #[test]
+    fn name_rules_match_another_sources_names_for_their_own_end() {
+        let rule = |on: &str, pattern: &str, service: &str| NameRuleOn {
+            on: on.parse().unwrap(),
+            rule: Rule {
+                pattern: Pattern::new(pattern).unwrap(),
+                service: Some(service.into()),
+                attributes: AttributeMap::default(),
+            },
+        };
+        let mut m = mappings();
+        m.names = vec![
+            rule("destination.k8s.service.name", "^web$", "web"),
+            rule("destination.k8s.service.name", "^db$", "postgres"),
+            rule("source.k8s.deployment.name", "^cart", "shop"),
+        ];
+        let mut r = Resolver::new(&m);
+        r.add_end_names(Arc::new(Shop));
+        let a = r.attributes(&key("127.0.0.1", "10.1.7.7", "nginx", None));
+        assert_eq!(
+            text(&a, "destination.service").as_deref(),
+            Some("postgres"),
+            "over the CIDR"
+        );
+        assert_eq!(
+            text(&a, "source.service").as_deref(),
+            Some("shop"),
+            "over the process rule"
+        );
+        assert_eq!(m.names().0, ["port.name", "service", "site", "team"]);
+        assert!("k8s.service.name".parse::<EndAttribute>().is_err());
     }
 
     #[test]
