@@ -111,13 +111,18 @@ macro_rules! matrix {
 
 /// What 5.10 lacks: bpf_get_socket_cookie() in tracing programs (5.12),
 /// so TCP is keyed by socket address; bpf_sock_from_file() (5.11) for the
-/// owners walk.
-const BEFORE_5_11: &[&str] = &["flowtel_state", "flowtel_owners_by_addr"];
+/// owners walk; the task's pid and name in a cgroup_skb program, which the
+/// DNS capture's egress side reads (feature dns off there).
+const BEFORE_5_11: &[&str] = &[
+    "flowtel_state",
+    "flowtel_owners_by_addr",
+    "flowtel_dns_egress",
+];
 
 /// What 5.10 refuses when every program is loaded: the cookie-keyed TCP
 /// programs (it keys by address instead), both owners walks, and the
-/// egress hook (bpf_get_current_cgroup_id() is no cgroup_skb helper before
-/// 6.x; UDP takes kprobes there anyway).
+/// egress hooks of UDP and DNS (the current task's cgroup, pid and name
+/// are no cgroup_skb helpers there; UDP takes kprobes anyway, DNS is off).
 const ANYWHERE_BEFORE_5_11: &[&str] = &[
     "flowtel_state",
     "flowtel_state_twin",
@@ -127,6 +132,7 @@ const ANYWHERE_BEFORE_5_11: &[&str] = &[
     "flowtel_owners",
     "flowtel_owners_by_addr",
     "flowtel_udp_egress",
+    "flowtel_dns_egress",
 ];
 
 matrix! {
