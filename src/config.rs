@@ -237,7 +237,7 @@ mod tests {
     fn an_unknown_key_names_its_place_and_the_known_ones() {
         assert_eq!(
             parse("processor:\n  intervl: 5m\n").unwrap_err(),
-            "flowtel.yaml:2:3: unknown field `intervl`, expected one of interval, attributes, max_series, mappings, containers"
+            "flowtel.yaml:2:3: unknown field `intervl`, expected one of interval, attributes, max_series, mappings, containers, kubernetes, dns"
         );
         assert_eq!(
             parse("recever: {}\n").unwrap_err(),
