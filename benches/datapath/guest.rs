@@ -65,7 +65,7 @@ pub fn run_in_guest(rounds: usize, time: Duration) -> GuestRun {
     let initrd = initramfs.pack();
     // Each flowtel start loads and verifies its programs under emulation.
     let timeout = Duration::from_secs(120) + (time + Duration::from_secs(20)) * (3 * rounds) as u32;
-    let console = vm::boot(&kernel, &initrd, "", timeout);
+    let console = vm::boot(&kernel, &initrd, "", timeout, 1);
     let mut samples = vec![Vec::new(); GUEST_WATCHERS.len()];
     let mut program_runs = vec![(0, 0); GUEST_WATCHERS.len()];
     for line in console.lines() {

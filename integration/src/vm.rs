@@ -253,13 +253,15 @@ impl Initramfs {
 }
 
 /// Boots `kernel` with `initrd` and the extra kernel command line `append`
-/// under qemu (software emulation), and returns the serial console output.
-/// Panics if qemu cannot start or the guest runs past `timeout`.
-pub fn boot(kernel: &Kernel, initrd: &Path, append: &str, timeout: Duration) -> String {
+/// under qemu (software emulation) with `cpus` CPUs, and returns the serial
+/// console output. Panics if qemu cannot start or the guest runs past
+/// `timeout`.
+pub fn boot(kernel: &Kernel, initrd: &Path, append: &str, timeout: Duration, cpus: u32) -> String {
     let qemu = which("qemu-system-x86_64", "qemu-system-x86");
     let started = Instant::now();
+    let cpus = cpus.to_string();
     let mut child = Command::new(qemu)
-        .args(["-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
+        .args(["-m", "1024", "-smp", &cpus, "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.image)
         .arg("-initrd")

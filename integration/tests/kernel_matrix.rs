@@ -58,7 +58,11 @@ fn run_kernel(guest: &Guest) {
         names(guest.refused_anywhere),
     );
     let command = guest_command(guest.probes);
-    let console = run_guest_checks(&kernel, &cache, &append, &command);
+    // The kprobe kernels get two CPUs: on one, 5.10 skips the UDP kprobe
+    // programs of other tasks while the agent is preempted in a bpf(2) map
+    // call (the README's known gaps); real hosts have more than one.
+    let cpus = if guest.probes == "kprobe" { 2 } else { 1 };
+    let console = run_guest_checks(&kernel, &cache, &append, &command, cpus);
     let results = guest_results(&console);
     eprintln!("{}", table_row(&kernel.package, &console, &results));
     let failed: Vec<&(String, bool)> = results.iter().filter(|(_, ok)| !ok).collect();
@@ -278,9 +282,15 @@ fn guest_command(probes: &str) -> String {
     )
 }
 
-/// Boots `kernel` to run `command` with the kernel command line `append`,
-/// and returns its console.
-fn run_guest_checks(kernel: &vm::Kernel, cache: &Path, append: &str, command: &str) -> String {
+/// Boots `kernel` with `cpus` CPUs to run `command` with the kernel command
+/// line `append`, and returns its console.
+fn run_guest_checks(
+    kernel: &vm::Kernel,
+    cache: &Path,
+    append: &str,
+    command: &str,
+    cpus: u32,
+) -> String {
     let this_test = std::env::current_exe().expect("the test binary's path");
     let mut initramfs =
         vm::Initramfs::new(&cache.join(format!("guest-{}", kernel.package)), command);
@@ -292,7 +302,7 @@ fn run_guest_checks(kernel: &vm::Kernel, cache: &Path, append: &str, command: &s
     }
     let initrd = initramfs.pack();
     let started = std::time::Instant::now();
-    let console = vm::boot(kernel, &initrd, append, GUEST_TIMEOUT);
+    let console = vm::boot(kernel, &initrd, append, GUEST_TIMEOUT, cpus);
     // Shown when the test fails (cargo captures it otherwise).
     eprintln!("console of {}:\n{console}", kernel.package);
     let results = guest_results(&console);
