@@ -36,6 +36,8 @@ impl EndNameSources {
         if runtimes.docker || runtimes.containerd {
             // One index: a container id is one runtime's.
             let index = ContainerIndex::new(runtimes.max_containers);
+            let sweeping = index.clone().sweep(runtimes.keep_removed);
+            sources.tasks.push(tokio::spawn(sweeping));
             if runtimes.docker {
                 let watching = containers::docker::watch(runtimes.clone(), index.clone());
                 sources.tasks.push(tokio::spawn(watching));

@@ -18,7 +18,6 @@ use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::Request;
 use prost::Message as _;
 
-use crate::docker::SWEEP_EVERY;
 use crate::retry::{self, timed, Streak};
 use crate::{Config, ContainerFacts, ContainerIndex, Image, Runtime};
 
@@ -97,46 +96,43 @@ async fn session(config: &Config, index: &ContainerIndex, streak: &Streak) -> Re
     index.listed(Runtime::Containerd, &alive, at);
     streak.answered();
 
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        tokio::select! {
-            envelope = events.message() => match envelope {
-                Ok(None) => return Ok(()),
-                Err(status) => return Err(retry::short(&status.to_string())),
-                Ok(Some(envelope)) => {
-                    if !config.containerd_namespaces.contains(&envelope.namespace) {
-                        continue;
-                    }
-                    let Some(payload) = envelope.event else { continue };
-                    let value = payload.value.as_slice();
-                    let id = match envelope.topic.as_str() {
-                        "/containers/create" => ContainerCreate::decode(value).map(|e| e.id),
-                        "/containers/update" => ContainerUpdate::decode(value).map(|e| e.id),
-                        "/containers/delete" => {
-                            if let Ok(deleted) = ContainerDelete::decode(value) {
-                                index.removed(&deleted.id, Instant::now());
-                            }
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    let Ok(id) = id else {
-                        index.count_error();
-                        continue;
-                    };
-                    let request = in_namespace(GetContainerRequest { id }, &envelope.namespace)?;
-                    match timed(containers.get(request)).await {
-                        Ok(got) => {
-                            if let Some(container) = got.into_inner().container {
-                                index.insert(Runtime::Containerd, container.id.clone(), facts(container));
-                            }
-                        }
-                        // Gone already, or a hiccup: unnamed, counted.
-                        Err(_) => index.count_error(),
-                    }
+        let envelope = match events.message().await {
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(retry::short(&status.to_string())),
+            Ok(Some(envelope)) => envelope,
+        };
+        if !config.containerd_namespaces.contains(&envelope.namespace) {
+            continue;
+        }
+        let Some(payload) = envelope.event else {
+            continue;
+        };
+        let value = payload.value.as_slice();
+        let id = match envelope.topic.as_str() {
+            "/containers/create" => ContainerCreate::decode(value).map(|e| e.id),
+            "/containers/update" => ContainerUpdate::decode(value).map(|e| e.id),
+            "/containers/delete" => {
+                if let Ok(deleted) = ContainerDelete::decode(value) {
+                    index.removed(&deleted.id, Instant::now());
                 }
-            },
-            _ = sweep.tick() => index.forget_removed(Instant::now(), config.keep_removed),
+                continue;
+            }
+            _ => continue,
+        };
+        let Ok(id) = id else {
+            index.count_error();
+            continue;
+        };
+        let request = in_namespace(GetContainerRequest { id }, &envelope.namespace)?;
+        match timed(containers.get(request)).await {
+            Ok(got) => {
+                if let Some(container) = got.into_inner().container {
+                    index.insert(Runtime::Containerd, container.id.clone(), facts(container));
+                }
+            }
+            // Gone already, or a hiccup: unnamed, counted.
+            Err(_) => index.count_error(),
         }
     }
 }

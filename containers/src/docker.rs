@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
@@ -15,9 +15,6 @@ use futures_util::StreamExt;
 
 use crate::retry::{self, Streak, REQUEST_TIMEOUT};
 use crate::{Config, ContainerFacts, ContainerIndex, Image, Runtime};
-
-/// How often removed containers old enough are forgotten.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Keeps `index` up to date from the Docker daemon at
 /// `config.docker_socket` until the task is dropped. Never returns.
@@ -70,15 +67,11 @@ async fn session(config: &Config, index: &ContainerIndex, streak: &Streak) -> Re
         .filters(&filters)
         .build();
     let mut events = docker.events(Some(options));
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        tokio::select! {
-            event = events.next() => match event {
-                None => return Ok(()),
-                Some(Err(error)) => return Err(retry::short(&error.to_string())),
-                Some(Ok(event)) => take_event(&docker, index, event).await,
-            },
-            _ = sweep.tick() => index.forget_removed(Instant::now(), config.keep_removed),
+        match events.next().await {
+            None => return Ok(()),
+            Some(Err(error)) => return Err(retry::short(&error.to_string())),
+            Some(Ok(event)) => take_event(&docker, index, event).await,
         }
     }
 }

@@ -97,6 +97,17 @@ impl ContainerIndex {
         }
     }
 
+    /// Forgets, every 30 s until the task is dropped, the containers
+    /// removed more than `keep` ago: one sweeper for every runtime, which
+    /// goes on while a runtime is down.
+    pub async fn sweep(self, keep: Duration) {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            self.forget_removed(Instant::now(), keep);
+        }
+    }
+
     /// Forgets the containers removed more than `keep` before `now`.
     pub fn forget_removed(&self, now: Instant, keep: Duration) {
         let mut known = self.inner.known.write().unwrap_or_else(|e| e.into_inner());
