@@ -155,13 +155,17 @@ pub fn check(
     Report { text, problem }
 }
 
+/// A runtime for one probe's requests (`check` itself is not async).
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// Whether each container runtime answers. Not a problem for `run` when
 /// one does not: its containers are then unnamed.
 fn container_runtimes(config: &containers::Config) -> Vec<String> {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(runtime) => runtime,
         Err(error) => return vec![format!("not asked: no async runtime ({error})")],
     };
@@ -309,10 +313,7 @@ fn answers(url: &str) -> Result<std::time::Duration, String> {
 /// missing meanwhile); a client that cannot be made (no kubeconfig, a bad
 /// one) is, since `run` would stop.
 fn kubernetes_probe(config: &kubernetes::Config) -> (String, Option<String>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(runtime) => runtime,
         Err(e) => return (format!("not asked: {e}"), None),
     };
@@ -335,10 +336,7 @@ fn kubernetes_probe(config: &kubernetes::Config) -> (String, Option<String>) {
 /// failures (a refusal of the empty request, a timeout) are only said.
 fn otlp_probe(destination: &exporter::otlp::Destination) -> (String, Option<String>) {
     use exporter::otlp::retry::{not_otlp_line, Attempt};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(runtime) => runtime,
         Err(e) => return (format!("not sent: {e}"), None),
     };

@@ -221,7 +221,9 @@ impl ContainerField {
             ContainerField::Id => None,
             ContainerField::Name => Some("source.container.name".to_owned()),
             ContainerField::Image => Some("source.container.image.name".to_owned()),
-            ContainerField::Label(key) => Some(format!("source.container.label.{key}")),
+            ContainerField::Label(key) => {
+                Some(format!("{}{key}", crate::container_names::LABEL_PREFIX))
+            }
         }
     }
 }
