@@ -31,6 +31,7 @@ pub mod bundle;
 pub mod dns;
 pub mod docker;
 pub mod kmock;
+pub mod nat;
 pub mod netns;
 pub mod otlp_metrics;
 pub mod otlp_receiver;

@@ -12,6 +12,7 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use integration::agent::Agent;
+use integration::nat::{dnat, nat_rule, pair, routed};
 use integration::netns::NetNs;
 use integration::privilege;
 use integration::record::{Flow, FlowFilter, Record};
@@ -19,48 +20,6 @@ use integration::traffic::tcp::{self, Transfer};
 
 const VIRTUAL: &str = "10.253.9.9:80";
 const SERVER: &str = "10.253.7.2:8080";
-
-/// Joins `a` and `b` with a veth pair, `a_addr` and `b_addr` (/24) on it.
-fn link(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str, name: &str) {
-    a.ip(&[
-        "link",
-        "add",
-        name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        name,
-        "netns",
-        b.name(),
-    ]);
-    for (ns, addr) in [(a, a_addr), (b, b_addr)] {
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", name]);
-        ns.ip(&["link", "set", name, "up"]);
-    }
-}
-
-/// `rule` in a nat chain of `ns` on `hook` (`output`, `prerouting`,
-/// `postrouting`).
-fn nat_rule(ns: &NetNs, hook: &str, rule: &[&str]) {
-    // Destination NAT before the filters, source NAT after them.
-    let priority = if hook == "postrouting" { 100 } else { -100 };
-    let chain = format!("{{ type nat hook {hook} priority {priority}; }}");
-    ns.exec("nft", &["add", "table", "ip", "flowtel_nat"]);
-    ns.exec("nft", &["add", "chain", "ip", "flowtel_nat", hook, &chain]);
-    let mut add = vec!["add", "rule", "ip", "flowtel_nat", hook];
-    add.extend_from_slice(rule);
-    ns.exec("nft", &add);
-}
-
-/// A DNAT of `protocol` from `to_virtual` (ADDRESS:PORT) to `to_server`.
-fn dnat(ns: &NetNs, hook: &str, protocol: &str, to_virtual: &str, to_server: &str) {
-    let (address, port) = to_virtual.split_once(':').unwrap();
-    let rule = [
-        "ip", "daddr", address, protocol, "dport", port, "dnat", "to", to_server,
-    ];
-    nat_rule(ns, hook, &rule);
-}
 
 /// The reply direction (source, destination) of the `protocol` entry
 /// whose original source port is `client_port`, as `conntrack -L` in `ns`
@@ -243,35 +202,6 @@ fn assert_dnat_translations(client_flows: &[Flow], server_flows: &[Flow], real: 
     assert_translated(server_flows, "source", Some(dialled.ip()), Some(80));
 }
 
-/// A client and a peer: `<net>.1` — `<net>.2`, the client's default
-/// route through the peer (the route is looked up before an output chain
-/// rewrites the destination: a virtual address needs one).
-fn pair(role: &str, net: &str) -> [NetNs; 2] {
-    let client = NetNs::create(&format!("{role}-c"));
-    let peer = NetNs::create(&format!("{role}-p"));
-    link(
-        &client,
-        &format!("{net}.1"),
-        &peer,
-        &format!("{net}.2"),
-        "veth0",
-    );
-    client.ip(&["route", "add", "default", "via", &format!("{net}.2")]);
-    [client, peer]
-}
-
-/// A client, a router and a server: `<client_net>.1` — `<client_net>.2`
-/// | `<server_net>.1` — `<server_net>.2`, routed through the router.
-fn routed(role: &str, client_net: &str, server_net: &str) -> [NetNs; 3] {
-    let [client, router] = pair(role, client_net);
-    let server = NetNs::create(&format!("{role}-s"));
-    let (inner, outer) = (format!("{server_net}.1"), format!("{server_net}.2"));
-    link(&router, &inner, &server, &outer, "veth1");
-    server.ip(&["route", "add", "default", "via", &inner]);
-    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    [client, router, server]
-}
-
 #[test]
 fn dnat_on_a_router_prerouting_names_the_server_that_took_the_bytes() {
     privilege::require_root();
@@ -311,23 +241,29 @@ fn behind_a_masquerading_router_the_server_names_the_real_client() {
 /// flow (to the real server) than its reads (README: What is measured).
 #[test]
 fn udp_through_dnat_on_a_router_names_the_real_server() {
+    // Bound to its address: the sample's local end is the reply tuple's
+    // source.
+    udp_through_router_dnat("natudp", ["10.253.2", "10.253.3"], "10.253.3.2:5353");
+}
+
+/// A server bound to 0.0.0.0 knows its port, not which of its addresses a
+/// datagram came to: its entry is found by port and peer.
+#[test]
+fn udp_through_dnat_to_a_server_on_every_address_names_the_dialled_one() {
+    udp_through_router_dnat("natudp0", ["10.253.12", "10.253.13"], "0.0.0.0:5353");
+}
+
+fn udp_through_router_dnat(role: &str, [client_net, server_net]: [&str; 2], bind: &'static str) {
     privilege::require_root();
-    let [client, router, server] = routed("natudp", "10.253.2", "10.253.3");
-    dnat(
-        &router,
-        "prerouting",
-        "udp",
-        "10.253.9.9:53",
-        "10.253.3.2:5353",
-    );
+    let [client, router, server] = routed(role, client_net, server_net);
+    let real_server = format!("{server_net}.2:5353");
+    dnat(&router, "prerouting", "udp", "10.253.9.9:53", &real_server);
     let mut agent = Agent::start(env!("CARGO_BIN_EXE_flowtel"), Duration::from_secs(1));
 
     const DATAGRAMS: usize = 10;
     let (bound, ready) = mpsc::channel();
-    // Bound to its address, not 0.0.0.0: the sample's local end is then
-    // the reply tuple's source.
     let serving = server.spawn(move || {
-        let socket = UdpSocket::bind("10.253.3.2:5353").expect("bind");
+        let socket = UdpSocket::bind(bind).expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -357,7 +293,7 @@ fn udp_through_dnat_on_a_router_names_the_real_server() {
         .unwrap();
     serving.join().unwrap();
     let (reply_source, _) = conntrack_reply(&router, "udp", client_port);
-    assert_eq!(reply_source.to_string(), "10.253.3.2:5353", "conntrack");
+    assert_eq!(reply_source.to_string(), real_server, "conntrack");
 
     let this = || FlowFilter::this_process().udp();
     let client_flow = this().namespace(client.inode()).destination_port(53);

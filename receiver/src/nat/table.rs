@@ -1,8 +1,10 @@
 //! The translated conntrack entries of every namespace read, bounded, by
-//! the (protocol, local, remote) of the sockets that can see them.
+//! the (protocol, local port, remote) of the sockets that can see them and
+//! then their local address: a UDP server bound to 0.0.0.0 or [::] knows
+//! its port but not which of its addresses a datagram came to.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::entry::{Ends, Tracked};
 use crate::sample::{Translation, Transport};
@@ -12,11 +14,15 @@ use crate::sample::{Translation, Transport};
 /// as dropped, not held.
 pub const MAX_TRANSLATED: usize = 65_536;
 
-type Key = (Transport, SocketAddr, SocketAddr);
+/// (protocol, local port, remote), the remote in its canonical form (an
+/// IPv4 peer of a dual-stack socket is plain IPv4, as conntrack has it).
+type Key = (Transport, u16, SocketAddr);
 
 #[derive(Debug, Clone, Copy)]
 struct Held {
     netns: u32,
+    /// The local address of this view (canonical).
+    local: IpAddr,
     translation: Translation,
     /// The poll at which the kernel destroyed the entry, if it did.
     gone_at: Option<u64>,
@@ -37,8 +43,25 @@ pub struct Table {
     pub dropped: u64,
 }
 
-fn key(transport: Transport, ends: Ends) -> Key {
-    (transport, ends.source, ends.destination)
+fn key(transport: Transport, local_port: u16, remote: SocketAddr) -> Key {
+    let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
+    (transport, local_port, remote)
+}
+
+fn key_of(transport: Transport, view: Ends) -> Key {
+    key(transport, view.source.port(), view.destination)
+}
+
+impl Held {
+    fn is_view(&self, netns: u32, view: Ends) -> bool {
+        self.netns == netns && self.local == view.source.ip().to_canonical()
+    }
+
+    /// Whether a socket bound to `local` sees this view: its own address,
+    /// or any when it is bound to the unspecified one.
+    fn seen_from(&self, local: IpAddr) -> bool {
+        local.is_unspecified() || local.to_canonical() == self.local
+    }
 }
 
 impl Table {
@@ -47,8 +70,8 @@ impl Table {
         let [(first, _), _] = tracked.views();
         let fresh = !self
             .held
-            .get(&key(tracked.transport, first))
-            .is_some_and(|all| all.iter().any(|h| h.netns == netns));
+            .get(&key_of(tracked.transport, first))
+            .is_some_and(|all| all.iter().any(|h| h.is_view(netns, first)));
         if fresh && self.connections >= MAX_TRANSLATED {
             self.dropped += 1;
             return;
@@ -56,15 +79,19 @@ impl Table {
         if fresh {
             self.connections += 1;
         }
-        for (ends, translation) in tracked.views() {
-            let all = self.held.entry(key(tracked.transport, ends)).or_default();
+        for (view, translation) in tracked.views() {
+            let all = self
+                .held
+                .entry(key_of(tracked.transport, view))
+                .or_default();
             let held = Held {
                 netns,
+                local: view.source.ip().to_canonical(),
                 translation,
                 gone_at: None,
                 seen_by_resync: self.resyncs,
             };
-            match all.iter_mut().find(|h| h.netns == netns) {
+            match all.iter_mut().find(|h| h.is_view(netns, view)) {
                 Some(old) => *old = held,
                 None => all.push(held),
             }
@@ -73,9 +100,9 @@ impl Table {
 
     /// The kernel destroyed the entry: it stays until two more polls ended.
     pub fn destroyed(&mut self, netns: u32, tracked: &Tracked) {
-        for (ends, _) in tracked.views() {
-            if let Some(all) = self.held.get_mut(&key(tracked.transport, ends)) {
-                for held in all.iter_mut().filter(|h| h.netns == netns) {
+        for (view, _) in tracked.views() {
+            if let Some(all) = self.held.get_mut(&key_of(tracked.transport, view)) {
+                for held in all.iter_mut().filter(|h| h.is_view(netns, view)) {
                     held.gone_at.get_or_insert(self.polls);
                 }
             }
@@ -109,10 +136,13 @@ impl Table {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Option<Translation> {
-        let all = self.held.get(&(transport, local, remote))?;
-        all.iter()
+        let all = self.held.get(&key(transport, local.port(), remote))?;
+        let mut seen = all.iter().filter(|h| h.seen_from(local.ip()));
+        let first = seen.next()?;
+        std::iter::once(first)
+            .chain(seen)
             .find(|h| h.netns == netns)
-            .or_else(|| all.first())
+            .or(Some(first))
             .map(|h| h.translation)
     }
 
@@ -208,6 +238,26 @@ mod tests {
         assert_eq!(table.len(), MAX_TRANSLATED);
         table.insert(2, &dnat(1));
         assert_eq!((table.len(), table.dropped), (MAX_TRANSLATED, 1));
+    }
+
+    #[test]
+    fn a_server_bound_to_the_unspecified_address_finds_its_entry_by_port() {
+        let mut table = Table::default();
+        table.insert(7, &dnat(40000));
+        let client: SocketAddr = "10.253.7.1:40000".parse().unwrap();
+        let found = |local: &str| {
+            let local = local.parse().unwrap();
+            table.translation(7, Transport::Tcp, local, client)
+        };
+        let dialled = Some("10.253.9.9:80".parse().unwrap());
+        assert_eq!(found("0.0.0.0:8080").and_then(|t| t.source), dialled);
+        assert_eq!(found("[::]:8080").and_then(|t| t.source), dialled);
+        assert_eq!(found("10.253.7.2:8080").and_then(|t| t.source), dialled);
+        assert_eq!(found("10.253.7.3:8080"), None, "another address");
+        assert_eq!(found("0.0.0.0:8081"), None, "another port");
+        let mapped = "[::ffff:10.253.7.1]:40000".parse().unwrap();
+        let dual_stack = table.translation(7, Transport::Tcp, "[::]:8080".parse().unwrap(), mapped);
+        assert_eq!(dual_stack.and_then(|t| t.source), dialled);
     }
 
     #[test]
