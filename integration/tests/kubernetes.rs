@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use integration::agent::Agent;
 use integration::kmock::ApiServer;
+use integration::nat::{dnat, pair};
 use integration::privilege;
 use integration::record::{Flow, FlowFilter, Record};
 use integration::traffic::tcp::{self, Transfer};
@@ -63,37 +64,32 @@ fn node(name: &str, internal_ip: &str) -> Value {
         {"type": "Hostname", "address": name}, {"type": "InternalIP", "address": internal_ip}]}})
 }
 
-/// The window records so far of the client's flow of `truth`.
-fn client_windows(agent: &Agent, truth: &Transfer) -> Vec<Flow> {
-    let client = FlowFilter::this_process()
-        .tcp()
-        .outgoing()
-        .destination_port(truth.server_port);
+/// The window records so far of the flows `filter` matches.
+fn windows_of(agent: &Agent, filter: &FlowFilter) -> Vec<Flow> {
     agent
         .records()
         .iter()
         .filter_map(|r| match r {
-            Record::Window(flow) if client.matches(&flow.attributes) => Some(flow.clone()),
+            Record::Window(flow) if filter.matches(&flow.attributes) => Some(flow.clone()),
             _ => None,
         })
         .collect()
 }
 
-/// Moves a transfer to `server`, waits until the windows hold all of its
-/// client's bytes, asserts they are exact, and returns those windows.
-fn counted_transfer(agent: &mut Agent, server: &str) -> Vec<Flow> {
-    let truth = tcp::transfer(ip(server), 123_457, 4_321);
+/// Waits until the windows of the client's flow (`filter`) hold all of
+/// `truth`'s client bytes, asserts they are exact, and returns them.
+fn counted_windows(agent: &mut Agent, filter: &FlowFilter, truth: &Transfer) -> Vec<Flow> {
     let mut windows;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        windows = client_windows(agent, &truth);
+        windows = windows_of(agent, filter);
         let sent: u64 = windows.iter().map(|w| w.bytes_sent).sum();
         if sent >= truth.client_sent {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the windows of the transfer to {server} never added up: {windows:#?}"
+            "the client's windows never added up: {windows:#?}"
         );
         agent.wait_polls(1);
     }
@@ -104,6 +100,17 @@ fn counted_transfer(agent: &mut Agent, server: &str) -> Vec<Flow> {
         eprintln!("{}", Record::Window(window.clone()).summary());
     }
     windows
+}
+
+/// Moves a transfer to `server`, and returns its client's windows once
+/// they hold all of its bytes, exact.
+fn counted_transfer(agent: &mut Agent, server: &str) -> Vec<Flow> {
+    let truth = tcp::transfer(ip(server), 123_457, 4_321);
+    let client = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(truth.server_port);
+    counted_windows(agent, &client, &truth)
 }
 
 /// The values of `name` in the windows.
@@ -265,6 +272,58 @@ fn remote_ends_are_named_by_ip_and_follow_every_change() {
     let windows = counted_transfer(&mut agent, "127.0.0.51");
     assert_eq!(values(&windows, "destination.k8s.service.name"), [None]);
     assert_eq!(health(&agent, "kubernetes_objects_malformed"), 0);
+    agent.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Service address that a DNAT sends on to a pod, as kube-proxy's rules
+/// do (here in the client namespace's output chain): the client's windows
+/// name the pod that served the bytes, and keep the Service's name.
+#[test]
+fn through_a_service_address_the_pod_that_served_it_is_named() {
+    privilege::require_root();
+    const SERVICE: &str = "10.253.9.9:80";
+    const POD: &str = "10.253.21.2:8080";
+    let dir = dir("service-nat");
+    let mut api = ApiServer::start(&dir);
+    api.create(
+        "/api/v1/namespaces/shop/services",
+        service("db", "10.253.9.9"),
+    );
+    api.create(
+        "/api/v1/namespaces/shop/pods",
+        pod(
+            "db-0",
+            "33333333-cccc",
+            "10.253.21.2",
+            ("StatefulSet", "db"),
+        ),
+    );
+    let [client, server] = pair("k8snat", "10.253.21");
+    dnat(&client, "output", "tcp", SERVICE, POD);
+    let config = config(&dir, &api);
+    let mut agent = Agent::start_with_config(env!("CARGO_BIN_EXE_flowtel"), POLL, &config);
+    api.wait_watching(WATCHES);
+
+    let truth = tcp::transfer_through(
+        Some(&client),
+        Some(&server),
+        POD.parse().unwrap(),
+        |_| SERVICE.parse().unwrap(),
+        123_457,
+        4_321,
+    );
+    let filter = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .namespace(client.inode())
+        .destination_port(80);
+    let windows = counted_windows(&mut agent, &filter, &truth);
+    assert_named(&windows, "destination.translated.address", "10.253.21.2");
+    assert_named(&windows, "destination.k8s.service.name", "db");
+    assert_named(&windows, "destination.k8s.pod.name", "db-0");
+    assert_named(&windows, "destination.k8s.statefulset.name", "db");
+    assert_named(&windows, "destination.k8s.namespace.name", "shop");
     agent.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,12 +1,10 @@
 //! A container's name, image and labels from its runtime, for the local
 //! end of a flow whose process runs in it.
 
-use std::net::IpAddr;
-
 use containers::ContainerIndex;
 use receiver::ProcessInfo;
 
-use crate::{Attributes, EndNames};
+use crate::{Attributes, EndNames, RemoteEnd};
 
 /// Where each of a container's labels goes: `source.container.label.KEY`,
 /// the OpenTelemetry `container.label.<key>`.
@@ -31,5 +29,5 @@ impl EndNames for ContainerIndex {
         }
     }
 
-    fn name_remote(&self, _address: IpAddr, _attributes: &mut Attributes) {}
+    fn name_remote(&self, _remote: RemoteEnd, _attributes: &mut Attributes) {}
 }

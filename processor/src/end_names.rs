@@ -17,9 +17,30 @@ pub trait EndNames: Send + Sync + fmt::Debug {
     /// `source.*` attributes.
     fn name_local(&self, process: &ProcessInfo, attributes: &mut Attributes);
 
-    /// Adds what it knows of the remote address `address` (canonical: IPv4
-    /// is never IPv4-mapped), as `destination.*` attributes.
-    fn name_remote(&self, address: IpAddr, attributes: &mut Attributes);
+    /// Adds what it knows of the remote end, as `destination.*` attributes.
+    fn name_remote(&self, remote: RemoteEnd, attributes: &mut Attributes);
+}
+
+/// A flow's remote end: the address its socket used, and the one its bytes
+/// really reached. They differ where NAT rewrote the destination (a
+/// Kubernetes Service address and the pod that served it). Both canonical:
+/// IPv4 is never IPv4-mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteEnd {
+    /// The address the local socket used.
+    pub dialled: IpAddr,
+    /// The address that took the bytes: `dialled` unless NAT rewrote it.
+    pub real: IpAddr,
+}
+
+impl RemoteEnd {
+    /// An end no NAT rewrote.
+    pub fn direct(address: IpAddr) -> RemoteEnd {
+        RemoteEnd {
+            dialled: address,
+            real: address,
+        }
+    }
 }
 
 /// The attributes [`EndNames`] sources may give, for either end: what

@@ -9,7 +9,7 @@ use receiver::{
     Rtt, Translation, Transport,
 };
 
-use crate::{AttributeValue, Attributes};
+use crate::{AttributeValue, Attributes, RemoteEnd};
 
 /// The attributes a flow has of its own, before mappings add names.
 pub const BUILT_IN_ATTRIBUTES: [&str; 16] = [
@@ -223,6 +223,14 @@ impl FlowKey {
         self.translation
             .destination
             .map_or(self.destination_address, |real| real.ip().to_canonical())
+    }
+
+    /// The remote end as dialled and as it really is.
+    pub fn remote_end(&self) -> RemoteEnd {
+        RemoteEnd {
+            dialled: self.destination_address,
+            real: self.real_destination_address(),
+        }
     }
 
     /// The remote end's port as it really is, `None` when collapsed.

@@ -2,13 +2,12 @@
 //! the local end by the pod UID of its process's cgroup, the remote end by
 //! its IP, each one lookup in the [`kubernetes::Index`].
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use kubernetes::{Index, PodFacts, Remote, Workload};
+use kubernetes::{Index, PodFacts, Remote, ServiceFacts, Workload};
 use receiver::ProcessInfo;
 
-use crate::{Attributes, EndNames};
+use crate::{Attributes, EndNames, RemoteEnd};
 
 /// [`EndNames`] over a [`kubernetes::Index`].
 #[derive(Debug, Clone)]
@@ -47,25 +46,34 @@ impl EndNames for KubernetesNames {
         }
     }
 
-    fn name_remote(&self, address: IpAddr, attributes: &mut Attributes) {
-        match self.index.remote(address) {
+    fn name_remote(&self, remote: RemoteEnd, attributes: &mut Attributes) {
+        // Through a Service address the pod that served it names the end,
+        // and the Service keeps its name.
+        if remote.dialled != remote.real {
+            if let Some(Remote::Service(service)) = self.index.remote(remote.dialled) {
+                set_service(attributes, &service);
+            }
+        }
+        match self.index.remote(remote.real) {
             Some(Remote::Pod(pod, workload)) => {
                 set_pod(attributes, "destination.", &pod, workload.as_ref());
                 if let Some(node) = &pod.node {
                     attributes.set("destination.k8s.node.name", Arc::clone(node));
                 }
             }
-            Some(Remote::Service(service)) => {
-                attributes.set("destination.k8s.service.name", Arc::clone(&service.name));
-                let namespace = Arc::clone(&service.namespace);
-                attributes.set("destination.k8s.namespace.name", namespace);
-            }
+            Some(Remote::Service(service)) => set_service(attributes, &service),
             Some(Remote::Node(node)) => {
                 attributes.set("destination.k8s.node.name", Arc::clone(&node.name));
             }
             None => {}
         }
     }
+}
+
+fn set_service(attributes: &mut Attributes, service: &ServiceFacts) {
+    attributes.set("destination.k8s.service.name", Arc::clone(&service.name));
+    let namespace = Arc::clone(&service.namespace);
+    attributes.set("destination.k8s.namespace.name", namespace);
 }
 
 /// The pod's own attributes, under `end` (`source.` or `destination.`).
@@ -108,6 +116,10 @@ mod tests {
         KubernetesNames::new(index, Some("node-a".into()))
     }
 
+    fn direct(address: &str) -> RemoteEnd {
+        RemoteEnd::direct(address.parse().unwrap())
+    }
+
     fn pairs(a: &Attributes) -> Vec<(String, String)> {
         a.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -138,7 +150,7 @@ mod tests {
     fn names_a_remote_pod_or_service_by_address() {
         let names = names();
         let mut pod = Attributes::new();
-        names.name_remote("10.1.0.7".parse().unwrap(), &mut pod);
+        names.name_remote(direct("10.1.0.7"), &mut pod);
         assert_eq!(
             pod.get("destination.k8s.pod.name").unwrap().to_string(),
             "cart-7d-x"
@@ -148,7 +160,7 @@ mod tests {
             "node-b"
         );
         let mut service = Attributes::new();
-        names.name_remote("10.96.0.10".parse().unwrap(), &mut service);
+        names.name_remote(direct("10.96.0.10"), &mut service);
         assert_eq!(pairs(&service).len(), 2);
         assert_eq!(
             service
@@ -158,7 +170,7 @@ mod tests {
             "db"
         );
         let mut none = Attributes::new();
-        names.name_remote("192.0.2.1".parse().unwrap(), &mut none);
+        names.name_remote(direct("192.0.2.1"), &mut none);
         assert!(none.is_empty());
         for (name, _) in pairs(&pod).iter().chain(&pairs(&service)) {
             assert!(
@@ -166,5 +178,24 @@ mod tests {
                 "{name} is known to config"
             );
         }
+    }
+
+    #[test]
+    fn through_a_service_address_names_the_pod_that_served_it_and_the_service() {
+        let mut a = Attributes::new();
+        let remote = RemoteEnd {
+            dialled: "10.96.0.10".parse().unwrap(),
+            real: "10.1.0.7".parse().unwrap(),
+        };
+        names().name_remote(remote, &mut a);
+        let want = [
+            ("destination.k8s.deployment.name", "cart"),
+            ("destination.k8s.namespace.name", "shop"),
+            ("destination.k8s.node.name", "node-b"),
+            ("destination.k8s.pod.name", "cart-7d-x"),
+            ("destination.k8s.pod.uid", "u1"),
+            ("destination.k8s.service.name", "db"),
+        ];
+        assert_eq!(pairs(&a), want.map(|(k, v)| (k.to_owned(), v.to_owned())));
     }
 }

@@ -59,7 +59,7 @@ pub mod window;
 pub use attributes::{AttributeValue, Attributes};
 pub use config::Config;
 pub use delta::{DeltaTracker, SampleDelta};
-pub use end_names::{EndNames, NAMED_ATTRIBUTES};
+pub use end_names::{EndNames, RemoteEnd, NAMED_ATTRIBUTES};
 pub use error::Error;
 pub use flow::{
     udp_client_end, ClientEnd, ConnectionFailures, FlowKey, FlowStats, NetworkType, RttSummary,

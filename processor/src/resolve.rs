@@ -159,7 +159,7 @@ impl Resolver {
         let mut a = key.attributes();
         for names in &self.end_names {
             names.name_local(&key.source_process, &mut a);
-            names.name_remote(key.real_destination_address(), &mut a);
+            names.name_remote(key.remote_end(), &mut a);
         }
         if let Some(end) = self.cidr(key.source_address) {
             set_all(&mut a, &end.source);
@@ -279,7 +279,7 @@ fn set_all(a: &mut Attributes, pairs: &[(Arc<str>, Arc<str>)]) {
 mod tests {
     use super::*;
     use crate::mapping::AttributeMap;
-    use crate::AttributeValue;
+    use crate::{AttributeValue, RemoteEnd};
     use receiver::ProcessInfo;
 
     fn key(local: &str, remote: &str, name: &str, container: Option<&str>) -> FlowKey {
@@ -482,7 +482,7 @@ mod tests {
         fn name_local(&self, _: &receiver::ProcessInfo, a: &mut Attributes) {
             a.set("source.k8s.deployment.name", "cart-v2");
         }
-        fn name_remote(&self, _: IpAddr, a: &mut Attributes) {
+        fn name_remote(&self, _: RemoteEnd, a: &mut Attributes) {
             a.set("destination.k8s.service.name", "db");
         }
     }
