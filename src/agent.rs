@@ -11,7 +11,7 @@ use receiver::Receiver;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::checkpoint::{Saved, Store};
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 /// Runs the agent until SIGINT, SIGTERM or SIGHUP. Must run inside a tokio
 /// runtime.

@@ -1,12 +1,13 @@
-//! The command line, in two layers: [`Cli`] is what clap parses, and
-//! [`RunArgs::settings`] resolves it into the validated [`Settings`] the
-//! agent runs with.
+//! The command line: what clap parses. [`RunArgs::settings`] hands the
+//! options to [`crate::settings`], which resolves them with the file into
+//! the validated [`Settings`] the agent runs with.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::settings::{Overrides, Settings};
 
 /// Network performance monitoring: every TCP and UDP conversation on this
 /// host, watched with eBPF, folded into flows and aligned time windows.
@@ -168,15 +169,21 @@ pub struct TopArgs {
 impl TopArgs {
     /// The settings `run` would have with this file and poll interval.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        RunArgs {
+        Overrides {
             config: self.config.clone(),
             poll_interval: Some(self.poll_interval),
-            probes: None,
-            max_connections: None,
-            interval: None,
-            format: None,
+            ..Overrides::default()
         }
-        .settings()
+        .resolve()
+    }
+
+    /// How the view starts: grouped, filtered and sorted as asked.
+    pub fn view(&self) -> crate::top::View {
+        crate::top::View {
+            group_by: self.group_by.clone(),
+            filter: self.filter.clone().unwrap_or_default(),
+            sort: self.sort,
+        }
     }
 }
 
@@ -190,61 +197,21 @@ pub enum ConsoleFormat {
     Json,
 }
 
-/// What `flowtel run` runs with, every part validated.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The kernel side.
-    pub receiver: receiver::Config,
-    /// Deltas and windows.
-    pub processor: processor::Config,
-    /// The exporters (the console as `--format` says; OTLP from the
-    /// standard `OTEL_EXPORTER_OTLP_*` variables).
-    pub exporters: exporter::Config,
-}
-
 impl RunArgs {
-    /// Resolves the file and the options into settings, validating each
-    /// stage's part before anything is loaded into the kernel.
+    /// The settings these options and their file resolve to.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
-            Some(path) => flowtel::config::FileConfig::load(path)?,
-            None => flowtel::config::FileConfig::default(),
-        };
-        let mut receiver = file.receiver;
-        if let Some(poll_interval) = self.poll_interval {
-            receiver.poll_interval = poll_interval;
+        Overrides {
+            config: self.config.clone(),
+            poll_interval: self.poll_interval,
+            probes: self.probes.map(Into::into),
+            max_connections: self.max_connections,
+            interval: self.interval,
+            console: self.format.map(|format| match format {
+                ConsoleFormat::Table => exporter::console::Format::Table,
+                ConsoleFormat::Json => exporter::console::Format::Json,
+            }),
         }
-        if let Some(max_connections) = self.max_connections {
-            receiver.max_connections = max_connections;
-        }
-        if let Some(probes) = self.probes {
-            receiver.probes = probes.into();
-        }
-        receiver
-            .validate()
-            .context("invalid --poll-interval or --max-connections")?;
-        let mut processor = file.processor;
-        if let Some(interval) = self.interval {
-            processor.interval = interval;
-        }
-        processor.validate().context("invalid --interval")?;
-        let mut exporters = file.exporters;
-        if let Some(format) = self.format {
-            exporters.console = Some(exporter::ConsoleConfig {
-                format: match format {
-                    ConsoleFormat::Table => exporter::console::Format::Table,
-                    ConsoleFormat::Json => exporter::console::Format::Json,
-                },
-            });
-        }
-        exporters
-            .validate()
-            .context("invalid OTEL_* environment for the OTLP exporter")?;
-        Ok(Settings {
-            receiver,
-            processor,
-            exporters,
-        })
+        .resolve()
     }
 }
 

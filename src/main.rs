@@ -8,6 +8,7 @@ mod cli;
 mod lock;
 mod names;
 mod privileges;
+mod settings;
 mod top;
 
 use std::io::IsTerminal as _;
@@ -77,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = args.settings()?;
             runtime()?.block_on(agent::run(settings))
         }
-        Command::Top(args) => top::run(args),
+        Command::Top(args) => top::run(args.settings()?, args.view()),
     }
 }
 

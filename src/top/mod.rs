@@ -22,22 +22,29 @@ use tokio::sync::mpsc;
 
 pub use query::{Filter, GroupBy, Sort, DEFAULT_GROUP_BY};
 
-use crate::cli::{Settings, TopArgs};
+use crate::settings::Settings;
 
 /// What `top` says, and exits 1 with, when its output is not a terminal.
 pub const NOT_A_TERMINAL: &str = "top needs a terminal; for scripts use flowtel run --format json";
 
+/// How the view starts: `--group-by`, `--where`, `--sort`.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub group_by: GroupBy,
+    pub filter: Filter,
+    pub sort: Sort,
+}
+
 /// Runs `flowtel top` until `q`, Esc, Ctrl-C, SIGTERM or SIGHUP.
-pub fn run(args: TopArgs) -> anyhow::Result<()> {
+pub fn run(settings: Settings, view: View) -> anyhow::Result<()> {
     // Before anything is loaded into the kernel.
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(NOT_A_TERMINAL);
     }
-    let settings = args.settings()?;
     let state = view::State::new(
-        args.group_by,
-        args.filter.unwrap_or_default(),
-        args.sort,
+        view.group_by,
+        view.filter,
+        view.sort,
         settings.receiver.poll_interval,
     );
     crate::runtime()?.block_on(watch(settings, state))

@@ -8,33 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tokio::task::JoinHandle;
 
-use super::queue::{Bounds, Queued, WindowQueue};
+use super::queue::{Bounds, Queued, WindowQueue, WindowRequests};
 use super::retry::{Attempt, Backoff};
 use super::transport::Transport;
 
 /// How long the agent waits at shutdown for the queue to drain.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-/// The requests of one window, sent in order, each held as its protobuf
-/// encoding: what the queue holds is what `queue_bytes` counts, and what
-/// goes on the wire and to disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowRequests(pub Vec<Vec<u8>>);
-
-impl WindowRequests {
-    /// Encodes `requests`.
-    pub fn encode(requests: &[ExportMetricsServiceRequest]) -> WindowRequests {
-        WindowRequests(requests.iter().map(prost::Message::encode_to_vec).collect())
-    }
-
-    /// The bytes the window holds.
-    pub fn size(&self) -> u64 {
-        self.0.iter().map(|r| r.len() as u64).sum()
-    }
-}
 
 /// Windows lost, by cause; also what the agent's health metrics read.
 #[derive(Debug, Default)]
@@ -231,6 +212,7 @@ pub(crate) mod tests {
     use crate::otlp::{
         Compression, Destination, Protocol, Temporality, TlsConfig, DEFAULT_QUEUE_BYTES,
     };
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
     /// A real HTTP client aimed at a loopback port nobody listens on: every
     /// attempt fails to connect, which is retryable.

@@ -11,10 +11,10 @@ use std::sync::{Arc, Weak};
 use processor::{PollReport, WindowReport};
 
 use super::config::Temporality;
-use super::delivery::{Delivery, WindowRequests, SHUTDOWN_GRACE};
+use super::delivery::{Delivery, SHUTDOWN_GRACE};
 use super::destination::Destination;
 use super::encode::Encoder;
-use super::queue::Queued;
+use super::queue::{Queued, WindowRequests};
 use super::spill::Spill;
 use super::transport::Transport;
 use crate::health::Health;

@@ -9,9 +9,26 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tokio::sync::Notify;
 
-use super::delivery::WindowRequests;
+/// The requests of one window, sent in order, each held as its protobuf
+/// encoding: what the queue holds is what `queue_bytes` counts, and what
+/// goes on the wire and to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRequests(pub Vec<Vec<u8>>);
+
+impl WindowRequests {
+    /// Encodes `requests`.
+    pub fn encode(requests: &[ExportMetricsServiceRequest]) -> WindowRequests {
+        WindowRequests(requests.iter().map(prost::Message::encode_to_vec).collect())
+    }
+
+    /// The bytes the window holds.
+    pub fn size(&self) -> u64 {
+        self.0.iter().map(|r| r.len() as u64).sum()
+    }
+}
 
 /// The bounds of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message as _;
 
-use super::delivery::WindowRequests;
+use super::queue::WindowRequests;
 
 const EXTENSION: &str = "otlp";
 const ASIDE: &str = "new";
