@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use containers::ContainerIndex;
+use health::PollHealth;
 use processor::Processor;
-use receiver::ReceiverHealth;
 use tokio::task::JoinHandle;
 
 /// The running sources; dropping them stops their tasks.
@@ -62,7 +62,7 @@ impl EndNameSources {
     }
 
     /// Adds the sources' own trouble to a poll's health.
-    pub fn add_health(&self, health: &mut ReceiverHealth) {
+    pub fn add_health(&self, health: &mut PollHealth) {
         if let Some(index) = &self.containers {
             health.container_runtime_errors = index.runtime_errors();
         }

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use health::PollHealth;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -19,7 +20,6 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::Resource;
 use processor::dns::DnsHealth;
-use receiver::ReceiverHealth;
 
 /// The processor's DNS losses as health counters: name, unit, description,
 /// field.
@@ -55,7 +55,7 @@ pub struct Health {
     captured: Arc<Mutex<Option<ExportMetricsServiceRequest>>>,
     /// The last poll's receiver health, which the observable instruments
     /// read.
-    last_poll: Arc<Mutex<ReceiverHealth>>,
+    last_poll: Arc<Mutex<PollHealth>>,
     /// The last poll's DNS losses, likewise.
     dns: Arc<Mutex<DnsHealth>>,
     poll_duration: Histogram<f64>,
@@ -149,8 +149,8 @@ impl Health {
                 })
                 .build();
         }
-        let last_poll = Arc::new(Mutex::new(ReceiverHealth::default()));
-        let read = |field: fn(&ReceiverHealth) -> u64| {
+        let last_poll = Arc::new(Mutex::new(PollHealth::default()));
+        let read = |field: fn(&PollHealth) -> u64| {
             let last_poll = Arc::clone(&last_poll);
             move || field(&last_poll.lock().unwrap_or_else(|e| e.into_inner()))
         };
@@ -158,7 +158,7 @@ impl Health {
         let receiver_counter = |name: &'static str,
                                 unit: &'static str,
                                 description: &'static str,
-                                field: fn(&ReceiverHealth) -> u64| {
+                                field: fn(&PollHealth) -> u64| {
             let value = read(field);
             meter
                 .u64_observable_counter(name)
@@ -343,7 +343,7 @@ impl Health {
     }
 
     /// Takes one poll's receiver health.
-    pub fn record_poll(&self, health: &ReceiverHealth) {
+    pub fn record_poll(&self, health: &PollHealth) {
         *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = *health;
         self.poll_duration
             .record(health.poll_duration.as_secs_f64(), &[]);
@@ -415,13 +415,13 @@ mod tests {
             Arc::clone(&losses),
             Arc::new(|| 2),
         );
-        health.record_poll(&ReceiverHealth {
+        health.record_poll(&PollHealth {
             connections_dropped: 7,
             untracked_events: 11,
             tracked_connections: 16,
             map_capacity: 64,
             poll_duration: Duration::from_millis(3),
-            ..ReceiverHealth::default()
+            ..PollHealth::default()
         });
         health.record_overflow(5);
         let request = health.collect().unwrap();
@@ -449,7 +449,7 @@ mod tests {
             });
         assert_eq!(
             states,
-            Some(receiver::Feature::ALL.len()),
+            Some(health::Feature::ALL.len()),
             "one point per feature"
         );
         let resource = request.resource_metrics[0].resource.as_ref().unwrap();

@@ -20,11 +20,12 @@ use exporter::metrics::{points, Spec, Value};
 use exporter::otlp::delivery::Losses;
 use exporter::prometheus::exposition::metric_name;
 use exporter::prometheus::Exposition;
+use health::PollHealth;
 use integration::bundle::{self, alert_rules, read, yaml_documents};
 use integration::prometheus::TempDir;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use processor::{AttributeValue, FlowStats, Series, WindowReport};
-use receiver::{ReceiverHealth, Rtt};
+use receiver::Rtt;
 use regex::Regex;
 
 /// What kind of metric, as far as its names go.
@@ -148,10 +149,10 @@ fn exported() -> Exported {
         Arc::new(Losses::default()),
         Arc::new(|| 0),
     );
-    health.record_poll(&ReceiverHealth {
+    health.record_poll(&PollHealth {
         tracked_connections: 1,
         map_capacity: 2,
-        ..ReceiverHealth::default()
+        ..PollHealth::default()
     });
     health.record_overflow(1);
     let request = health.collect().expect("the health metrics");

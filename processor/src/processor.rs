@@ -249,7 +249,8 @@ impl Processor {
 mod tests {
     use std::time::UNIX_EPOCH;
 
-    use receiver::{CloseError, ReceiverHealth};
+    use health::PollHealth;
+    use receiver::CloseError;
 
     use super::*;
     use crate::test_samples::{closed, counters, open};
@@ -273,7 +274,7 @@ mod tests {
         Poll {
             at: None,
             samples,
-            health: ReceiverHealth::default(),
+            health: PollHealth::default(),
             ports: Default::default(),
             ..Poll::default()
         }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use receiver::ReceiverHealth;
+use health::PollHealth;
 
 use crate::dns::{DnsHealth, DnsSeries};
 use crate::{FlowKey, FlowStats, Series};
@@ -29,7 +29,7 @@ pub struct PollReport {
     /// Every flow with activity in the period, in no particular order.
     pub flows: Vec<Flow>,
     /// The receiver's losses and load at this poll (cumulative).
-    pub health: ReceiverHealth,
+    pub health: PollHealth,
     /// Samples of this poll in which a counter went backwards (counted as a
     /// reset, see [`DeltaTracker`](crate::DeltaTracker)).
     pub counter_resets: u64,

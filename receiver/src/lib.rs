@@ -33,6 +33,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use health::PollHealth;
+
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 
 pub use cgroups::ContainerPath;
@@ -45,7 +47,7 @@ pub use kernel::programs::Verdict;
 pub use ports::PortFacts;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,
-    ProcessInfo, ReceiverHealth, Rtt, Translation, Transport,
+    ProcessInfo, Rtt, Translation, Transport,
 };
 pub use support::{support, verify_every_program, verify_programs, HookSupport, Support, Verified};
 
@@ -484,7 +486,7 @@ impl Receiver {
         total
     }
 
-    fn health(&self, tracked: u64) -> Result<ReceiverHealth, Error> {
+    fn health(&self, tracked: u64) -> Result<PollHealth, Error> {
         let stat = |index: usize| -> Result<u64, Error> {
             let values = self
                 .stats
@@ -495,7 +497,7 @@ impl Receiver {
                 })?;
             Ok(values.iter().sum())
         };
-        Ok(ReceiverHealth {
+        Ok(PollHealth {
             connections_dropped: stat(abi::STAT_MAP_FULL)?,
             untracked_events: stat(abi::STAT_UNTRACKED)?,
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,

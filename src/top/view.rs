@@ -216,10 +216,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::UNIX_EPOCH;
 
+    use health::PollHealth;
     use processor::{Flow, FlowKey, NetworkType};
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
-    use receiver::{Direction, ProcessInfo, ReceiverHealth, Transport};
+    use receiver::{Direction, ProcessInfo, Transport};
 
     use super::*;
 
@@ -254,7 +255,7 @@ mod tests {
             start,
             end: start + Duration::from_secs(2),
             flows: vec![Flow { key, stats }],
-            health: ReceiverHealth::default(),
+            health: PollHealth::default(),
             counter_resets: 0,
             dns_lookups: 0,
             dns_health: Default::default(),

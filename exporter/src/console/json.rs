@@ -34,10 +34,10 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use health::PollHealth;
 use processor::{
     AttributeValue, Attributes, ConnectionFailures, FlowStats, PollReport, WindowReport,
 };
-use receiver::ReceiverHealth;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -254,16 +254,16 @@ struct HealthRecord {
 }
 
 /// `{"tcp connections":"on","udp":"fallback",...}`
-struct FeatureLevels(receiver::Levels);
+struct FeatureLevels(health::Levels);
 
 impl Serialize for FeatureLevels {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         for (feature, level) in self.0.iter() {
             let level = match level {
-                receiver::Level::On => "on",
-                receiver::Level::Fallback => "fallback",
-                receiver::Level::Off => "off",
+                health::Level::On => "on",
+                health::Level::Fallback => "fallback",
+                health::Level::Off => "off",
             };
             map.serialize_entry(feature.name(), level)?;
         }
@@ -272,7 +272,7 @@ impl Serialize for FeatureLevels {
 }
 
 impl HealthRecord {
-    fn new(end: SystemTime, health: &ReceiverHealth) -> HealthRecord {
+    fn new(end: SystemTime, health: &PollHealth) -> HealthRecord {
         HealthRecord {
             record: "health",
             end: timestamp(end),
@@ -360,13 +360,13 @@ mod tests {
                 key: curl_to_port_80(),
                 stats,
             }],
-            health: ReceiverHealth {
+            health: PollHealth {
                 connections_dropped: 2,
                 untracked_events: 5,
                 close_events_deferred: 1,
                 tracked_connections: 7,
                 map_capacity: 65536,
-                ..ReceiverHealth::default()
+                ..PollHealth::default()
             },
             counter_resets: 0,
             dns_lookups: 0,
@@ -504,7 +504,7 @@ mod tests {
                     ..FlowStats::default()
                 },
             }],
-            health: ReceiverHealth::default(),
+            health: PollHealth::default(),
             counter_resets: 0,
             dns_lookups: 0,
             dns_health: Default::default(),

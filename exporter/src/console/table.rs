@@ -270,8 +270,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::{SystemTime, UNIX_EPOCH};
 
+    use health::PollHealth;
     use processor::{Flow, FlowKey, NetworkType};
-    use receiver::{Direction, ProcessInfo, ReceiverHealth, Transport};
+    use receiver::{Direction, ProcessInfo, Transport};
 
     use super::*;
 
@@ -308,7 +309,7 @@ mod tests {
         }
     }
 
-    fn poll(flows: Vec<Flow>, health: ReceiverHealth) -> PollReport {
+    fn poll(flows: Vec<Flow>, health: PollHealth) -> PollReport {
         PollReport {
             start: at(0),
             end: at(10),
@@ -332,7 +333,7 @@ mod tests {
     fn poll_table_shows_header_columns_and_human_units() {
         let text = export_polls(&[poll(
             vec![flow(Some(80), 2048, 10 * 1024 * 1024 + 1)],
-            ReceiverHealth::default(),
+            PollHealth::default(),
         )]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -355,7 +356,7 @@ mod tests {
         let flows = (1..=25)
             .map(|p| flow(Some(p), u64::from(p) * 100, 0))
             .collect();
-        let text = export_polls(&[poll(flows, ReceiverHealth::default())]);
+        let text = export_polls(&[poll(flows, PollHealth::default())]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2 + 20 + 1);
         assert!(lines[2].contains("10.0.0.2:25"), "{}", lines[2]);
@@ -364,20 +365,20 @@ mod tests {
 
     #[test]
     fn empty_poll_is_one_line() {
-        let text = export_polls(&[poll(vec![], ReceiverHealth::default())]);
+        let text = export_polls(&[poll(vec![], PollHealth::default())]);
         assert!(text.ends_with("(10s): no active flows\n"), "{text}");
         assert_eq!(text.lines().count(), 1);
     }
 
     #[test]
     fn dropped_connections_are_reported_when_they_grow() {
-        let full = |dropped, untracked| ReceiverHealth {
+        let full = |dropped, untracked| PollHealth {
             connections_dropped: dropped,
             untracked_events: untracked,
             close_events_deferred: 0,
             tracked_connections: 64,
             map_capacity: 64,
-            ..ReceiverHealth::default()
+            ..PollHealth::default()
         };
         let text = export_polls(&[
             poll(vec![], full(0, 0)),
