@@ -55,6 +55,9 @@ pub struct Agent {
     child: Child,
     poll_interval: Duration,
     output: Arc<Mutex<Output>>,
+    /// The threads reading stdout and stderr: they end at the pipes' EOF,
+    /// after the process, and then every line is in `output`.
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
 /// What the agent printed so far.
@@ -154,7 +157,7 @@ impl Agent {
 
         let stdout = child.stdout.take().expect("stdout is piped");
         let sink = Arc::clone(&output);
-        thread::spawn(move || {
+        let stdout_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line.trim().is_empty() {
@@ -171,7 +174,7 @@ impl Agent {
 
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&output);
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[flowtel] {line}");
@@ -190,6 +193,7 @@ impl Agent {
             child,
             poll_interval,
             output,
+            readers: vec![stdout_reader, stderr_reader],
         };
         match ready_rx.recv_timeout(READY_TIMEOUT) {
             Ok(()) => agent,
@@ -493,8 +497,7 @@ impl Agent {
         let deadline = Instant::now() + EXIT_GRACE;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                // The output readers finish after the process.
-                thread::sleep(Duration::from_millis(300));
+                self.join_readers();
                 return status.to_string();
             }
             thread::sleep(Duration::from_millis(20));
@@ -517,7 +520,30 @@ impl Agent {
     /// Asks the agent to stop (SIGTERM), kills it after a grace period, and
     /// says how it ended.
     pub fn stop(&mut self) -> String {
-        terminate(&mut self.child)
+        let how = terminate(&mut self.child);
+        self.join_readers();
+        how
+    }
+
+    /// Kills the agent (SIGKILL: no shutdown, no last checkpoint) and
+    /// waits until it is gone and all it printed is read.
+    pub fn kill(&mut self) -> String {
+        self.signal(libc::SIGKILL);
+        self.wait_for_exit()
+    }
+
+    /// Waits (up to the stop grace period) until the output readers have
+    /// read the process's last line: they end at its pipes' EOF.
+    fn join_readers(&mut self) {
+        let deadline = Instant::now() + EXIT_GRACE;
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        for reader in std::mem::take(&mut self.readers) {
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use exporter::health::Health;
 use exporter::metrics::{points, Spec, Value};
 use exporter::otlp::delivery::Losses;
-use exporter::prometheus::exposition::metric_name;
+use exporter::prometheus::names::metric_name;
 use exporter::prometheus::Exposition;
 use health::PollHealth;
 use integration::bundle::{self, alert_rules, read, yaml_documents};

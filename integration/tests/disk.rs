@@ -248,8 +248,7 @@ fn a_queue_directory_that_fills_while_running_is_logged_once_and_nothing_is_lost
         "{:?}",
         first.stderr()
     );
-    first.signal(libc::SIGKILL);
-    let how = first.wait_for_exit();
+    let how = first.kill();
     assert!(how.contains("signal: 9"), "{how}");
 
     let up = OtlpReceiver::start(Protocol::Http, Behaviour::default());

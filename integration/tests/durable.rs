@@ -39,8 +39,7 @@ fn kept(dir: &Path) -> usize {
 }
 
 fn kill(agent: &mut Agent) {
-    agent.signal(libc::SIGKILL);
-    let how = agent.wait_for_exit();
+    let how = agent.kill();
     assert!(how.contains("signal: 9"), "{how}");
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use integration::agent::Agent;
 use integration::privilege;
+use integration::record::Record;
 use integration::traffic::tcp;
 
 /// The map's capacity, and how many connections are held open at once
@@ -45,17 +46,14 @@ fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
         held.push(listener.accept().expect("accept").0);
     }
 
-    let mut drops = 0;
-    for _ in 0..50 {
-        drops = agent.health().last().map_or(0, |h| h.connections_dropped);
-        if drops > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
     // Every socket has one opening (SYN_SENT or SYN_RECV); at most CAPACITY
     // of them fit. Other processes' connections may add to the count.
     let expected_at_least = (2 * HELD_OPEN - CAPACITY) as u64;
+    let last_health = |records: &[Record]| records.iter().rev().find_map(Record::as_health);
+    agent.wait_until("the dropped connections reported", |records| {
+        last_health(records).is_some_and(|h| h.connections_dropped >= expected_at_least)
+    });
+    let drops = agent.health().last().map_or(0, |h| h.connections_dropped);
     assert!(
         drops >= expected_at_least,
         "{} sockets opened with room for {CAPACITY}: expected at least \
@@ -68,10 +66,7 @@ fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
 
     // Memory stays flat while the map stays full and the polls go on.
     let before = agent.rss_kib();
-    let polls = agent.health().len();
-    while agent.health().len() < polls + 10 {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    agent.wait_polls(10);
     let after = agent.rss_kib();
     println!("agent RSS with a full map: {before} KiB, ten polls later {after} KiB");
     assert!(
@@ -81,7 +76,9 @@ fn a_full_map_counts_drops_and_the_agent_keeps_counting() {
 
     // Closing them frees the map; new connections are tracked again, exactly.
     drop(held);
-    std::thread::sleep(agent.poll_interval() * 2);
+    agent.wait_until("room in the map", |records| {
+        last_health(records).is_some_and(|h| h.tracked_connections + 2 <= CAPACITY as u64)
+    });
     let truth = tcp::transfer("127.0.0.1".parse().unwrap(), 1 << 20, 64 << 10);
     agent.assert_transfer_counted(&truth);
     assert!(agent.is_running(), "the agent exited: {:?}", agent.stderr());

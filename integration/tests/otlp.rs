@@ -102,7 +102,8 @@ fn exact_windows(protocol: Protocol, gzip: bool) {
             && bytes(&points, port, "receive") >= expected_receive
     });
     // Two more windows: nothing is counted twice.
-    std::thread::sleep(Duration::from_millis(2500));
+    let seen = receiver.arrivals().len();
+    receiver.wait_for("two more windows", WAIT, |a| a.len() >= seen + 2);
     agent.stop();
     let arrivals = receiver.arrivals();
     let requests = receiver.accepted();
@@ -268,17 +269,19 @@ fn windows_queued_through_an_outage_arrive_once_in_order_with_their_timestamps()
     let (receiver, mut agent, truth, expected) = export_transfer(behaviour, 1 << 20, 1 << 10);
     // Traffic in every window of the outage, so that each has a request.
     while !receiver.arrivals().iter().any(|a| a.accepted) {
-        assert!(
-            receiver.arrivals().len() <= 3,
-            "accepted nothing after three 503s"
-        );
+        let attempts = receiver.arrivals().len();
+        assert!(attempts <= 3, "accepted nothing after three 503s");
         tcp::transfer("127.0.0.1".parse().unwrap(), 4 << 10, 1 << 10);
-        std::thread::sleep(Duration::from_millis(300));
+        receiver.wait_for("the next attempt", WAIT, |a| a.len() > attempts);
     }
     receiver.wait_for("this process's bytes, accepted", WAIT, |arrivals| {
         accepted_bytes(arrivals, truth.server_port) >= expected
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The windows of the outage, queued behind the retried one, and one
+    // window after them.
+    agent.wait_for_another_window();
+    let closed = receiver.arrivals().len();
+    receiver.wait_for("the window after", WAIT, |a| a.len() > closed);
     agent.stop();
     let arrivals = receiver.arrivals();
     assert_refused_three_times_then_resent(&arrivals);
@@ -429,20 +432,28 @@ fn a_401_is_logged_once_without_the_key_and_never_retried() {
             "authorization=Bearer%20s3cr3t-key",
         )],
     );
-    let started = std::time::Instant::now();
-    for _ in 0..3 {
+    // Three windows with traffic, each refused, then one more window.
+    for window in 1..=3 {
         tcp::transfer("127.0.0.1".parse().unwrap(), 64 << 10, 1 << 10);
-        std::thread::sleep(Duration::from_millis(1000));
+        receiver.wait_for("a refused request", WAIT, |a| a.len() >= window);
     }
-    receiver.wait_for("a refused request", WAIT, |a| !a.is_empty());
-    std::thread::sleep(Duration::from_millis(1500));
+    agent.wait_for_another_window();
+    let closed = receiver.arrivals().len();
+    receiver.wait_for("the window after", WAIT, |a| a.len() > closed);
     agent.stop();
-    let windows = started.elapsed().as_secs() + 2;
     let arrivals = receiver.arrivals();
-    assert!(
-        arrivals.len() as u64 <= windows,
-        "{} requests in about {windows} windows: refused windows were retried",
-        arrivals.len()
+    let mut bodies: Vec<String> = arrivals
+        .iter()
+        .map(|a| format!("{:?}", a.request))
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        bodies.len(),
+        arrivals.len(),
+        "a refused window was sent again: {} requests, {} distinct",
+        arrivals.len(),
+        bodies.len()
     );
     let stderr = agent.stderr();
     let refusals: Vec<_> = stderr
@@ -487,14 +498,17 @@ fn a_slow_receiver_times_out_and_never_stalls_the_polls() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Polls went on while the export waited.
-    let polls_during = agent.records().len();
-    std::thread::sleep(Duration::from_secs(2));
+    // Polls go on while the export waits: the next two come on time (the
+    // receiver answers after 5 s; a poll waiting on the export would be
+    // late by the export's 500 ms timeout at least).
+    let waiting = std::time::Instant::now();
+    agent.wait_polls(2);
     assert!(
-        agent.records().len() > polls_during,
-        "polls stalled behind the export"
+        waiting.elapsed() < POLL * 2 + Duration::from_millis(450),
+        "polls stalled behind the export: two polls took {:?}",
+        waiting.elapsed()
     );
-    assert!(polls_during >= polls_before);
+    assert!(agent.records().len() > polls_before);
     agent.stop();
 }
 

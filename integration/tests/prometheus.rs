@@ -77,8 +77,22 @@ fn prometheus_scrapes_exact_cumulative_bytes() {
         }
         thread::sleep(Duration::from_millis(250));
     }
-    // Two more windows and their scrapes: nothing is counted twice.
-    thread::sleep(Duration::from_millis(2500));
+    // Two more windows and a scrape after them: nothing is counted twice.
+    agent.wait_for_another_window();
+    agent.wait_for_another_window();
+    let closed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let deadline = Instant::now() + WAIT;
+    while !server
+        .query(r#"timestamp(up{job="flowtel"})"#)
+        .iter()
+        .any(|(_, scraped)| *scraped > closed)
+    {
+        assert!(Instant::now() < deadline, "no scrape after the windows");
+        thread::sleep(Duration::from_millis(100));
+    }
 
     let answer = server.query(&by_port);
     show(&by_port, &answer);

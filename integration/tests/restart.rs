@@ -53,8 +53,6 @@ fn window_sum(records: &[Record], filter: &FlowFilter) -> u64 {
 fn stop(agent: &mut Agent) -> Vec<Record> {
     let how = agent.stop();
     assert!(how.contains("exit status: 0"), "agent ended: {how}");
-    // The stdout reader finishes after the process.
-    std::thread::sleep(Duration::from_millis(300));
     agent.records()
 }
 
@@ -150,11 +148,9 @@ fn after_a_crash_the_next_agent_counts_from_the_last_exported_window() {
     });
     // Let one more (empty) window close after it, then kill: no shutdown,
     // no last checkpoint.
-    std::thread::sleep(Duration::from_millis(1200));
-    let pid = libc::pid_t::try_from(first.pid()).unwrap();
-    // SAFETY: kill has no memory preconditions; the pid is our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(300));
+    first.wait_for_another_window();
+    let how = first.kill();
+    assert!(how.contains("signal: 9"), "the first agent ended: {how}");
     let first_records = first.records();
     send(&mut client, &mut server, Y);
 
