@@ -16,7 +16,8 @@ use axum::Router;
 use processor::{PollReport, WindowReport};
 use tokio::task::JoinHandle;
 
-use super::exposition::{Exposition, CONTENT_TYPE};
+use super::exposition::Exposition;
+use super::text::CONTENT_TYPE;
 use super::PrometheusConfig;
 use crate::{ConfigError, Error, Exporter};
 

@@ -1,40 +1,17 @@
-//! The running totals of every series and their text in the Prometheus
-//! exposition format (version 0.0.4).
-//!
-//! Names follow the OpenTelemetry-to-Prometheus translation (OpenTelemetry's
-//! "Prometheus and OpenMetrics compatibility" specification, as Prometheus'
-//! own OTLP receiver and the collector's Prometheus exporter apply it):
-//! characters outside `[a-zA-Z0-9_:]` become `_`, the unit is appended as a
-//! word (`By` -> `bytes`, `s` -> `seconds`; annotations like `{packet}` are
-//! dropped) unless the name already ends with it, and monotonic sums get
-//! `_total`: `network.flow.bytes` (By) is `network_flow_bytes_total`,
-//! `network.flow.tcp.rtt` (s) is `network_flow_tcp_rtt_seconds`. Attribute
-//! names become label names the same way (`source.process.name` ->
-//! `source_process_name`; a leading digit gets `key_`); two attributes that
-//! become the same label have their values joined with `;`, in the order of
-//! their names. The resource is the `target_info` gauge.
-//!
-//! The text is written here rather than with the `prometheus-client` crate:
-//! that crate derives names itself from a base name and a unit (so it would
-//! need the translated name split back apart), writes OpenMetrics with
-//! `# UNIT` and `# EOF` lines, and keeps label sets as typed structs; the
-//! 0.0.4 text format for counters and gauges is a few lines, and writing it
-//! keeps the names exactly those of the specification and the output exact
-//! for tests.
+//! The running totals of every series, and their text in the Prometheus
+//! exposition format (version 0.0.4), named as [`super::names`] says and
+//! written with [`super::text`].
 
+//!
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use processor::dns::{LatencyHistogram, LATENCY_BOUNDS_SECS};
 use processor::WindowReport;
 
+use super::names::{labels, metric_name, point_labels, Labels};
+use super::text::{escape, float, write_labels};
 use crate::metrics::{dns_points, points, Attributes, Spec, Value};
-
-/// The `Content-Type` of the exposition text.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Label names and values of one sample, sorted by name.
-type Labels = Vec<(String, String)>;
 
 /// Cumulative counters and last-window gauges of every series seen, and
 /// their text.
@@ -271,136 +248,6 @@ impl Family {
     }
 }
 
-/// The Prometheus name of `spec`: sanitised, with its unit and, for a
-/// counter, `_total`.
-pub fn metric_name(spec: &Spec, counter: bool) -> String {
-    let mut name = String::new();
-    for c in spec.name.chars() {
-        let c = if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-            c
-        } else {
-            '_'
-        };
-        // Runs of `_` are collapsed, as the translation does.
-        if !(c == '_' && name.ends_with('_')) {
-            name.push(c);
-        }
-    }
-    if let Some(unit) = unit_word(spec.unit) {
-        if !name.ends_with(&format!("_{unit}")) {
-            name.push('_');
-            name.push_str(unit);
-        }
-    }
-    if counter && !name.ends_with("_total") {
-        name.push_str("_total");
-    }
-    name
-}
-
-/// The unit as the word a Prometheus name ends with; none for a
-/// dimensionless annotation like `{packet}`.
-fn unit_word(unit: &str) -> Option<&str> {
-    match unit {
-        "" | "1" => None,
-        "By" => Some("bytes"),
-        "s" => Some("seconds"),
-        "ms" => Some("milliseconds"),
-        _ if unit.starts_with('{') => None,
-        other => Some(other),
-    }
-}
-
-/// An attribute name as a label name: characters outside `[a-zA-Z0-9_]`
-/// become `_`, and a leading digit gets `key_` in front.
-pub fn label_name(key: &str) -> String {
-    let name: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("key_{name}")
-    } else {
-        name
-    }
-}
-
-/// A label value as the exposition format quotes it: backslash, double
-/// quote and newline escaped. With `quotes` false (for `# HELP` text), the
-/// double quote is left alone.
-pub fn escape(value: &str, quotes: bool) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' if quotes => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The labels of a point.
-fn point_labels(attrs: Attributes) -> Labels {
-    labels(
-        attrs
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.to_string())),
-    )
-}
-
-/// `(attribute name, value)` pairs as labels, sorted; values of attributes
-/// that share a label name joined with `;` in the order of their names.
-fn labels<'a>(pairs: impl Iterator<Item = (&'a str, String)>) -> Labels {
-    let mut named: Vec<(String, &str, String)> = pairs
-        .map(|(key, value)| (label_name(key), key, value))
-        .collect();
-    named.sort();
-    let mut out: Labels = Vec::with_capacity(named.len());
-    for (name, _, value) in named {
-        match out.last_mut() {
-            Some((last, joined)) if *last == name => {
-                joined.push(';');
-                joined.push_str(&value);
-            }
-            _ => out.push((name, value)),
-        }
-    }
-    out
-}
-
-fn write_labels(out: &mut String, labels: &Labels) {
-    if labels.is_empty() {
-        return;
-    }
-    out.push('{');
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{name}=\"{}\"", escape(value, true));
-    }
-    out.push('}');
-}
-
-/// A float as the exposition format writes it.
-fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        v.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -409,7 +256,6 @@ mod tests {
     use processor::{Attributes, FlowStats, Series};
 
     use super::*;
-    use crate::metrics;
 
     fn resource() -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -542,50 +388,6 @@ mod tests {
              network_flow_tcp_retransmits_total{{{labels}}} 0\n"
         );
         assert_eq!(exposition.render(), expected);
-    }
-
-    #[test]
-    fn every_metric_gets_its_prometheus_name() {
-        let names: Vec<(String, bool)> = [
-            (&metrics::BYTES, true),
-            (&metrics::PACKETS, true),
-            (&metrics::RETRANSMITS, true),
-            (&metrics::OPENED, true),
-            (&metrics::CLOSED, true),
-            (&metrics::FAILED, true),
-            (&metrics::RTT, false),
-            (&metrics::RTT_VARIANCE, false),
-        ]
-        .into_iter()
-        .map(|(spec, counter)| (metric_name(spec, counter), counter))
-        .collect();
-        assert_eq!(
-            names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            [
-                "network_flow_bytes_total",
-                "network_flow_packets_total",
-                "network_flow_tcp_retransmits_total",
-                "network_flow_connections_opened_total",
-                "network_flow_connections_closed_total",
-                "network_flow_connections_failed_total",
-                "network_flow_tcp_rtt_seconds",
-                "network_flow_tcp_rtt_variance_seconds",
-            ]
-        );
-    }
-
-    #[test]
-    fn labels_are_sanitised_and_values_escaped() {
-        assert_eq!(label_name("source.process.name"), "source_process_name");
-        assert_eq!(label_name("network.io.direction"), "network_io_direction");
-        assert_eq!(label_name("error.type"), "error_type");
-        assert_eq!(label_name("k8s.pod-name/x"), "k8s_pod_name_x");
-        assert_eq!(label_name("0day"), "key_0day");
-        assert_eq!(escape("a\\b\"c\nd", true), "a\\\\b\\\"c\\nd");
-        assert_eq!(escape("say \"hi\"\n", false), "say \"hi\"\\n");
-        // Two attributes, one label: values joined in the order of their names.
-        let joined = labels([("a_b", "2".to_owned()), ("a.b", "1".to_owned())].into_iter());
-        assert_eq!(joined, [("a_b".to_owned(), "1;2".to_owned())]);
     }
 
     fn rtt(smoothed_us: u64, variance_us: u64) -> receiver::Rtt {
