@@ -28,6 +28,7 @@
 
 pub mod agent;
 pub mod bundle;
+pub mod collector;
 pub mod dns;
 pub mod docker;
 pub mod kmock;
