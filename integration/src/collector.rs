@@ -43,11 +43,7 @@ pub fn binary() -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    assert!(
-        path.is_file(),
-        "{} is missing: {INSTALL}",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: {INSTALL}", path.display());
     path
 }
 
@@ -112,9 +108,8 @@ impl Rotel {
 
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let listening = |a: &SocketAddr| {
-            TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok()
-        };
+        let listening =
+            |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
         while !(listening(&self.grpc) && listening(&self.http)) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("rotel-agent exited ({status}):\n{}", self.log());

@@ -31,6 +31,7 @@ pub mod bundle;
 pub mod collector;
 pub mod dns;
 pub mod docker;
+pub mod image;
 pub mod kmock;
 pub mod netns;
 pub mod otlp_metrics;

@@ -49,7 +49,10 @@ fn console_times_convert_to_unix_nanoseconds() {
         console_ns("2024-01-01T12:00:00.250Z"),
         1_704_110_400_250_000_000
     );
-    assert_eq!(console_ns("2000-03-01T00:00:01.000Z"), 951_868_801_000_000_000);
+    assert_eq!(
+        console_ns("2000-03-01T00:00:01.000Z"),
+        951_868_801_000_000_000
+    );
 }
 
 /// A series' attributes as text, the way the OTLP points carry them.
@@ -113,11 +116,7 @@ fn console_windows(records: &[Record], port: u16) -> Windows {
             continue;
         }
         let entry = windows
-            .entry((
-                texts(a),
-                console_ns(&flow.start),
-                console_ns(&flow.end),
-            ))
+            .entry((texts(a), console_ns(&flow.start), console_ns(&flow.end)))
             .or_default();
         entry.0 += flow.bytes_sent as i64;
         entry.1 += flow.bytes_received as i64;
@@ -209,17 +208,30 @@ fn through_rotel(into: Protocol, out: Protocol) {
             Kind::Gauge => assert!(p.metric.starts_with("network.flow.tcp.rtt"), "{}", p.metric),
             Kind::Other => panic!("{}: neither Sum nor Gauge after rotel", p.metric),
         }
-        assert_eq!(p.start_ns % WINDOW_NS, 0, "{}: window start aligned", p.metric);
+        assert_eq!(
+            p.start_ns % WINDOW_NS,
+            0,
+            "{}: window start aligned",
+            p.metric
+        );
         assert!(p.time_ns > p.start_ns && p.time_ns - p.start_ns <= WINDOW_NS);
         assert_eq!(p.scope.0, "flowtel");
-        assert_eq!(p.resource.get("service.name").map(String::as_str), Some("flowtel"));
+        assert_eq!(
+            p.resource.get("service.name").map(String::as_str),
+            Some("flowtel")
+        );
         assert_eq!(
             p.resource.get("deployment.environment").map(String::as_str),
             Some("collector-test")
         );
         assert!(p.resource.contains_key("host.name") && p.resource.contains_key("service.version"));
     }
-    let unit = |name: &str| points.iter().find(|p| p.metric == name).map(|p| p.unit.as_str());
+    let unit = |name: &str| {
+        points
+            .iter()
+            .find(|p| p.metric == name)
+            .map(|p| p.unit.as_str())
+    };
     assert_eq!(unit("network.flow.bytes"), Some("By"));
     assert_eq!(unit("network.flow.packets"), Some("{packet}"));
 
@@ -232,7 +244,10 @@ fn through_rotel(into: Protocol, out: Protocol) {
         .filter_map(|p| p.attribute("feature"))
         .collect();
     assert_eq!(features.len(), 11, "{features:?}");
-    for p in health.iter().filter(|p| p.metric == "flowtel.connections.dropped") {
+    for p in health
+        .iter()
+        .filter(|p| p.metric == "flowtel.connections.dropped")
+    {
         assert_eq!(
             p.kind,
             Kind::Sum {
