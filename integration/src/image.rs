@@ -217,9 +217,25 @@ pub fn host_cgroup2() -> PathBuf {
         .expect("a cgroup-v2 mount on the host")
 }
 
+/// flowtel's seccomp profile.
+pub fn seccomp_profile() -> PathBuf {
+    repository().join("otel-config/container/seccomp.json")
+}
+
 /// `docker run --rm` of the image as otel-config/README.md runs it,
 /// named `name`, with `args` for flowtel. Not started.
 pub fn run_command(image: &str, grant: Grant, name: &str, args: &[&str]) -> Command {
+    run_command_with(image, grant, name, Some(&seccomp_profile()), args)
+}
+
+/// [`run_command`] with another seccomp profile, or Docker's default.
+pub fn run_command_with(
+    image: &str,
+    grant: Grant,
+    name: &str,
+    seccomp: Option<&Path>,
+    args: &[&str],
+) -> Command {
     let mut command = Command::new("docker");
     command
         .args(["run", "--rm", "--name", name])
@@ -234,10 +250,12 @@ pub fn run_command(image: &str, grant: Grant, name: &str, args: &[&str]) -> Comm
     if grant == Grant::Runtime {
         command.args(["--runtime", RUNTIME]);
     }
-    let seccomp = repository().join("otel-config/container/seccomp.json");
+    if let Some(profile) = seccomp {
+        command
+            .arg("--security-opt")
+            .arg(format!("seccomp={}", profile.display()));
+    }
     command
-        .arg("--security-opt")
-        .arg(format!("seccomp={}", seccomp.display()))
         .args(["--security-opt", "no-new-privileges"])
         .arg("--read-only")
         .arg("-v")

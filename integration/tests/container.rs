@@ -179,6 +179,38 @@ fn flowtel_check_in_the_image_says_what_the_container_cannot_do() {
     assert_eq!(line("result"), "result        flowtel run would work");
 }
 
+#[test]
+fn docker_20_10s_default_seccomp_profile_is_why_flowtel_ships_its_own() {
+    privilege::require_root();
+    let (image, grant) = image();
+    let name = container_name("default-seccomp");
+    let out = image::run_command_with(
+        &image,
+        grant,
+        &name,
+        None,
+        &["check", "--config", "/etc/flowtel/flowtel.yaml"],
+    )
+    .output()
+    .expect("docker run ... check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match grant {
+        // Docker 20.10: its default profile allows bpf(2) only to
+        // CAP_SYS_ADMIN, whatever capabilities the container holds.
+        Grant::Runtime => {
+            assert_eq!(out.status.code(), Some(1), "{stdout}");
+            assert!(
+                stdout.contains(
+                    "programs      refused: loading the eBPF object: map error: failed to create map"
+                ),
+                "{stdout}"
+            );
+        }
+        // Docker 23.0 and later allow it to CAP_BPF.
+        Grant::CapAdd => assert!(out.status.success(), "{stdout}"),
+    }
+}
+
 /// What the namespace's thread is told to do with its connection.
 enum Step {
     Move(usize, usize, mpsc::Sender<()>),
