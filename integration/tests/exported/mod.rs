@@ -6,6 +6,9 @@
 //! `alerts` and `bundle` tests check the rules, monitors and dashboard
 //! queries against it.
 
+// Each of the two tests uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
