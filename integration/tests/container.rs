@@ -36,6 +36,8 @@ fn container_name(what: &str) -> String {
 /// deployment has it), as a running [`Agent`] whose process is `docker run`.
 fn agent_in_container(name: &str) -> Agent {
     let (image, grant) = image();
+    // A container of the same name left by a killed run of this pid.
+    integration::docker::docker(&["rm", "-f", name]);
     let command = image::run_command(
         &image,
         grant,
