@@ -58,6 +58,15 @@ pub fn check(
             problems.push(error.to_string());
         }
     }
+    line(
+        &mut text,
+        "namespaces",
+        if receiver::may_enter_namespaces() {
+            "every network namespace (CAP_SYS_ADMIN: setns)"
+        } else {
+            receiver::OWN_NAMESPACE_ONLY
+        },
+    );
     line(&mut text, "tracepoints", &hooks(&support.tracepoints));
     let kprobes = if support.kprobes_supported {
         hooks(&support.kprobe_functions)

@@ -28,8 +28,10 @@
 
 pub mod agent;
 pub mod bundle;
+pub mod collector;
 pub mod dns;
 pub mod docker;
+pub mod image;
 pub mod kmock;
 pub mod nat;
 pub mod netns;

@@ -232,6 +232,11 @@ impl OtlpReceiver {
         command
     }
 
+    /// The transport it speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn base_endpoint(&self) -> String {
         format!("http://{}", self.address)

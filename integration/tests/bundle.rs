@@ -1,9 +1,11 @@
 //! The deployment bundle in `otel-config/`: every YAML file parses, the
 //! collector pipelines convert (or keep) temporality as flowtel needs, the
 //! Kubernetes DaemonSet and the systemd unit grant exactly the three
-//! capabilities README.md's "Privileges" names, every dashboard panel
-//! queries a flowtel metric, and the Prometheus server keeps five days,
-//! set in one place. Needs no root. (`otel-config/flowtel.yaml` has its own
+//! capabilities README.md's "Privileges" names, the DaemonSet runs the
+//! image of `container/Dockerfile` as the container test runs it, every
+//! dashboard query names metrics and labels flowtel exports (taken from
+//! the exporter's code) and a real Prometheus parses it, and the Prometheus
+//! server keeps five days, set in one place. Needs no root. (`otel-config/flowtel.yaml` has its own
 //! test; the alert rules and Datadog monitors are the `alerts` test's.)
 
 use std::collections::BTreeSet;
@@ -11,8 +13,11 @@ use std::path::Path;
 use std::process::Command;
 
 use integration::bundle::{self, read, yaml_documents};
+use integration::image::{self, CAPABILITIES};
 use integration::prometheus::{Prometheus, TempDir, BINARY as PROMETHEUS};
 use serde_json::Value;
+
+mod exported;
 
 /// The capabilities flowtel needs, as Kubernetes and systemd spell them.
 const KUBERNETES_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
@@ -347,44 +352,172 @@ fn the_systemd_unit_runs_unprivileged_with_three_ambient_capabilities() {
     assert!(unit_values(&unit, "PrivateUsers").is_empty());
 }
 
-#[test]
-fn every_dashboard_panel_queries_a_flowtel_metric() {
-    let dashboard: Value = serde_json::from_str(&read("grafana/flowtel-dashboard.json")).unwrap();
-    let panels = dashboard["panels"].as_array().unwrap();
-    assert!(panels.len() >= 4, "{} panels", panels.len());
-    let mut exprs = Vec::new();
-    for panel in panels {
-        let title = &panel["title"];
+/// A dashboard query as Prometheus gets it: Grafana's variables given
+/// values (every variable's "All", the ranges of a 6-hour view).
+fn as_prometheus_gets_it(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("$__range", "6h")
+        .replace("$source_service", ".*")
+        .replace("$destination_service", ".*")
+        .replace("$k8s_namespace", ".*")
+}
+
+/// Every query of the dashboard: (panel title, expression), and the
+/// variables' `label_values(...)` queries.
+fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap().to_owned();
+        if panel["type"] == "row" {
+            assert!(
+                panel.get("targets").is_none(),
+                "{title}: a row has no query"
+            );
+            continue;
+        }
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{title}: no query");
+        let mut refs = BTreeSet::new();
         for target in targets {
-            let expr = target["expr"].as_str().unwrap();
-            assert!(expr.contains("network_flow_"), "{title}: {expr}");
-            exprs.push(expr);
+            assert!(
+                refs.insert(target["refId"].as_str().unwrap()),
+                "{title}: refId twice"
+            );
+            queries.push((title.clone(), target["expr"].as_str().unwrap().to_owned()));
         }
     }
+    queries
+}
+
+#[test]
+fn every_dashboard_query_names_metrics_and_labels_flowtel_exports() {
+    let dashboard: Value = serde_json::from_str(&read("grafana/flowtel-dashboard.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let queries = dashboard_queries(&dashboard);
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    let exported = exported::exported();
+    let labels = exported::labels();
+    for (title, expr) in &queries {
+        let metrics = exported::promql_metrics(expr);
+        assert!(!metrics.is_empty(), "{title}: no metric: {expr}");
+        for metric in &metrics {
+            assert!(
+                exported.prometheus.contains(metric),
+                "{title}: {metric} is not a metric flowtel exports: {:?}",
+                exported.prometheus
+            );
+        }
+        for label in exported::promql_labels(expr) {
+            assert!(
+                labels.contains(&label),
+                "{title}: {label} is not a label flowtel's series carry: {labels:?}"
+            );
+        }
+    }
+    let every: Vec<&str> = queries.iter().map(|(_, e)| e.as_str()).collect();
+    let names = |expr: &&str| exported::promql_metrics(expr);
+    let labelled = |expr: &&str| exported::promql_labels(expr);
     for metric in [
         "network_flow_bytes_total",
         "network_flow_tcp_retransmits_total",
         "network_flow_connections_opened_total",
         "network_flow_connections_failed_total",
+        "dns_requests_total",
+        "dns_lookup_duration_seconds_bucket",
+        "flowtel_feature_state",
+        "flowtel_netns_unreachable",
     ] {
-        assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+        assert!(every.iter().any(|e| names(e).contains(metric)), "{metric}");
     }
-    assert!(exprs.contains(
+    // The panels issue 18 asks for, by the attributes they group or filter by.
+    for label in [
+        "source_k8s_pod_name",
+        "destination_k8s_pod_name",
+        "source_k8s_namespace_name",
+        "destination_k8s_namespace_name",
+        "source_k8s_deployment_name",
+        "destination_k8s_service_name",
+        "source_k8s_node_name",
+        "dns_response_code",
+        "dns_question_name",
+        "destination_domain",
+        "destination_translated_address",
+        "feature",
+    ] {
+        assert!(every.iter().any(|e| labelled(e).contains(label)), "{label}");
+    }
+    // dns.lookup.duration as quantiles of its buckets.
+    for q in ["0.5", "0.9", "0.99"] {
+        assert!(
+            every
+                .iter()
+                .any(|e| e.starts_with(&format!("histogram_quantile({q}, "))
+                    && e.contains("dns_lookup_duration_seconds_bucket")
+                    && labelled(e).contains("le")),
+            "p{q} of dns_lookup_duration_seconds"
+        );
+    }
+    assert!(every.contains(
         &"sum by (source_service, destination_service) (rate(network_flow_bytes_total{source_service=~\"$source_service\", destination_service=~\"$destination_service\"}[$__rate_interval]))"
     ));
-    let variables: Vec<&str> = dashboard["templating"]["list"]
+    let variables: Vec<(&str, &str)> = dashboard["templating"]["list"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v["name"].as_str().unwrap())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap(),
+                v["definition"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         variables,
-        ["datasource", "source_service", "destination_service"]
+        [
+            ("datasource", ""),
+            (
+                "source_service",
+                "label_values(network_flow_bytes_total, source_service)"
+            ),
+            (
+                "destination_service",
+                "label_values(network_flow_bytes_total, destination_service)"
+            ),
+            (
+                "k8s_namespace",
+                "label_values(network_flow_bytes_total, source_k8s_namespace_name)"
+            ),
+        ]
     );
+}
+
+/// `s` for a URL's query string.
+fn url_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_takes_every_dashboard_query() {
+    let dashboard: Value = serde_json::from_str(&read("grafana/flowtel-dashboard.json")).unwrap();
+    let dir = TempDir::new("dashboard-prometheus");
+    let config = dir.write("prometheus.yml", "global:\n  scrape_interval: 1m\n");
+    let prometheus = Prometheus::launch(dir, &[format!("--config.file={}", config.display())]);
+    for (title, expr) in dashboard_queries(&dashboard) {
+        let query = as_prometheus_gets_it(&expr);
+        // Panics with Prometheus' parse error if it refuses the query.
+        let data = prometheus.api(&format!("/api/v1/query?query={}", url_encoded(&query)));
+        assert!(data["resultType"].is_string(), "{title}: {data}");
+    }
 }
 
 /// The Prometheus flag of how long the scraped series are kept.
@@ -491,4 +624,209 @@ fn the_prometheus_server_keeps_five_days_set_in_one_place() {
     expected.sort_unstable();
     assert!(expected.len() >= 3, "{expected:?}");
     assert_eq!(groups, expected, "{}", prometheus.log());
+}
+
+/// The instructions of the Dockerfile: (instruction, rest), continuation
+/// lines joined, comments left out.
+fn dockerfile() -> Vec<(String, String)> {
+    let text = read("container/Dockerfile");
+    let mut joined = String::new();
+    let mut instructions = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if joined.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => joined.push_str(part),
+            None => {
+                joined.push_str(line);
+                let (word, rest) = joined.split_once(' ').unwrap_or((&joined, ""));
+                instructions.push((word.to_owned(), rest.trim().to_owned()));
+                joined.clear();
+            }
+        }
+    }
+    instructions
+}
+
+fn instruction(instructions: &[(String, String)], word: &str) -> Vec<String> {
+    instructions
+        .iter()
+        .filter(|(w, _)| w == word)
+        .map(|(_, rest)| rest.clone())
+        .collect()
+}
+
+#[test]
+fn the_dockerfile_builds_on_an_official_debian_base_by_default() {
+    let instructions = dockerfile();
+    assert_eq!(
+        instructions[0],
+        ("ARG".to_owned(), "BASE=debian:bookworm-slim".to_owned())
+    );
+    assert_eq!(instruction(&instructions, "FROM"), ["${BASE}"]);
+    assert_eq!(
+        instruction(&instructions, "COPY"),
+        [
+            "target/release/flowtel /usr/local/bin/flowtel",
+            "otel-config/container/flowtel.yaml /etc/flowtel/flowtel.yaml"
+        ]
+    );
+    assert_eq!(instruction(&instructions, "USER"), ["0:0"]);
+    // The repository's .dockerignore lets through what the COPYs take.
+    let ignore = std::fs::read_to_string(bundle::dir().join("../.dockerignore")).unwrap();
+    let kept: Vec<&str> = ignore.lines().filter_map(|l| l.strip_prefix('!')).collect();
+    assert_eq!(
+        kept,
+        [
+            "target/release/flowtel",
+            "otel-config/container/flowtel.yaml"
+        ]
+    );
+    assert!(
+        ignore.lines().any(|l| l == "*"),
+        "everything else is left out"
+    );
+}
+
+/// The image's own configuration.
+fn image_config() -> Value {
+    yaml_documents("container/flowtel.yaml").remove(0)
+}
+
+#[test]
+fn the_daemonset_runs_the_image_as_the_container_test_does() {
+    let documents = yaml_documents("kubernetes/daemonset.yaml");
+    let pod = &kubernetes_object(&documents, "DaemonSet")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let image_name = container["image"].as_str().unwrap();
+    assert!(
+        image_name.ends_with(&format!("/flowtel:{}", env!("CARGO_PKG_VERSION"))),
+        "{image_name}: the Dockerfile's image, tagged with flowtel's version"
+    );
+    // The Dockerfile's entrypoint and default command are the pod's.
+    let instructions = dockerfile();
+    let entrypoint: Vec<String> =
+        serde_json::from_str(&instruction(&instructions, "ENTRYPOINT")[0]).unwrap();
+    let cmd: Vec<String> = serde_json::from_str(&instruction(&instructions, "CMD")[0]).unwrap();
+    let command: Vec<String> = strings(&container["command"])
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(command, [entrypoint, cmd].concat());
+    // The capabilities the container test gives `docker run`.
+    let mut added = strings(&container["securityContext"]["capabilities"]["add"]);
+    added.sort_unstable();
+    let mut expected = CAPABILITIES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(added, expected);
+    assert_eq!(expected, KUBERNETES_CAPABILITIES);
+    // The cgroup root where the image's configuration and the ConfigMap's
+    // look for it, and where both `docker run` and the pod mount it.
+    let config_map = kubernetes_object(&documents, "ConfigMap");
+    let config: Value =
+        serde_saphyr::from_str(config_map["data"]["flowtel.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["receiver"]["cgroup_path"],
+        image_config()["receiver"]["cgroup_path"]
+    );
+    assert_eq!(
+        image_config()["receiver"]["cgroup_path"],
+        "/host/sys/fs/cgroup"
+    );
+    let name = image::name();
+    let run = image::run_command(&name, image::Grant::CapAdd, "x", &[]);
+    let args: Vec<String> = run
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        args.iter().any(|a| a.ends_with(":/host/sys/fs/cgroup:ro")),
+        "{args:?}"
+    );
+    for forbidden in ["--privileged", "SYS_ADMIN", "ALL"] {
+        if forbidden == "ALL" {
+            // Only as what is dropped.
+            let at = args.iter().position(|a| a == "ALL").unwrap();
+            assert_eq!(args[at - 1], "--cap-drop");
+            continue;
+        }
+        assert!(!args.iter().any(|a| a.contains(forbidden)), "{args:?}");
+    }
+}
+
+#[test]
+fn the_image_configuration_is_a_valid_flowtel_configuration() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flowtel"))
+        .args(["config", "check"])
+        .arg(bundle::dir().join("container/flowtel.yaml"))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "flowtel config check: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = image_config();
+    assert_eq!(config["processor"]["containers"]["docker"], false);
+    assert_eq!(config["processor"]["containers"]["containerd"], false);
+}
+
+#[test]
+fn the_seccomp_profile_allows_bpf_and_no_way_out_of_the_container() {
+    let profile: Value = serde_json::from_str(&read("container/seccomp.json")).unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    let mut allowed = BTreeSet::new();
+    for rule in profile["syscalls"].as_array().unwrap() {
+        if rule["action"] != "SCMP_ACT_ALLOW" {
+            continue;
+        }
+        for name in strings(&rule["names"]) {
+            if name == "clone" {
+                // Only without namespace flags.
+                assert_eq!(rule["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+                assert_eq!(rule["args"][0]["value"], 0x7e02_0000u64);
+                assert_eq!(rule["args"][0]["valueTwo"], 0);
+            }
+            assert!(allowed.insert(name), "{name} twice");
+        }
+    }
+    for needed in [
+        "bpf",
+        "perf_event_open",
+        "socket",
+        "sendmsg",
+        "recvmsg",
+        "execve",
+    ] {
+        assert!(allowed.contains(needed), "{needed}");
+    }
+    for refused in [
+        "setns",
+        "unshare",
+        "mount",
+        "umount2",
+        "pivot_root",
+        "ptrace",
+        "process_vm_readv",
+        "kexec_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "open_by_handle_at",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "userfaultfd",
+        "reboot",
+        "swapon",
+        "personality",
+        "clone3",
+    ] {
+        assert!(!allowed.contains(refused), "{refused} is allowed");
+    }
 }

@@ -44,6 +44,7 @@ pub use error::Error;
 pub use features::{Feature, Features, Level, Levels, State as FeatureState, REFUSE_FOR_TEST};
 pub use kernel::preflight::cgroup_v2_root;
 pub use kernel::programs::Verdict;
+pub use netns::{may_enter_namespaces, OWN_NAMESPACE_ONLY};
 pub use ports::PortFacts;
 pub use sample::{
     CloseError, ConnectionId, ConnectionSample, ConnectionState, Counters, Direction, Poll,

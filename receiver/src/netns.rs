@@ -173,8 +173,47 @@ pub(crate) fn own_inode() -> io::Result<u32> {
 const CAP_SYS_ADMIN: caps::Capability = caps::Capability::CAP_SYS_ADMIN;
 const CAP_SYS_PTRACE: caps::Capability = caps::Capability::CAP_SYS_PTRACE;
 
-fn may_enter_namespaces() -> bool {
+/// Whether this thread may enter other network namespaces (`setns` needs
+/// CAP_SYS_ADMIN).
+pub fn may_enter_namespaces() -> bool {
     caps::has_cap(None, caps::CapSet::Effective, CAP_SYS_ADMIN).unwrap_or(false)
+}
+
+/// What a feature that works namespace by namespace reaches without
+/// CAP_SYS_ADMIN: `flowtel check`'s `namespaces` line.
+pub const OWN_NAMESPACE_ONLY: &str = "flowtel's own network namespace only: no CAP_SYS_ADMIN to enter the others (setns); TCP connections in other namespaces (containers, pods) count their bytes at close only, those older than the agent there are not counted, and NAT there is not seen";
+
+/// The features that walk each network namespace (the TCP iterators,
+/// conntrack) say so when this process cannot enter the others: they stay
+/// on, in the agent's own namespace, which their `via` then says.
+pub(crate) fn scope_features(features: &mut crate::Features) {
+    if !may_enter_namespaces() {
+        own_namespace_only(features);
+    }
+}
+
+fn own_namespace_only(features: &mut crate::Features) {
+    use crate::{Feature, FeatureState};
+    const OWN: &str = "in flowtel's own network namespace only (no CAP_SYS_ADMIN)";
+    let scoped = |via: &str| match via.contains("in each network namespace") {
+        true => via.replace("in each network namespace", OWN),
+        false => format!("{via}, {OWN}"),
+    };
+    for feature in [
+        Feature::TcpLiveBytes,
+        Feature::ExistingConnections,
+        Feature::Nat,
+    ] {
+        let state = match features.get(feature).clone() {
+            FeatureState::On { via } => FeatureState::On { via: scoped(&via) },
+            FeatureState::Fallback { via, why } => FeatureState::Fallback {
+                via: scoped(&via),
+                why,
+            },
+            off => off,
+        };
+        features.set(feature, state);
+    }
 }
 
 /// One walk for the entering thread.
@@ -326,6 +365,39 @@ pub(crate) fn enter(namespace: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Feature, FeatureState, Features};
+
+    #[test]
+    fn without_setns_the_namespace_walks_say_they_stay_home() {
+        let mut features = Features::default();
+        let on = |via: &str| FeatureState::On {
+            via: via.to_owned(),
+        };
+        features.set(
+            Feature::TcpLiveBytes,
+            on("iter/tcp in each network namespace"),
+        );
+        features.set(Feature::Nat, on("conntrack over netlink"));
+        features.set(Feature::Udp, on("cgroup_skb egress"));
+        own_namespace_only(&mut features);
+        let via = |feature| match features.get(feature) {
+            FeatureState::On { via } => via.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            via(Feature::TcpLiveBytes),
+            "iter/tcp in flowtel's own network namespace only (no CAP_SYS_ADMIN)"
+        );
+        assert_eq!(
+            via(Feature::Nat),
+            "conntrack over netlink, in flowtel's own network namespace only (no CAP_SYS_ADMIN)"
+        );
+        assert_eq!(via(Feature::Udp), "cgroup_skb egress");
+        assert!(matches!(
+            features.get(Feature::ExistingConnections),
+            FeatureState::Off { .. }
+        ));
+    }
 
     #[test]
     fn reads_the_namespace_link() {

@@ -487,6 +487,7 @@ pub fn load_and_attach(
     if send_peers && stage == Stage::Attach {
         enable_send_peers(&mut ebpf)?;
     }
+    crate::netns::scope_features(&mut features);
     let verdicts = std::mem::take(&mut context.verdicts);
     if let State::Off { why } = features.get(Feature::TcpConnections) {
         return Err(Error::NothingCounts { why: why.clone() });
