@@ -7,7 +7,7 @@
 //! `rf.` with REFUSED and `sf.` with SERVFAIL (its forwarder is a dead port).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+pub use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{Name, RData};
 
 use crate::netns::NetNs;
 use crate::record::Record;
@@ -29,10 +30,18 @@ pub struct Unbound {
 }
 
 impl Unbound {
-    /// Starts unbound on `address`:53, in `netns` if given, answering
-    /// `ok.flowtel` with `answer`; returns once it answers.
-    pub fn start(address: Ipv4Addr, answer: Ipv4Addr, netns: Option<&NetNs>) -> Unbound {
-        let tag = format!("{address}-{}", std::process::id());
+    /// Starts unbound on `address`:53 (IPv4 or IPv6), in `netns` if given,
+    /// answering `ok.flowtel` with `answer` (an A or an AAAA record);
+    /// returns once it answers.
+    pub fn start(
+        address: impl Into<IpAddr>,
+        answer: impl Into<IpAddr>,
+        netns: Option<&NetNs>,
+    ) -> Unbound {
+        let (address, answer) = (address.into(), answer.into());
+        let answer_type = if answer.is_ipv6() { "AAAA" } else { "A" };
+        let ip6 = if address.is_ipv6() { "yes" } else { "no" };
+        let tag = format!("{address}-{}", std::process::id()).replace(':', "_");
         let dir = std::env::temp_dir().join(format!("flowtel-unbound-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("unbound's directory");
@@ -48,11 +57,12 @@ impl Unbound {
     use-syslog: no
     logfile: ""
     access-control: 0.0.0.0/0 allow
-    do-ip6: no
+    access-control: ::/0 allow
+    do-ip6: {ip6}
     module-config: "iterator"
     outbound-msg-retry: 1
     local-zone: "ok.flowtel." static
-    local-data: "ok.flowtel. 60 IN A {answer}"
+    local-data: "ok.flowtel. 60 IN {answer_type} {answer}"
     local-zone: "alias.flowtel." static
     local-data: "alias.flowtel. 30 IN CNAME ok.flowtel."
     local-zone: "ready.flowtel." static
@@ -87,7 +97,7 @@ forward-zone:
         let unbound = Unbound {
             child,
             dir,
-            server: SocketAddr::new(IpAddr::V4(address), 53),
+            server: SocketAddr::new(address, 53),
         };
         unbound.wait_ready(netns);
         unbound
@@ -132,7 +142,7 @@ pub struct Lookup {
     pub code: String,
     /// From just before the send to just after the answer arrived.
     pub took: Duration,
-    /// The A records of the answer.
+    /// The A and AAAA records of the answer.
     pub addresses: Vec<IpAddr>,
 }
 
@@ -142,7 +152,7 @@ fn next_id() -> u16 {
     seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn query(name: &str, id: u16) -> Vec<u8> {
+fn query(name: &str, id: u16, record_type: RecordType) -> Vec<u8> {
     let mut message = Message::new();
     message
         .set_id(id)
@@ -151,7 +161,7 @@ fn query(name: &str, id: u16) -> Vec<u8> {
         .set_recursion_desired(true)
         .add_query(Query::query(
             Name::from_str(&format!("{name}.")).expect("a DNS name"),
-            RecordType::A,
+            record_type,
         ));
     message.to_vec().expect("a query encodes")
 }
@@ -169,6 +179,7 @@ fn lookup(id: u16, client: SocketAddr, took: Duration, answer: &[u8]) -> Lookup 
             .iter()
             .filter_map(|r| match r.data() {
                 RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                 _ => None,
             })
             .collect(),
@@ -189,11 +200,26 @@ fn code_name(code: u16) -> String {
 /// Asks `server` for `name`'s A record over UDP, once; None when no answer
 /// came within `wait`.
 pub fn query_udp(server: SocketAddr, name: &str, wait: Duration) -> Option<Lookup> {
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    query_udp_for(server, name, RecordType::A, wait)
+}
+
+/// [`query_udp`] for a record of `record_type` (AAAA).
+pub fn query_udp_for(
+    server: SocketAddr,
+    name: &str,
+    record_type: RecordType,
+    wait: Duration,
+) -> Option<Lookup> {
+    let any = if server.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(any).expect("a UDP socket");
     socket.connect(server).expect("connect to the server");
     socket.set_read_timeout(Some(wait)).expect("a read timeout");
     let id = next_id();
-    let bytes = query(name, id);
+    let bytes = query(name, id, record_type);
     let started = Instant::now();
     socket.send(&bytes).expect("send the query");
     let mut buffer = [0u8; 4096];
@@ -208,7 +234,7 @@ pub fn query_tcp(server: SocketAddr, name: &str) -> Lookup {
     let mut stream = TcpStream::connect(server).expect("connect to the server over TCP");
     stream.set_nodelay(true).unwrap();
     let id = next_id();
-    let bytes = query(name, id);
+    let bytes = query(name, id, RecordType::A);
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&bytes);
     let started = Instant::now();

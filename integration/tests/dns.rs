@@ -11,13 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use integration::agent::Agent;
-use integration::dns::{counted, query_tcp, query_udp, Counted, Lookup, Unbound};
+use integration::dns::{
+    counted, query_tcp, query_udp, query_udp_for, Counted, Lookup, RecordType, Unbound,
+};
 use integration::netns::NetNs;
 use integration::otlp_metrics;
 use integration::otlp_receiver::{accepted_requests, Behaviour, OtlpReceiver, Protocol};
@@ -295,6 +297,69 @@ fn a_connection_to_an_answered_address_carries_its_domain() {
     );
 }
 
+/// Over IPv6: an AAAA lookup to a server on ::1 is counted with its type,
+/// and a connection to the answered address carries its domain.
+#[test]
+fn an_ipv6_lookup_is_counted_and_names_the_ipv6_connection() {
+    privilege::require_root();
+    let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).expect("a TCP server on ::1");
+    let port = listener.local_addr().unwrap().port();
+    let unbound = Unbound::start(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, None);
+    let mut agent = agent("ipv6");
+    let lookup = query_udp_for(
+        unbound.server,
+        "ok.flowtel",
+        RecordType::AAAA,
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert_eq!(lookup.addresses, [IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    let expected = BTreeMap::from([(key("ok.flowtel", "NOERROR", "udp"), 1)]);
+    let counted = assert_counted(&mut agent, unbound.server.ip(), &expected);
+    assert_latency_within(&counted[&key("ok.flowtel", "NOERROR", "udp")], &[&lookup]);
+    let types: Vec<String> = agent
+        .records()
+        .iter()
+        .filter_map(|r| match r {
+            Record::Other(v) if v["record"] == "dns" => v["attributes"]["dns.question.type"]
+                .as_str()
+                .map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert!(types.iter().any(|t| t == "AAAA"), "{types:?}");
+
+    const SENT: usize = 54_321;
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        socket.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    let mut client = TcpStream::connect((lookup.addresses[0], port)).expect("connect");
+    client.write_all(&vec![6u8; SENT]).unwrap();
+    drop(client);
+    assert_eq!(server.join().unwrap(), SENT);
+    let to_web = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_address(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        .destination_port(port);
+    agent.wait_until("the IPv6 connection, closed", |records| {
+        integration::record::sum(records, &to_web).connections_closed == 1
+    });
+    let flows = agent.poll_flows(&to_web);
+    assert_eq!(flows.iter().map(|f| f.bytes_sent).sum::<u64>(), SENT as u64);
+    for flow in &flows {
+        let domain = flow.attributes.other.get("destination.domain");
+        assert_eq!(
+            domain.and_then(|v| v.as_str()),
+            Some("ok.flowtel"),
+            "{flow:#?}"
+        );
+    }
+}
+
 /// The feature's level in the agent's last health record.
 fn dns_level(agent: &mut Agent) -> String {
     agent.wait_polls(1);
@@ -395,10 +460,15 @@ fn dns_metrics_reach_an_otlp_receiver_as_a_sum_and_a_histogram() {
                 h.data_points
                     .iter()
                     .filter(|p| {
-                        p.attributes.iter().any(|a| {
-                            a.key == "dns.question.name"
-                                && format!("{:?}", a.value).contains("ok.flowtel")
-                        })
+                        let has = |key: &str, value: &str| {
+                            p.attributes
+                                .iter()
+                                .any(|a| a.key == key && format!("{:?}", a.value).contains(value))
+                        };
+                        // This test's server only: the other tests' lookups
+                        // run beside it and this agent sees them too.
+                        has("dns.question.name", "ok.flowtel")
+                            && has("destination.address", &format!("\"{server}\""))
                     })
                     .cloned(),
             );
