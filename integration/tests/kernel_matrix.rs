@@ -496,6 +496,14 @@ fn guest_short_tcp_connections_are_all_counted() {
 fn guest_udp_unconnected_server_bytes_are_exact() {
     privilege::require_root();
     let mut agent = start_agent();
+    if expected_probes().as_deref() == Some("kprobe") {
+        // On the kprobe kernels (5.10, 6.1) a kprobe run is skipped, and
+        // nothing says so, while the agent's own bpf(2) map calls hold the
+        // CPU's `bpf_prog_active` (README, "Known gaps of the kprobe set").
+        // What this checks is the UDP accounting, so the exchange starts
+        // just after a poll ended, well before the next one reads the maps.
+        agent.wait_polls(1);
+    }
     let truth = udp::serve_clients("127.0.0.1".parse().unwrap(), 3, 4);
     agent.assert_udp_exchange_counted(&truth);
 }
