@@ -38,6 +38,8 @@
 
 /* Indexes of the settings map (written by user space). */
 #define FT_SETTING_SEND_PEERS 0 /* sends counted from packets keep their peer */
+#define FT_SETTING_TEST_MISS_TCP_CLOSES 1 /* tests only: the state program skips closes */
+#define FT_SETTING_COUNT 2
 
 /* cgroup_event.kind */
 #define FT_CGROUP_MADE 1    /* a cgroup-v2 directory was made: its path follows */
@@ -97,7 +99,12 @@ struct conn_info {
 	__u8 tcp_state;
 	__u8 direction;
 	__u8 flags;
-	__u8 _pad[10];
+	__u8 _pad[2];
+	/* TCP: CLOCK_MONOTONIC when the connection was last seen alive, by the
+	 * refresh or discovery walk or its handshake: an established entry a
+	 * walk of its namespace did not see has a socket that is gone, whose
+	 * close the state program missed. */
+	__u64 alive_ns;
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[FT_COMM_LEN];

@@ -45,6 +45,7 @@ int main(void)
 	FIELD(conn_info, tcp_state);
 	FIELD(conn_info, direction);
 	FIELD(conn_info, flags);
+	FIELD(conn_info, alive_ns);
 	FIELD(conn_info, local_addr);
 	FIELD(conn_info, remote_addr);
 	FIELD(conn_info, comm);
@@ -68,6 +69,8 @@ int main(void)
 	CONSTANT(FT_STAT_CGROUP_LOST);
 	CONSTANT(FT_STAT_COUNT);
 	CONSTANT(FT_SETTING_SEND_PEERS);
+	CONSTANT(FT_SETTING_TEST_MISS_TCP_CLOSES);
+	CONSTANT(FT_SETTING_COUNT);
 	CONSTANT(FT_CGROUP_MADE);
 	CONSTANT(FT_CGROUP_REMOVED);
 	CONSTANT(FT_CGROUP_PATH_LEN);

@@ -32,10 +32,11 @@ struct {
 /* Set by user space once the features are chosen. [0]: whether sends
  * counted from their packets keep their peer; only while the peer hooks
  * are attached, so that an unconnected socket's sends and receives stay
- * in the same flows. */
+ * in the same flows. [1]: for tests only, the state program acts as if the
+ * kernel skipped every close (FLOWTEL_TEST_MISS_TCP_CLOSES). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, FT_SETTING_COUNT);
 	__type(key, __u32);
 	__type(value, __u32);
 } settings SEC(".maps");

@@ -186,6 +186,12 @@ impl Health {
             |h| h.udp_releases_lost,
         );
         receiver_counter(
+            "flowtel.tcp.closes.missed",
+            "{connection}",
+            "Established TCP connections whose close the kernel skipped reporting, found gone by the next walk: what they moved after the walk before is lost.",
+            |h| h.tcp_closes_missed,
+        );
+        receiver_counter(
             "flowtel.map.insert.failures",
             "{event}",
             "Events not counted: the kernel refused a new entry though the map had room.",

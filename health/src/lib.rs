@@ -25,6 +25,11 @@ pub struct PollHealth {
     /// UDP socket releases that found the ring buffer full: those sockets'
     /// flows end when they have been idle (swept), not at once.
     pub udp_releases_lost: u64,
+    /// Established TCP connections whose close no program reported (the
+    /// kernel skipped the state program's run), found gone by the next walk
+    /// of their namespace and ended there: what they moved after the walk
+    /// before is lost.
+    pub tcp_closes_missed: u64,
     /// New entries the kernel refused though the map had room (a busy or
     /// timed-out bucket lock, twice): those events were not counted.
     pub insert_failures: u64,

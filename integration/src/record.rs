@@ -29,6 +29,9 @@ pub struct Health {
     pub namespaces_unreachable: u64,
     /// UDP socket releases lost to a full ring buffer.
     pub udp_releases_lost: u64,
+    /// Established TCP connections whose skipped close a walk found.
+    #[serde(default)]
+    pub tcp_closes_missed: u64,
     /// New entries the kernel refused though the map had room.
     pub insert_failures: u64,
     /// Runs of the tracing programs the kernel skipped.

@@ -23,6 +23,11 @@ pub fn is_closed(info: &ConnInfo) -> bool {
     info.flags & abi::FLAG_CLOSED != 0
 }
 
+/// Whether a TCP entry saw its handshake complete (or was found connected).
+pub fn is_established(info: &ConnInfo) -> bool {
+    info.flags & abi::FLAG_ESTABLISHED != 0
+}
+
 pub fn is_tcp(info: &ConnInfo) -> bool {
     info.protocol == abi::IPPROTO_TCP
 }
@@ -72,7 +77,7 @@ pub fn decode(
             variance: Duration::from_micros(info.rttvar_us.into()),
         }),
         seen_opening: info.flags & abi::FLAG_SEEN_OPEN != 0,
-        established: info.flags & abi::FLAG_ESTABLISHED != 0,
+        established: is_established(info),
         state,
         translation: Default::default(),
     }

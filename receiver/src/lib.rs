@@ -26,6 +26,7 @@ mod owners;
 mod ports;
 mod process;
 mod sample;
+mod skipped_closes;
 mod support;
 mod udp_idle;
 
@@ -70,6 +71,8 @@ pub struct Receiver {
     /// The namespaces with open TCP connections at the last read, and when
     /// (CLOCK_MONOTONIC): the others are no longer walked.
     last_read: (HashSet<u32>, u64),
+    /// Ends TCP entries whose close the kernel did not report.
+    skipped_closes: skipped_closes::SkippedCloses,
     namespaces_unreachable: u64,
     features: Features,
     /// Ends UDP flows whose socket's release was not reported.
@@ -190,6 +193,7 @@ impl Receiver {
             tcp_netns,
             namespaces,
             last_read: (HashSet::new(), 0),
+            skipped_closes: skipped_closes::SkippedCloses::default(),
             namespaces_unreachable: 0,
             features: loaded.features,
             idle_udp: udp_idle::IdleUdp::new(config.udp_idle_timeout),
@@ -288,6 +292,7 @@ impl Receiver {
         let mut open_tcp_netns = HashSet::new();
         let mut finished = Vec::new();
         let (processes, idle_udp) = (&mut self.processes, &mut self.idle_udp);
+        let skipped_closes = &mut self.skipped_closes;
         batch::for_each(&self.conns, |key, info| {
             if !seen.insert(*key) {
                 return;
@@ -302,6 +307,7 @@ impl Receiver {
             // UDP socket's entries stay until user space sees its release,
             // or until they have been idle too long.
             let closed = decode::is_closed(info)
+                || skipped_closes.socket_gone(info)
                 || (!decode::is_tcp(info)
                     && (released_udp_sockets.contains(&key.cookie)
                         || idle_udp.is_idle(key, info, polled)));
@@ -404,11 +410,13 @@ impl Receiver {
             // Gone already (LRU) is as good.
             let _ = self.tcp_netns.remove(&inode);
         }
+        let began = kernel::monotonic_ns();
         let walked = self
             .namespaces
             .run(refresh, &walk, true)
             .map_err(Error::Refresh)?;
         self.namespaces_unreachable = walked.unreachable as u64;
+        self.skipped_closes.walked(walked.walked, began);
         Ok(())
     }
 
@@ -503,6 +511,7 @@ impl Receiver {
             untracked_events: stat(abi::STAT_UNTRACKED)?,
             close_events_deferred: stat(abi::STAT_CLOSE_DEFERRED)?,
             udp_releases_lost: stat(abi::STAT_RELEASE_LOST)?,
+            tcp_closes_missed: self.skipped_closes.found(),
             insert_failures: stat(abi::STAT_INSERT_FAILED)?,
             cgroups_lost: stat(abi::STAT_CGROUP_LOST)?
                 + self

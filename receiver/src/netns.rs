@@ -47,10 +47,10 @@ impl Opener {
 }
 
 /// What a walk over several namespaces did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Walked {
-    /// Namespaces whose sockets the iterator walked.
-    pub walked: usize,
+    /// Namespaces whose sockets the iterator walked, by inode.
+    pub walked: Vec<u32>,
     /// Namespaces it could not enter (no privilege, or no process left in
     /// them to enter through).
     pub unreachable: usize,
@@ -91,7 +91,7 @@ impl Namespaces {
         for namespace in namespaces {
             if namespace.inode == self.own {
                 iterator.run()?;
-                walked.walked += 1;
+                walked.walked.push(namespace.inode);
             } else {
                 others.push(namespace.clone());
             }
@@ -99,7 +99,7 @@ impl Namespaces {
         match &self.entry {
             Some(entry) if !others.is_empty() || complete => {
                 let result = entry.run(iterator, others, complete)?;
-                walked.walked += result.walked;
+                walked.walked.extend(result.walked);
                 walked.unreachable += result.unreachable;
             }
             Some(_) => {}
@@ -317,7 +317,7 @@ impl EntryThread {
             // leave this thread walking the wrong namespace.
             enter(&self.home)?;
             ran?;
-            walked.walked += 1;
+            walked.walked.push(namespace.inode);
         }
         Ok(walked)
     }

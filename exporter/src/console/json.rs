@@ -12,7 +12,7 @@
 //!  "connections_opened":0,"connections_closed":0,"connections_failed":{"refused":1},
 //!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
-//!  "untracked_events":0,"close_events_deferred":0,"udp_releases_lost":0,
+//!  "untracked_events":0,"close_events_deferred":0,"udp_releases_lost":0,"tcp_closes_missed":0,
 //!  "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,
 //!  "kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":3,
 //!  "map_capacity":65536,"features":{"tcp connections":"on","tcp live bytes":"on",...,"nat":"on"}}
@@ -235,6 +235,7 @@ struct HealthRecord {
     untracked_events: u64,
     close_events_deferred: u64,
     udp_releases_lost: u64,
+    tcp_closes_missed: u64,
     insert_failures: u64,
     cgroups_lost: u64,
     container_runtime_errors: u64,
@@ -280,6 +281,7 @@ impl HealthRecord {
             untracked_events: health.untracked_events,
             close_events_deferred: health.close_events_deferred,
             udp_releases_lost: health.udp_releases_lost,
+            tcp_closes_missed: health.tcp_closes_missed,
             insert_failures: health.insert_failures,
             cgroups_lost: health.cgroups_lost,
             container_runtime_errors: health.container_runtime_errors,
@@ -385,7 +387,7 @@ mod tests {
         assert_eq!(
             records[1],
             json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
-                   "untracked_events":5,"close_events_deferred":1,"udp_releases_lost":0,
+                   "untracked_events":5,"close_events_deferred":1,"udp_releases_lost":0,"tcp_closes_missed":0,
                    "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,"kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":7,"map_capacity":65536,
                    "features":{"tcp connections":"off","tcp live bytes":"off",
                                "existing connections":"off","socket owners":"off",

@@ -29,6 +29,10 @@ pub const STAT_DNS_LOST: usize = 6;
 pub const STAT_COUNT: usize = 7;
 /// `FT_SETTING_SEND_PEERS`: the settings map's index.
 pub const SETTING_SEND_PEERS: u32 = 0;
+/// `FT_SETTING_TEST_MISS_TCP_CLOSES`: for tests, closes go unreported.
+pub const SETTING_TEST_MISS_TCP_CLOSES: u32 = 1;
+/// `FT_SETTING_COUNT`: the settings map's size.
+pub const SETTING_COUNT: u32 = 2;
 
 /// `FT_CGROUP_*`
 pub const CGROUP_MADE: u32 = 1;
@@ -77,8 +81,9 @@ pub struct ConnInfo {
     pub tcp_state: u8,
     pub direction: u8,
     pub flags: u8,
-    /// Padding, and kernel-side state of the kprobe set (`seq_read`).
-    pub _pad: [u8; 10],
+    pub _pad: [u8; 2],
+    /// TCP: when a walk or the handshake last saw the connection alive.
+    pub alive_ns: u64,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     pub comm: [u8; 16],
@@ -267,6 +272,7 @@ mod tests {
             ("conn_info.tcp_state", offset_of!(ConnInfo, tcp_state)),
             ("conn_info.direction", offset_of!(ConnInfo, direction)),
             ("conn_info.flags", offset_of!(ConnInfo, flags)),
+            ("conn_info.alive_ns", offset_of!(ConnInfo, alive_ns)),
             ("conn_info.local_addr", offset_of!(ConnInfo, local_addr)),
             ("conn_info.remote_addr", offset_of!(ConnInfo, remote_addr)),
             ("conn_info.comm", offset_of!(ConnInfo, comm)),
@@ -289,6 +295,11 @@ mod tests {
             ("FT_STAT_COUNT", STAT_COUNT),
             ("FT_STAT_CGROUP_LOST", STAT_CGROUP_LOST),
             ("FT_SETTING_SEND_PEERS", SETTING_SEND_PEERS as usize),
+            (
+                "FT_SETTING_TEST_MISS_TCP_CLOSES",
+                SETTING_TEST_MISS_TCP_CLOSES as usize,
+            ),
+            ("FT_SETTING_COUNT", SETTING_COUNT as usize),
             ("FT_CGROUP_MADE", CGROUP_MADE as usize),
             ("FT_CGROUP_REMOVED", CGROUP_REMOVED as usize),
             ("FT_CGROUP_PATH_LEN", CGROUP_PATH_LEN),

@@ -485,7 +485,11 @@ pub fn load_and_attach(
     };
     let send_peers = uses(Feature::Udp, &PACKET_UDP) && uses(Feature::UdpPeers, &UDP_PEERS);
     if send_peers && stage == Stage::Attach {
-        enable_send_peers(&mut ebpf)?;
+        set_setting(&mut ebpf, crate::kernel::abi::SETTING_SEND_PEERS)?;
+    }
+    if stage == Stage::Attach && std::env::var_os(MISS_TCP_CLOSES_FOR_TEST).is_some() {
+        tracing::warn!("{MISS_TCP_CLOSES_FOR_TEST} is set: TCP closes go unreported, as if the kernel skipped them (for tests only)");
+        set_setting(&mut ebpf, crate::kernel::abi::SETTING_TEST_MISS_TCP_CLOSES)?;
     }
     crate::netns::scope_features(&mut features);
     let verdicts = std::mem::take(&mut context.verdicts);
@@ -522,9 +526,16 @@ pub fn load_and_attach(
     })
 }
 
-/// Lets the egress hook key unconnected sends by their peer
-/// (`FT_SETTING_SEND_PEERS`): the receive side knows its peers too.
-fn enable_send_peers(ebpf: &mut Ebpf) -> Result<(), Error> {
+/// Makes the state program ignore every TCP close, as a kernel that
+/// skipped its runs would (for tests of the walks that find such
+/// connections gone).
+pub const MISS_TCP_CLOSES_FOR_TEST: &str = "FLOWTEL_TEST_MISS_TCP_CLOSES";
+
+/// Turns on the setting at `index` of the settings map: the egress hook
+/// keying unconnected sends by their peer (`FT_SETTING_SEND_PEERS`, when
+/// the receive side knows its peers too), or a test's switch.
+fn set_setting(ebpf: &mut Ebpf, index: u32) -> Result<(), Error> {
+    debug_assert!(index < crate::kernel::abi::SETTING_COUNT);
     let failed = |reason: String| Error::Attach {
         hook: "the settings map".to_owned(),
         reason,
@@ -534,9 +545,7 @@ fn enable_send_peers(ebpf: &mut Ebpf) -> Result<(), Error> {
         .expect("flowtel.bpf.o has the settings map");
     let mut settings: Array<&mut MapData, u32> =
         Array::try_from(map).map_err(|e| failed(one_line(&e)))?;
-    settings
-        .set(crate::kernel::abi::SETTING_SEND_PEERS, 1, 0)
-        .map_err(|e| failed(one_line(&e)))
+    settings.set(index, 1, 0).map_err(|e| failed(one_line(&e)))
 }
 
 /// A loader for the object with this kernel's BTF and the configured map
