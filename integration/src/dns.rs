@@ -152,7 +152,9 @@ fn next_id() -> u16 {
     seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn query(name: &str, id: u16, record_type: RecordType) -> Vec<u8> {
+/// A query for `name`'s record of `record_type`, with transaction id `id`,
+/// as sent on the wire over UDP.
+pub fn query(name: &str, id: u16, record_type: RecordType) -> Vec<u8> {
     let mut message = Message::new();
     message
         .set_id(id)

@@ -40,6 +40,12 @@ pub struct Health {
     pub cgroups_lost: u64,
     /// Failed requests to the container runtime's API.
     pub container_runtime_errors: u64,
+    /// DNS messages lost to a full ring buffer or an overflowing queue.
+    #[serde(default)]
+    pub dns_lost: u64,
+    /// DNS messages that did not parse.
+    #[serde(default)]
+    pub dns_malformed: u64,
     /// Each feature's level: "on", "fallback" or "off".
     pub features: std::collections::BTreeMap<String, String>,
 }

@@ -1,0 +1,291 @@
+//! What the DNS capture (issue 16) costs the agent: 10,000 UDP queries per
+//! second for 10 s from 8 sockets to a local unbound, with `flowtel run` as
+//! configured by default and then with `receiver.dns: false`, one agent after
+//! the other in one run. Reports each agent's CPU (user + system, percent of
+//! one core, from /proc/PID/stat) over the load, the queries the agent
+//! counted against those the bench sent and what its health says was lost or
+//! malformed, and the DNS programs' mean run time
+//! (`kernel.bpf_stats_enabled`) on packets that are not DNS (UDP datagrams to
+//! another port) and on the queries.
+//!
+//! `cargo bench --bench dns` as root (see BENCHMARKS.md). Environment:
+//! `FLOWTEL_DNS_SECONDS` (default 10), `FLOWTEL_DNS_RATE` (queries/s,
+//! default 10000).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[path = "shared/mod.rs"]
+mod shared;
+
+use integration::agent::Agent;
+use integration::dns::{self, RecordType, Unbound};
+use integration::record::Record;
+use shared::env;
+
+/// Sockets sending queries, each paced at its share of the rate.
+const CLIENTS: u64 = 8;
+const POLL: Duration = Duration::from_secs(1);
+const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 53));
+const NAME: &str = "ok.flowtel";
+
+fn main() {
+    let seconds = env("FLOWTEL_DNS_SECONDS", 10);
+    let rate = env("FLOWTEL_DNS_RATE", 10_000);
+    let unbound = Unbound::start(SERVER, Ipv4Addr::new(192, 0, 2, 7), None);
+    let _stats = BpfStats::enable();
+
+    println!("# DNS capture: {rate} queries/s for {seconds} s from {CLIENTS} sockets to unbound at {SERVER}\n");
+    println!("| agent | queries sent | answered | counted by the agent | agent CPU, % of a core | dns_lost | dns_malformed |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut cpu = BTreeMap::new();
+    for (label, receiver) in [
+        ("default (DNS captured)", ""),
+        ("`receiver.dns: false`", "receiver:\n  dns: false\n"),
+    ] {
+        let mut agent = start_agent(receiver);
+        let before = cpu_seconds(agent.pid());
+        let load = query_load(unbound.server, rate, seconds);
+        let used = cpu_seconds(agent.pid()) - before;
+        let share = 100.0 * used / load.took.as_secs_f64();
+        cpu.insert(label, share);
+        let counted = if receiver.is_empty() {
+            wait_counted(&mut agent, load.sent)
+        } else {
+            0
+        };
+        let health = agent.health();
+        let last = health.last().expect("a health record");
+        println!(
+            "| {label} | {} | {} | {counted} | {share:.2} | {} | {} |",
+            load.sent, load.answered, last.dns_lost, last.dns_malformed
+        );
+        if receiver.is_empty() {
+            program_times(&unbound, agent.pid());
+        }
+        agent.stop();
+    }
+    let on = cpu["default (DNS captured)"];
+    let off = cpu["`receiver.dns: false`"];
+    println!(
+        "\nDNS capture's own CPU: {:.2} % of a core ({on:.2} against {off:.2})",
+        on - off
+    );
+}
+
+/// `flowtel run` with 2-second windows and `receiver` as the start of its
+/// configuration.
+fn start_agent(receiver: &str) -> Agent {
+    let path = std::env::temp_dir().join(format!("flowtel-bench-dns-{}.yaml", std::process::id()));
+    std::fs::write(&path, format!("{receiver}processor:\n  interval: 2s\n")).expect("the config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    command
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--poll-interval",
+            "1s",
+            "--config",
+        ])
+        .arg(&path);
+    let agent = Agent::launch(command, POLL);
+    let _ = std::fs::remove_file(&path);
+    agent
+}
+
+/// The agent's user + system CPU so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent's stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+struct Load {
+    sent: u64,
+    answered: u64,
+    took: Duration,
+}
+
+/// `rate` queries per second for `seconds`, from [`CLIENTS`] sockets, each
+/// waiting for its answer (up to 1 s) before its next slot.
+fn query_load(server: SocketAddr, rate: u64, seconds: u64) -> Load {
+    let per_client = rate * seconds / CLIENTS;
+    let interval = Duration::from_secs_f64(CLIENTS as f64 / rate as f64);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            thread::spawn(move || {
+                let socket = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+                socket.connect(server).expect("connect to unbound");
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(1)))
+                    .expect("a read timeout");
+                let mut answered = 0;
+                let mut buffer = [0u8; 512];
+                for i in 0..per_client {
+                    let slot = started + interval.mul_f64(i as f64);
+                    if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                    let id = (client as u16) << 12 | (i as u16 & 0x0fff);
+                    socket
+                        .send(&dns::query(NAME, id, RecordType::A))
+                        .expect("send a query");
+                    if socket.recv(&mut buffer).is_ok() {
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    Load {
+        sent: per_client * CLIENTS,
+        answered,
+        took: started.elapsed(),
+    }
+}
+
+/// Waits until the agent's windows count `sent` requests for [`NAME`] (up to
+/// the wait's deadline), and returns what they count.
+fn wait_counted(agent: &mut Agent, sent: u64) -> u64 {
+    let requests = |records: &[Record]| -> u64 {
+        dns::counted(records, SERVER)
+            .into_iter()
+            .filter(|((name, _, _), _)| name == NAME)
+            .map(|(_, c)| c.requests)
+            .sum()
+    };
+    agent.wait_until(&format!("{sent} DNS requests counted"), |records| {
+        requests(records) >= sent
+    });
+    // One more window: nothing counted twice.
+    agent.wait_polls(3);
+    requests(&agent.records())
+}
+
+/// The DNS programs' mean run time on 100,000 datagrams that are not DNS,
+/// then on 10,000 queries.
+fn program_times(unbound: &Unbound, agent: u32) {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("a sink");
+    let target = sink.local_addr().unwrap();
+    let reader = thread::spawn(move || {
+        sink.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buffer = [0u8; 2048];
+        while sink.recv(&mut buffer).is_ok() {}
+    });
+    let before = dns_program_stats(agent);
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("a sender");
+    for _ in 0..100_000 {
+        sender.send_to(&[0u8; 64], target).expect("a datagram");
+    }
+    reader.join().expect("sink");
+    let after_plain = dns_program_stats(agent);
+    query_load(unbound.server, 10_000, 1);
+    let after_queries = dns_program_stats(agent);
+    println!("\n| program | runs on 100,000 non-DNS datagrams (both ends) | ns per run | runs on 10,000 queries | ns per run |");
+    println!("|---|---|---|---|---|");
+    for (name, start) in &before {
+        let plain = after_plain[name].since(start);
+        let queries = after_queries[name].since(&after_plain[name]);
+        println!(
+            "| `{name}` | {} | {:.1} | {} | {:.1} |",
+            plain.runs,
+            plain.ns_per_run(),
+            queries.runs,
+            queries.ns_per_run()
+        );
+    }
+    println!();
+}
+
+#[derive(Clone, Copy)]
+struct ProgramStats {
+    runs: u64,
+    run_time_ns: u64,
+}
+
+impl ProgramStats {
+    fn since(&self, earlier: &ProgramStats) -> ProgramStats {
+        ProgramStats {
+            runs: self.runs - earlier.runs,
+            run_time_ns: self.run_time_ns - earlier.run_time_ns,
+        }
+    }
+
+    fn ns_per_run(&self) -> f64 {
+        self.run_time_ns as f64 / self.runs.max(1) as f64
+    }
+}
+
+/// bpf_stats of the programs named `flowtel_dns_*` that process `agent`
+/// holds, by name (bpftool shows at most 15 characters of a name; other
+/// agents on the host hold programs of the same names).
+fn dns_program_stats(agent: u32) -> BTreeMap<String, ProgramStats> {
+    let held = held_program_ids(agent);
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (apt-get install bpftool)");
+    let programs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    programs
+        .as_array()
+        .expect("a list of programs")
+        .iter()
+        .filter(|p| p["id"].as_u64().is_some_and(|id| held.contains(&id)))
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            name.starts_with("flowtel_dns").then(|| {
+                let stats = ProgramStats {
+                    runs: p["run_cnt"].as_u64().unwrap_or(0),
+                    run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+                };
+                (name.to_owned(), stats)
+            })
+        })
+        .collect()
+}
+
+/// The ids of the BPF programs `pid` holds open (`prog_id:` in the fdinfo
+/// of its program file descriptors).
+fn held_program_ids(pid: u32) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("the agent's fdinfo");
+    fds.filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// `kernel.bpf_stats_enabled` on while this lives, restored when dropped.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> BpfStats {
+        let was = std::fs::read_to_string(Self::PATH).expect("bpf_stats_enabled");
+        std::fs::write(Self::PATH, "1").expect("enable bpf_stats (needs root)");
+        BpfStats(was.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
