@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 #[path = "shared/mod.rs"]
 mod shared;
 
+use integration::agent::Agent;
 use shared::env;
 
 /// Connections one worker process holds: both ends are its sockets, and
@@ -138,65 +139,34 @@ fn churn(server: SocketAddr, rate: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU
     }
 }
 
-struct Agent {
-    child: Child,
-    /// The agent's "poll read N connections in T, processed in U" lines.
-    polls: Arc<std::sync::Mutex<Vec<String>>>,
+/// `flowtel run` with room for `max_connections`, its log at debug level
+/// (the poll lines), once it watches.
+fn start_agent(max_connections: u64) -> Agent {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    command
+        .env("RUST_LOG", "info,flowtel=debug,receiver=debug")
+        .args(["run", "--format", "json", "--poll-interval", "10s"])
+        .args(["--max-connections", &max_connections.to_string()]);
+    Agent::launch_quiet(command, Duration::from_secs(10))
 }
 
-impl Agent {
-    fn start(max_connections: u64) -> Agent {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
-        command
-            .args(["run", "--format", "json", "--poll-interval", "10s"])
-            .args(["--max-connections", &max_connections.to_string()]);
-        let (child, lines) = shared::agent::start_watching(&mut command, |_| {});
-        let polls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = Arc::clone(&polls);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(at) = line.find("poll read") {
-                    sink.lock().unwrap().push(line[at..].to_owned());
-                }
-            }
-        });
-        Agent { child, polls }
-    }
-
-    /// utime + stime, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("the agent's /proc/PID/stat");
-        // Fields after the command name (which may hold spaces).
-        let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the agent's /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn stop(self) {
-        drop(self);
-    }
+/// The agent's utime + stime, in clock ticks.
+fn cpu_ticks(agent: &Agent) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid()))
+        .expect("the agent's /proc/PID/stat");
+    // Fields after the command name (which may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-impl Drop for Agent {
-    /// Also on a panic: an agent left running would skew every later
-    /// measurement on this machine.
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// The agent's last "poll read N connections in T, processed in U" line.
+fn last_poll(agent: &Agent) -> Option<String> {
+    agent
+        .stderr()
+        .iter()
+        .rev()
+        .find_map(|line| Some(line[line.find("poll read")?..].to_owned()))
 }
 
 fn run(held: u64, rate: u64, seconds: u64) {
@@ -209,7 +179,9 @@ fn run(held: u64, rate: u64, seconds: u64) {
         std::thread::spawn(move || serve(listener, false, stop))
     };
     // Room for every socket, both ends, plus the churn in flight.
-    let agent = Agent::start((2 * held + 20 * rate).max(65536));
+    // Stopped when dropped, also on a panic: an agent left running would
+    // skew every later measurement on this machine.
+    let mut agent = start_agent((2 * held + 20 * rate).max(65536));
     let opened = Instant::now();
     let workers = hold_in_workers(held);
     println!("opened {held} connections in {:?}", opened.elapsed());
@@ -220,13 +192,13 @@ fn run(held: u64, rate: u64, seconds: u64) {
         std::thread::spawn(move || churn(server, rate, stop, done))
     };
     let ticks_per_second = 100.0; // USER_HZ on Linux
-    let start_ticks = agent.cpu_ticks();
+    let start_ticks = cpu_ticks(&agent);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let cpu_seconds = (agent.cpu_ticks() - start_ticks) as f64 / ticks_per_second;
+    let cpu_seconds = (cpu_ticks(&agent) - start_ticks) as f64 / ticks_per_second;
     let elapsed = started.elapsed().as_secs_f64();
-    let rss_now = agent.status_kib("VmRSS:");
-    let rss_peak = agent.status_kib("VmHWM:");
+    let rss_now = agent.rss_kib();
+    let rss_peak = agent.peak_rss_kib();
     stop.store(true, Ordering::Relaxed);
     churning.join().expect("churn thread");
     let made = done.load(Ordering::Relaxed);
@@ -245,7 +217,7 @@ fn run(held: u64, rate: u64, seconds: u64) {
         rss_now as f64 / 1024.0,
         rss_peak as f64 / 1024.0
     );
-    if let Some(last) = agent.polls.lock().unwrap().last() {
+    if let Some(last) = last_poll(&agent) {
         println!("flowtel's last poll: {last}");
     }
     agent.stop();

@@ -15,14 +15,15 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "shared/mod.rs"]
 mod shared;
 
+use integration::agent::{Agent, READY_LINE};
 use shared::env;
 
 fn container_id(n: u64) -> String {
@@ -112,68 +113,6 @@ impl Drop for Cgroups {
     }
 }
 
-struct Agent {
-    child: Child,
-    /// Poll durations, from the "poll read N connections in T" lines.
-    polls: Arc<Mutex<Vec<Duration>>>,
-}
-
-impl Agent {
-    fn start(config: &Path) -> Agent {
-        let started = Instant::now();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
-        command
-            .args(["run", "--format", "json", "--poll-interval", "1s"])
-            .arg("--config")
-            .arg(config);
-        let (child, lines) = shared::agent::start_watching(&mut command, |line| {
-            if line.contains("container cgroups found") {
-                println!("  agent: {}", line.trim());
-            }
-        });
-        println!("  agent ready in {:?}", started.elapsed());
-        let polls = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&polls);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(took) = poll_duration(&line) {
-                    sink.lock().unwrap().push(took);
-                } else if line.contains("container cgroups found")
-                    || line.contains("container names:")
-                {
-                    println!("  agent: {}", line.trim());
-                }
-            }
-        });
-        Agent { child, polls }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the agent's status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The median poll so far.
-    fn median_poll(&self) -> Duration {
-        let mut polls = self.polls.lock().unwrap().clone();
-        polls.sort();
-        polls.get(polls.len() / 2).copied().unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 /// `... poll read 12 connections in 1.2ms, processed in ...`.
 fn poll_duration(line: &str) -> Option<Duration> {
     let rest = &line[line.find("poll read")?..];
@@ -190,16 +129,49 @@ fn poll_duration(line: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(seconds))
 }
 
+/// Runs an agent with `config` for `seconds` and reports its RSS and median
+/// poll, with what it said about the containers it found.
 fn measure(name: &str, config: &Path, seconds: u64) -> (u64, Duration) {
-    let agent = Agent::start(config);
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    // Debug level: the poll lines.
+    command
+        .env("RUST_LOG", "info,flowtel=debug,receiver=debug")
+        .args(["run", "--format", "json", "--poll-interval", "1s"])
+        .arg("--config")
+        .arg(config);
+    let agent = Agent::launch_quiet(command, Duration::from_secs(1));
+    let before_ready = agent
+        .stderr()
+        .iter()
+        .position(|line| line.contains(READY_LINE))
+        .expect("the agent's readiness line");
+    print_container_lines(&agent.stderr()[..before_ready]);
+    println!("  agent ready in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(seconds));
-    let (rss, poll) = (agent.rss_kib(), agent.median_poll());
+    let rss = agent.rss_kib();
+    let log = agent.stderr();
+    let mut polls: Vec<Duration> = log.iter().filter_map(|l| poll_duration(l)).collect();
+    print_container_lines(&log[before_ready..]);
+    polls.sort();
+    let poll = polls.get(polls.len() / 2).copied().unwrap_or_default();
     println!(
         "{name}: RSS {:.1} MiB, median poll {poll:?} ({} polls)",
         rss as f64 / 1024.0,
-        agent.polls.lock().unwrap().len()
+        polls.len()
     );
     (rss, poll)
+}
+
+/// The agent's lines about the containers it found and named.
+fn print_container_lines(log: &[String]) {
+    for line in log {
+        if poll_duration(line).is_none()
+            && (line.contains("container cgroups found") || line.contains("container names:"))
+        {
+            println!("  agent: {}", line.trim());
+        }
+    }
 }
 
 fn main() {

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use integration::vm;
 
-use super::{RunTimeStats, Sample, Watcher};
+use crate::load::{cpu_used, Sample, PING_PONG};
+use crate::report::report;
+use crate::run_time::RunTimeStats;
+use crate::watcher::{settle, Watcher};
 
 /// Set inside the guest: run the rounds there.
 pub const GUEST_ENV: &str = "FLOWTEL_BENCH_GUEST";
@@ -30,23 +33,51 @@ const DEBIAN_6_1: &str = r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$";
 
 /// What the guest compares: no `sock_send_length` there, so no floor
 /// programs; no bpftrace in the initramfs.
-pub const GUEST_WATCHERS: [Watcher; 3] = [Watcher::Bare, Watcher::Flowtel, Watcher::FlowtelTcpOnly];
+const GUEST_WATCHERS: [Watcher; 3] = [Watcher::Bare, Watcher::Flowtel, Watcher::FlowtelTcpOnly];
 
 const SAMPLE_PREFIX: &str = "GUEST-SAMPLE";
 
 /// What the guest measured.
-pub struct GuestRun {
+struct GuestRun {
     /// The Debian kernel package booted.
-    pub kernel: String,
+    kernel: String,
     /// Each watcher's samples, in the order of [`GUEST_WATCHERS`].
-    pub samples: Vec<Vec<Sample>>,
+    samples: Vec<Vec<Sample>>,
     /// Per watcher: flowtel program runs during all its measurements, and
     /// the round trips those measurements made.
-    pub program_runs: Vec<(u64, u64)>,
+    program_runs: Vec<(u64, u64)>,
+}
+
+/// Host side: the one-CPU ping-pong inside the 6.1 guest, reported like
+/// the host's comparisons.
+pub fn compare(rounds: usize, time: Duration) {
+    println!(
+        "\n## TCP ping-pong, 64-byte messages, two threads, inside Debian's 6.1 kernel \
+         (kprobe set; qemu software emulation, one CPU): {rounds} rounds of {time:?} per watcher"
+    );
+    let run = run_in_guest(rounds, time);
+    println!("kernel {}", run.kernel);
+    for round in 0..rounds {
+        let row: Vec<String> = GUEST_WATCHERS
+            .iter()
+            .zip(&run.samples)
+            .map(|(w, s)| format!("{}={:.0}", w.name(), s[round].rate))
+            .collect();
+        println!("round {:>2}: {}", round + 1, row.join(", "));
+    }
+    report(&PING_PONG, &GUEST_WATCHERS, &run.samples);
+    for (watcher, (runs, round_trips)) in GUEST_WATCHERS.iter().zip(&run.program_runs) {
+        if *watcher != Watcher::Bare {
+            println!(
+                "{:<18} flowtel program runs during its measurements: {runs} in {round_trips} round trips",
+                watcher.name()
+            );
+        }
+    }
 }
 
 /// Host side: boots the guest and reads what it measured.
-pub fn run_in_guest(rounds: usize, time: Duration) -> GuestRun {
+fn run_in_guest(rounds: usize, time: Duration) -> GuestRun {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-matrix");
     let archive = vm::Archive::open(&cache);
     let kernel = vm::Kernel::debian(&archive, DEBIAN_6_1, &cache);
@@ -110,7 +141,7 @@ pub fn guest_main(rounds: usize, time: Duration) {
             drop(attached);
             // One emulated CPU: the stopped agent's teardown takes longer.
             for _ in 0..3 {
-                super::settle();
+                settle();
             }
             println!(
                 "{SAMPLE_PREFIX} {index} {:.1} {:.1} {runs} {round_trips}",
@@ -148,7 +179,7 @@ fn ping_pong_threads(time: Duration) -> (Sample, u64) {
     let mut client = TcpStream::connect(address).expect("connect");
     client.set_nodelay(true).expect("TCP_NODELAY");
     let mut message = [7u8; 64];
-    let cpu_before = super::cpu_used(libc::RUSAGE_SELF);
+    let cpu_before = cpu_used(libc::RUSAGE_SELF);
     let started = Instant::now();
     let mut round_trips = 0u64;
     while started.elapsed() < time {
@@ -159,7 +190,7 @@ fn ping_pong_threads(time: Duration) -> (Sample, u64) {
         round_trips += 64;
     }
     let elapsed = started.elapsed();
-    let cpu = super::cpu_used(libc::RUSAGE_SELF) - cpu_before;
+    let cpu = cpu_used(libc::RUSAGE_SELF) - cpu_before;
     drop(client);
     server.join().expect("server thread");
     let sample = Sample {

@@ -1,6 +1,4 @@
-//! What the agent-level benches (`churn`, `names`) share.
-
-pub mod agent;
+//! What the benches share.
 
 /// The number in environment variable `name`, else `default`.
 pub fn env(name: &str, default: u64) -> u64 {

@@ -60,6 +60,13 @@ pub struct Agent {
     readers: Vec<thread::JoinHandle<()>>,
 }
 
+/// Whether the agent's stderr is echoed on the caller's.
+#[derive(Clone, Copy)]
+enum Echo {
+    Stderr,
+    Nothing,
+}
+
 /// What the agent printed so far.
 #[derive(Default)]
 struct Output {
@@ -93,14 +100,24 @@ impl Agent {
 
     /// The agent's resident memory now (`VmRSS`), in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// The agent's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM")
+    }
+
+    /// A `kB` field of the agent's `/proc/PID/status`.
+    fn status_kib(&self, field: &str) -> u64 {
         let pid = self.pid();
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS in the agent's status")
+            .unwrap_or_else(|| panic!("{field} in the agent's status"))
     }
 
     /// Like [`Agent::start`], with more arguments for `flowtel run`.
@@ -143,7 +160,18 @@ impl Agent {
 
     /// Starts `command` (an agent with arguments and environment of the
     /// test's choosing, or a stand-in) and waits for it to be ready.
-    pub fn launch(mut command: Command, poll_interval: Duration) -> Agent {
+    pub fn launch(command: Command, poll_interval: Duration) -> Agent {
+        Agent::spawn(command, poll_interval, Echo::Stderr)
+    }
+
+    /// Like [`Agent::launch`], without echoing the agent's stderr: for the
+    /// benches, whose own output is their report. The lines are still kept
+    /// ([`Agent::stderr`]).
+    pub fn launch_quiet(command: Command, poll_interval: Duration) -> Agent {
+        Agent::spawn(command, poll_interval, Echo::Nothing)
+    }
+
+    fn spawn(mut command: Command, poll_interval: Duration, echo: Echo) -> Agent {
         let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .stdin(Stdio::null())
@@ -177,7 +205,9 @@ impl Agent {
         let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("[flowtel] {line}");
+                if let Echo::Stderr = echo {
+                    eprintln!("[flowtel] {line}");
+                }
                 let ready = line.contains(READY_LINE);
                 // Kept before start() returns, so the caller sees the line.
                 sink.lock().unwrap().stderr.push(line);
