@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 #[path = "shared/mod.rs"]
 mod shared;
 
-use shared::env;
+use shared::{env, poll_duration};
 
 fn container_id(n: u64) -> String {
     format!("{:016x}{:048x}", 0x0f10_e7e1_u64, n)
@@ -172,22 +172,6 @@ impl Drop for Agent {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
-}
-
-/// `... poll read 12 connections in 1.2ms, processed in ...`.
-fn poll_duration(line: &str) -> Option<Duration> {
-    let rest = &line[line.find("poll read")?..];
-    let took = rest.split(" in ").nth(1)?.split(',').next()?;
-    let (number, unit) = took.split_at(took.find(|c: char| c.is_ascii_alphabetic())?);
-    let value: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "ns" => value / 1e9,
-        "µs" | "us" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(seconds))
 }
 
 fn measure(name: &str, config: &Path, seconds: u64) -> (u64, Duration) {

@@ -93,14 +93,20 @@ impl Agent {
 
     /// The agent's resident memory now (`VmRSS`), in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// A KiB figure of the agent's `/proc/PID/status`: `VmRSS`, `VmHWM`
+    /// (its peak resident memory), ...
+    pub fn status_kib(&self, field: &str) -> u64 {
         let pid = self.pid();
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS in the agent's status")
+            .unwrap_or_else(|| panic!("{field} in the agent's status"))
     }
 
     /// Like [`Agent::start`], with more arguments for `flowtel run`.
