@@ -22,6 +22,7 @@ mod shared;
 
 use integration::agent::Agent;
 use shared::env;
+use shared::load::{churn, serve};
 
 /// Connections one worker process holds: both ends are its sockets, and
 /// its open-file limit may be as low as 20,000.
@@ -86,25 +87,6 @@ fn hold_in_workers(total: u64) -> Vec<Child> {
     workers
 }
 
-/// An echo-once server: reads one request and answers it, then keeps the
-/// socket (`keep`: held connections) or closes it. One thread for all: a
-/// thread per connection would not scale to 100,000.
-fn serve(listener: TcpListener, keep: bool, stop: Arc<AtomicBool>) {
-    let mut kept = Vec::new();
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let Ok(mut stream) = stream else { continue };
-        let mut buf = [0u8; 128];
-        if let Ok(n) = stream.read(&mut buf) {
-            if n > 0 && stream.write_all(&buf[..n]).is_ok() && keep {
-                kept.push(stream);
-            }
-        }
-    }
-}
-
 /// Holds `count` idle connections to `server` (each has said hello once).
 fn hold(server: SocketAddr, count: u64) -> Vec<TcpStream> {
     (0..count)
@@ -116,27 +98,6 @@ fn hold(server: SocketAddr, count: u64) -> Vec<TcpStream> {
             stream
         })
         .collect()
-}
-
-/// Opens `rate` short connections per second (100 bytes each way) until
-/// `stop`; counts them.
-fn churn(server: SocketAddr, rate: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let due = started + interval * n as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        if let Ok(mut stream) = TcpStream::connect(server) {
-            let mut buf = [0u8; 100];
-            if stream.write_all(&buf).is_ok() && stream.read_exact(&mut buf).is_ok() {
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        n += 1;
-    }
 }
 
 /// `flowtel run` with room for `max_connections`, its log at debug level

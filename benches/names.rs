@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 mod shared;
 
 use integration::agent::{Agent, READY_LINE};
-use shared::env;
+use shared::{env, poll_duration};
 
 fn container_id(n: u64) -> String {
     format!("{:016x}{:048x}", 0x0f10_e7e1_u64, n)
@@ -111,22 +111,6 @@ impl Drop for Cgroups {
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
-}
-
-/// `... poll read 12 connections in 1.2ms, processed in ...`.
-fn poll_duration(line: &str) -> Option<Duration> {
-    let rest = &line[line.find("poll read")?..];
-    let took = rest.split(" in ").nth(1)?.split(',').next()?;
-    let (number, unit) = took.split_at(took.find(|c: char| c.is_ascii_alphabetic())?);
-    let value: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "ns" => value / 1e9,
-        "µs" | "us" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(seconds))
 }
 
 /// Runs an agent with `config` for `seconds` and reports its RSS and median

@@ -1,4 +1,11 @@
-//! What the benches share.
+//! What the agent-level benches (`churn`, `names`, `nat`) share.
+
+// Each bench uses its own part of it.
+#![allow(dead_code)]
+
+pub mod load;
+
+use std::time::Duration;
 
 /// The number in environment variable `name`, else `default`.
 pub fn env(name: &str, default: u64) -> u64 {
@@ -6,4 +13,20 @@ pub fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `... poll read 12 connections in 1.2ms, processed in ...`.
+pub fn poll_duration(line: &str) -> Option<Duration> {
+    let rest = &line[line.find("poll read")?..];
+    let took = rest.split(" in ").nth(1)?.split(',').next()?;
+    let (number, unit) = took.split_at(took.find(|c: char| c.is_ascii_alphabetic())?);
+    let value: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ns" => value / 1e9,
+        "µs" | "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
 }

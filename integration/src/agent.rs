@@ -109,7 +109,7 @@ impl Agent {
     }
 
     /// A `kB` field of the agent's `/proc/PID/status`.
-    fn status_kib(&self, field: &str) -> u64 {
+    pub fn status_kib(&self, field: &str) -> u64 {
         let pid = self.pid();
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's status");

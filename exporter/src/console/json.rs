@@ -13,7 +13,7 @@
 //!  "rtt_us":null,"rtt_variance_us":null,"bandwidth_bps":0.0}
 //! {"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":0,
 //!  "untracked_events":0,"close_events_deferred":0,"udp_releases_lost":0,"tcp_closes_missed":0,
-//!  "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,
+//!  "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"nat_entries_dropped":0,"kubernetes_relists":0,
 //!  "kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":3,
 //!  "map_capacity":65536,"features":{"tcp connections":"on","tcp live bytes":"on",...,"nat":"on"}}
 //! {"record":"dns","start":"2024-01-01T12:00:00.000Z","end":"2024-01-01T12:05:00.000Z",
@@ -242,6 +242,8 @@ struct HealthRecord {
     runs_missed: u64,
     namespaces_unreachable: u64,
     nat_resyncs: u64,
+    /// Translated conntrack entries not held: the table was full.
+    nat_entries_dropped: u64,
     kubernetes_relists: u64,
     kubernetes_objects_malformed: u64,
     kubernetes_api_errors: u64,
@@ -288,6 +290,7 @@ impl HealthRecord {
             runs_missed: health.runs_missed,
             namespaces_unreachable: health.namespaces_unreachable,
             nat_resyncs: health.nat_resyncs,
+            nat_entries_dropped: health.nat_entries_dropped,
             kubernetes_relists: health.kubernetes_relists,
             kubernetes_objects_malformed: health.kubernetes_objects_malformed,
             kubernetes_api_errors: health.kubernetes_api_errors,
@@ -388,7 +391,7 @@ mod tests {
             records[1],
             json!({"record":"health","end":"2024-01-01T12:00:10.000Z","connections_dropped":2,
                    "untracked_events":5,"close_events_deferred":1,"udp_releases_lost":0,"tcp_closes_missed":0,
-                   "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"kubernetes_relists":0,"kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":7,"map_capacity":65536,
+                   "insert_failures":0,"cgroups_lost":0,"container_runtime_errors":0,"runs_missed":0,"namespaces_unreachable":0,"nat_resyncs":0,"nat_entries_dropped":0,"kubernetes_relists":0,"kubernetes_objects_malformed":0,"kubernetes_api_errors":0,"dns_lost":0,"dns_malformed":0,"tracked_connections":7,"map_capacity":65536,
                    "features":{"tcp connections":"off","tcp live bytes":"off",
                                "existing connections":"off","socket owners":"off",
                                "retransmits":"off","udp":"off","udp peers":"off",

@@ -171,7 +171,6 @@ impl Table {
     }
 
     /// Translated connections held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.connections
     }
