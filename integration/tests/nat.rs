@@ -384,8 +384,9 @@ fn a_redirect_to_a_local_port_names_the_local_listener() {
 }
 
 /// Conntrack events overflowing the reader's socket (made tiny for the
-/// test): the loss is counted and a dump reads the entries again, so each
-/// of many short connections still names the real server.
+/// test, and its reader stopped while the events arrive): the loss is
+/// counted and a dump reads the entries again, so each of many short
+/// connections still names the real server.
 #[test]
 fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
     privilege::require_root();
@@ -397,6 +398,10 @@ fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
     // Right after a poll, so that the burst and the dump that follows it
     // are over before the next one.
     agent.wait_polls(1);
+    // The agent stopped (SIGSTOP) while the connections come and go: their
+    // events overflow its socket whatever the machine's speed. Their
+    // entries stay in conntrack (TIME_WAIT) for the dump to find.
+    let paused = Paused::stop(agent.pid());
 
     // Connections opened all at once from threads of their own, faster
     // than the reader is scheduled to read their events.
@@ -430,6 +435,7 @@ fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
         .collect();
     let received: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
     serving.join().unwrap();
+    drop(paused);
     let moved = CONNECTIONS * SIZE as u64;
     assert_eq!(received, moved);
 
@@ -452,4 +458,31 @@ fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
         "10.253.13.2".parse().ok(),
         Some(8080),
     );
+}
+
+/// A process stopped by SIGSTOP until dropped (also on a panic).
+struct Paused(u32);
+
+impl Paused {
+    fn stop(pid: u32) -> Paused {
+        // SAFETY: kill(2) on the test's own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        // Stopped once its state says so (the signal is asynchronous).
+        let stopped = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        };
+        while !stopped() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
 }
