@@ -1,5 +1,6 @@
 //! The comparison's summary: each watcher's medians and ratios to the bare
-//! run, then flowtel's against the empty programs and the peer.
+//! run, then flowtel's against the empty programs, the peer and itself
+//! without DNS capture.
 
 use crate::load::{Load, Sample};
 use crate::stats::{quantile, round_ratios, spread};
@@ -42,5 +43,12 @@ pub fn report(load: &Load, watchers: &[Watcher], results: &[Vec<Sample>]) {
                 spread(&round_ratios(flowtel, other, |s| s.cpu_ns_per_unit)),
             );
         }
+    }
+    if let Some(no_dns) = of(Watcher::FlowtelNoDns) {
+        println!(
+            "flowtel with DNS capture over without: rate ratio {}; CPU ratio {}",
+            spread(&round_ratios(flowtel, no_dns, |s| s.rate)),
+            spread(&round_ratios(flowtel, no_dns, |s| s.cpu_ns_per_unit)),
+        );
     }
 }

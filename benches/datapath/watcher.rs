@@ -1,6 +1,6 @@
 //! What watches the loads: nothing, empty programs on flowtel's hooks,
-//! flowtel (as configured by default, and with `receiver.udp: false`), or
-//! a bpftrace peer; each attached before a measurement and detached after.
+//! flowtel (as configured by default, with `receiver.udp: false` and with
+//! `receiver.dns: false`), or a bpftrace peer; each attached before a measurement and detached after.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -23,15 +23,17 @@ pub enum Watcher {
     Floor,
     Flowtel,
     FlowtelTcpOnly,
+    FlowtelNoDns,
     Bpftrace,
 }
 
 impl Watcher {
-    pub const ALL: [Watcher; 5] = [
+    pub const ALL: [Watcher; 6] = [
         Watcher::Bare,
         Watcher::Floor,
         Watcher::Flowtel,
         Watcher::FlowtelTcpOnly,
+        Watcher::FlowtelNoDns,
         Watcher::Bpftrace,
     ];
 
@@ -41,6 +43,7 @@ impl Watcher {
             Watcher::Floor => "empty programs",
             Watcher::Flowtel => "flowtel",
             Watcher::FlowtelTcpOnly => "flowtel, no UDP",
+            Watcher::FlowtelNoDns => "flowtel, no DNS",
             Watcher::Bpftrace => "bpftrace peer",
         }
     }
@@ -51,15 +54,20 @@ impl Watcher {
             Watcher::Bare => Attached::Nothing,
             Watcher::Floor => Attached::Programs(programs::attach_floor()),
             Watcher::Flowtel => Attached::Agent(start_flowtel(&[])),
-            Watcher::FlowtelTcpOnly => {
-                let config = std::env::temp_dir().join("flowtel-bench-no-udp.yaml");
-                std::fs::write(&config, "receiver:\n  udp: false\n").expect("write a config");
-                let config = config.to_str().expect("UTF-8 temp path").to_owned();
-                Attached::Agent(start_flowtel(&["--config", &config]))
-            }
+            Watcher::FlowtelTcpOnly => Attached::Agent(start_flowtel_with("no-udp", "udp: false")),
+            Watcher::FlowtelNoDns => Attached::Agent(start_flowtel_with("no-dns", "dns: false")),
             Watcher::Bpftrace => Attached::Process(start_bpftrace()),
         }
     }
+}
+
+/// flowtel with one `receiver` setting, from a config file named after
+/// `name`.
+fn start_flowtel_with(name: &str, receiver_setting: &str) -> Agent {
+    let config = std::env::temp_dir().join(format!("flowtel-bench-{name}.yaml"));
+    std::fs::write(&config, format!("receiver:\n  {receiver_setting}\n")).expect("write a config");
+    let config = config.to_str().expect("UTF-8 temp path").to_owned();
+    start_flowtel(&["--config", &config])
 }
 
 /// `flowtel run` with `args`, once its programs are attached. The binary
