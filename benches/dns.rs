@@ -6,7 +6,10 @@
 //! counted against those the bench sent and what its health says was lost or
 //! malformed, and the DNS programs' mean run time
 //! (`kernel.bpf_stats_enabled`) on packets that are not DNS (UDP datagrams to
-//! another port) and on the queries.
+//! another port) and on the queries; then the same programs' own time on a
+//! packet that is not DNS, by `bpftool prog run` (BPF_PROG_TEST_RUN, a
+//! million runs timed as one: without the two clock reads bpf_stats adds
+//! to every run, and without the cgroup hook's dispatch).
 //!
 //! `cargo bench --bench dns` as root (see BENCHMARKS.md). Environment:
 //! `FLOWTEL_DNS_SECONDS` (default 10), `FLOWTEL_DNS_RATE` (queries/s,
@@ -65,6 +68,7 @@ fn main() {
         );
         if receiver.is_empty() {
             program_times(&unbound, agent.pid());
+            test_run_times(agent.pid());
         }
         agent.stop();
     }
@@ -211,6 +215,69 @@ fn program_times(unbound: &Unbound, agent: u32) {
     println!();
 }
 
+/// A UDP datagram to port 9 (not DNS): an Ethernet header (the test run
+/// takes it off), IPv4, UDP, 64 bytes.
+fn not_dns_packet() -> Vec<u8> {
+    let mut packet = vec![0u8; 12];
+    packet.extend_from_slice(&[0x08, 0x00]); // IPv4
+    let total = 20 + 8 + 64u16;
+    packet.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ]);
+    packet.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+    packet.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 72, 0, 0]);
+    packet.extend_from_slice(&[0u8; 64]);
+    packet
+}
+
+/// Each `flowtel_dns_*` program of `agent` run a million times on
+/// [`not_dns_packet`] by the kernel's test run: its mean time per run.
+fn test_run_times(agent: u32) {
+    let packet = std::env::temp_dir().join(format!("flowtel-bench-not-dns-{}", std::process::id()));
+    std::fs::write(&packet, not_dns_packet()).expect("write the packet");
+    println!("| program | mean time per run on a non-DNS packet, 1,000,000 test runs |");
+    println!("|---|---|");
+    for (name, id) in dns_program_ids(agent) {
+        let out = Command::new("bpftool")
+            .args(["prog", "run", "id", &id.to_string(), "data_in"])
+            .arg(&packet)
+            .args(["repeat", "1000000"])
+            .output()
+            .expect("bpftool prog run");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let ns = text.split("duration (average):").nth(1).and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("ns")
+                .split("ns")
+                .next()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+        match ns {
+            Some(ns) => println!("| `{name}` | {ns} ns |"),
+            None => println!(
+                "| `{name}` | test run refused: {} |",
+                text.trim().replace('\n', " ")
+            ),
+        }
+    }
+    let _ = std::fs::remove_file(&packet);
+    println!();
+}
+
 #[derive(Clone, Copy)]
 struct ProgramStats {
     runs: u64,
@@ -231,9 +298,32 @@ impl ProgramStats {
 }
 
 /// bpf_stats of the programs named `flowtel_dns_*` that process `agent`
-/// holds, by name (bpftool shows at most 15 characters of a name; other
-/// agents on the host hold programs of the same names).
+/// holds, by name.
 fn dns_program_stats(agent: u32) -> BTreeMap<String, ProgramStats> {
+    dns_programs(agent)
+        .into_iter()
+        .map(|(name, p)| {
+            let stats = ProgramStats {
+                runs: p["run_cnt"].as_u64().unwrap_or(0),
+                run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+            };
+            (name, stats)
+        })
+        .collect()
+}
+
+/// The ids of the programs named `flowtel_dns_*` that `agent` holds.
+fn dns_program_ids(agent: u32) -> BTreeMap<String, u64> {
+    dns_programs(agent)
+        .into_iter()
+        .filter_map(|(name, p)| Some((name, p["id"].as_u64()?)))
+        .collect()
+}
+
+/// `bpftool prog show` of the programs named `flowtel_dns_*` that process
+/// `agent` holds, by name (bpftool shows at most 15 characters of a name;
+/// other agents on the host hold programs of the same names).
+fn dns_programs(agent: u32) -> BTreeMap<String, serde_json::Value> {
     let held = held_program_ids(agent);
     let out = Command::new("bpftool")
         .args(["prog", "show", "--json"])
@@ -247,13 +337,8 @@ fn dns_program_stats(agent: u32) -> BTreeMap<String, ProgramStats> {
         .filter(|p| p["id"].as_u64().is_some_and(|id| held.contains(&id)))
         .filter_map(|p| {
             let name = p["name"].as_str()?;
-            name.starts_with("flowtel_dns").then(|| {
-                let stats = ProgramStats {
-                    runs: p["run_cnt"].as_u64().unwrap_or(0),
-                    run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
-                };
-                (name.to_owned(), stats)
-            })
+            name.starts_with("flowtel_dns")
+                .then(|| (name.to_owned(), p.clone()))
         })
         .collect()
 }
