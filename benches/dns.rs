@@ -8,8 +8,8 @@
 //! (`kernel.bpf_stats_enabled`) on packets that are not DNS (UDP datagrams to
 //! another port) and on the queries; then the same programs' own time on a
 //! packet that is not DNS, by `bpftool prog run` (BPF_PROG_TEST_RUN, a
-//! million runs timed as one: without the two clock reads bpf_stats adds
-//! to every run, and without the cgroup hook's dispatch).
+//! million runs timed as one, with bpf_stats off), alternated with an empty
+//! program on the same hook: the difference is the program's own work.
 //!
 //! `cargo bench --bench dns` as root (see BENCHMARKS.md). Environment:
 //! `FLOWTEL_DNS_SECONDS` (default 10), `FLOWTEL_DNS_RATE` (queries/s,
@@ -39,7 +39,7 @@ fn main() {
     let seconds = env("FLOWTEL_DNS_SECONDS", 10);
     let rate = env("FLOWTEL_DNS_RATE", 10_000);
     let unbound = Unbound::start(SERVER, Ipv4Addr::new(192, 0, 2, 7), None);
-    let _stats = BpfStats::enable();
+    let mut stats = BpfStats::enable();
 
     println!("# DNS capture: {rate} queries/s for {seconds} s from {CLIENTS} sockets to unbound at {SERVER}\n");
     println!("| agent | queries sent | answered | counted by the agent | agent CPU, % of a core | dns_lost | dns_malformed |");
@@ -68,7 +68,7 @@ fn main() {
         );
         if receiver.is_empty() {
             program_times(&unbound, agent.pid());
-            test_run_times(agent.pid());
+            test_run_times(agent.pid(), &mut stats);
         }
         agent.stop();
     }
@@ -241,41 +241,109 @@ fn not_dns_packet() -> Vec<u8> {
     packet
 }
 
-/// Each `flowtel_dns_*` program of `agent` run a million times on
-/// [`not_dns_packet`] by the kernel's test run: its mean time per run.
-fn test_run_times(agent: u32) {
+/// Test runs (a million each, timed as one) of each `flowtel_dns_*`
+/// program of `agent` on [`not_dns_packet`], alternated with an empty
+/// program on the same hook (benches/floor.bpf.c), `TEST_RUN_PAIRS` times;
+/// with bpf_stats off, which would time every run. Medians.
+fn test_run_times(agent: u32, stats: &mut BpfStats) {
+    const TEST_RUN_PAIRS: usize = 7;
     let packet = std::env::temp_dir().join(format!("flowtel-bench-not-dns-{}", std::process::id()));
     std::fs::write(&packet, not_dns_packet()).expect("write the packet");
-    println!("| program | mean time per run on a non-DNS packet, 1,000,000 test runs |");
-    println!("|---|---|");
-    for (name, id) in dns_program_ids(agent) {
-        let out = Command::new("bpftool")
-            .args(["prog", "run", "id", &id.to_string(), "data_in"])
-            .arg(&packet)
-            .args(["repeat", "1000000"])
-            .output()
-            .expect("bpftool prog run");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        let ns = text.split("duration (average):").nth(1).and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("ns")
-                .split("ns")
-                .next()?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        });
-        match ns {
-            Some(ns) => println!("| `{name}` | {ns} ns |"),
-            None => println!(
-                "| `{name}` | test run refused: {} |",
-                text.trim().replace('\n', " ")
-            ),
+    let floor = FloorPrograms::load();
+    let mut empty = Vec::new();
+    let mut programs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    stats.pause();
+    for _ in 0..TEST_RUN_PAIRS {
+        empty.push(test_run(&["pinned", &floor.egress()], &packet));
+        for (name, id) in dns_program_ids(agent) {
+            let ns = test_run(&["id", &id.to_string()], &packet);
+            programs.entry(name).or_default().push(ns);
         }
     }
+    stats.resume();
     let _ = std::fs::remove_file(&packet);
+    let empty = median(&empty);
+    println!("| program | test run on a non-DNS packet, median of {TEST_RUN_PAIRS} × 1,000,000 runs | the empty program's, alternated | the program's own work |");
+    println!("|---|---|---|---|");
+    for (name, runs) in programs {
+        let ns = median(&runs);
+        println!(
+            "| `{name}` | {ns:.0} ns | {empty:.0} ns | {:.0} ns |",
+            ns - empty
+        );
+    }
     println!();
+}
+
+/// `bpftool prog run PROGRAM data_in PACKET repeat 1000000`: the mean
+/// time per run it reports, in ns.
+fn test_run(program: &[&str], packet: &std::path::Path) -> f64 {
+    let out = Command::new("bpftool")
+        .args(["prog", "run"])
+        .args(program)
+        .arg("data_in")
+        .arg(packet)
+        .args(["repeat", "1000000"])
+        .output()
+        .expect("bpftool prog run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("duration (average):")
+        .nth(1)
+        .and_then(|rest| rest.trim().split("ns").next()?.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "bpftool prog run {program:?}: {} {}",
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// benches/floor.bpf.c loaded and pinned by bpftool (not attached);
+/// unpinned, and so unloaded, when dropped.
+struct FloorPrograms {
+    pins: std::path::PathBuf,
+}
+
+impl FloorPrograms {
+    fn load() -> FloorPrograms {
+        let object =
+            std::env::temp_dir().join(format!("flowtel-bench-floor-{}.o", std::process::id()));
+        std::fs::write(&object, shared::bpf_object::build("floor.bpf.c"))
+            .expect("write the object");
+        let pins = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/flowtel-bench-floor-{}",
+            std::process::id()
+        ));
+        let status = Command::new("bpftool")
+            .args(["prog", "loadall"])
+            .arg(&object)
+            .arg(&pins)
+            .status()
+            .expect("bpftool prog loadall");
+        let _ = std::fs::remove_file(&object);
+        assert!(
+            status.success(),
+            "bpftool could not load benches/floor.bpf.c"
+        );
+        FloorPrograms { pins }
+    }
+
+    fn egress(&self) -> String {
+        self.pins.join("floor_egress").display().to_string()
+    }
+}
+
+impl Drop for FloorPrograms {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -366,6 +434,15 @@ impl BpfStats {
         let was = std::fs::read_to_string(Self::PATH).expect("bpf_stats_enabled");
         std::fs::write(Self::PATH, "1").expect("enable bpf_stats (needs root)");
         BpfStats(was.trim().to_owned())
+    }
+
+    /// Off until [`BpfStats::resume`]: a test run would time each run.
+    fn pause(&mut self) {
+        std::fs::write(Self::PATH, "0").expect("disable bpf_stats");
+    }
+
+    fn resume(&mut self) {
+        std::fs::write(Self::PATH, "1").expect("enable bpf_stats");
     }
 }
 

@@ -1,8 +1,9 @@
-//! What the agent-level benches (`churn`, `names`, `nat`) share.
+//! What the benches share.
 
 // Each bench uses its own part of it.
 #![allow(dead_code)]
 
+pub mod bpf_object;
 pub mod load;
 
 use std::time::Duration;
