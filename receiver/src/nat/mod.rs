@@ -9,6 +9,7 @@
 //! once per connection.
 
 mod entry;
+mod filter;
 mod socket;
 mod table;
 

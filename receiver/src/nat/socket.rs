@@ -64,6 +64,11 @@ impl ConntrackSocket {
         if force_receive_buffer(socket.as_raw_fd(), room).is_err() {
             let _ = socket.set_rx_buf_sz(room);
         }
+        // Before the subscriptions, so that no untranslated event is
+        // queued; without it (refused) every event is read and parsed.
+        if let Err(e) = super::filter::attach(socket.as_raw_fd()) {
+            tracing::debug!("conntrack: the event filter was refused, reading every event: {e}");
+        }
         socket.add_membership(NFNLGRP_CONNTRACK_NEW)?;
         socket.add_membership(NFNLGRP_CONNTRACK_DESTROY)?;
         socket.set_non_blocking(true)?;
