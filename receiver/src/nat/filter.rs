@@ -13,6 +13,11 @@ use std::io;
 use std::os::fd::RawFd;
 
 use libc::sock_filter;
+use libc::{
+    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP,
+    BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MISC, BPF_OR, BPF_RET, BPF_ST,
+    BPF_STX, BPF_SUB, BPF_TAX, BPF_W, BPF_X,
+};
 
 /// `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW` and `_DELETE` as a
 /// big-endian half-word load reads the host-order (little-endian) type.
@@ -47,12 +52,6 @@ const fn jump(code: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
         k,
     }
 }
-
-use libc::{
-    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP,
-    BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MISC, BPF_OR, BPF_RET, BPF_ST,
-    BPF_STX, BPF_SUB, BPF_TAX, BPF_W, BPF_X,
-};
 
 /// One step of the search, X at an attribute: leave for the end when the
 /// packet ends, decide on the status, else move X to the next attribute.
@@ -121,27 +120,21 @@ fn program() -> Vec<sock_filter> {
 
 /// Attaches the filter to the conntrack socket `fd`.
 pub fn attach(fd: RawFd) -> io::Result<()> {
+    if cfg!(target_endian = "big") {
+        // Its offsets and constants read netlink's host-order fields as
+        // little-endian.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the conntrack event filter is written for little-endian hosts",
+        ));
+    }
     let mut instructions = program();
     let program = libc::sock_fprog {
         len: instructions.len() as u16,
         filter: instructions.as_mut_ptr(),
     };
-    // SAFETY: a valid descriptor and a sock_fprog over a live array; the
-    // kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&program as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // The kernel copies the program before this returns.
+    super::socket::set_option(fd, libc::SO_ATTACH_FILTER, &program)
 }
 
 #[cfg(test)]

@@ -154,14 +154,20 @@ fn parse_datagram(mut bytes: &[u8], each: &mut impl FnMut(Message)) {
 
 fn force_receive_buffer(fd: RawFd, size: usize) -> io::Result<()> {
     let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid descriptor and a c_int option value of its size.
+    set_option(fd, libc::SO_RCVBUFFORCE, &size)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`.
+pub(super) fn set_option<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: a descriptor and an option value of its own size; the kernel
+    // copies the value.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
