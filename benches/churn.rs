@@ -111,16 +111,6 @@ fn start_agent(max_connections: u64) -> Agent {
     Agent::launch_quiet(command, Duration::from_secs(10))
 }
 
-/// The agent's utime + stime, in clock ticks.
-fn cpu_ticks(agent: &Agent) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid()))
-        .expect("the agent's /proc/PID/stat");
-    // Fields after the command name (which may hold spaces).
-    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// The agent's last "poll read N connections in T, processed in U" line.
 fn last_poll(agent: &Agent) -> Option<String> {
     agent
@@ -153,10 +143,10 @@ fn run(held: u64, rate: u64, seconds: u64) {
         std::thread::spawn(move || churn(server, rate, stop, done))
     };
     let ticks_per_second = 100.0; // USER_HZ on Linux
-    let start_ticks = cpu_ticks(&agent);
+    let start_ticks = agent.cpu_ticks();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let cpu_seconds = (cpu_ticks(&agent) - start_ticks) as f64 / ticks_per_second;
+    let cpu_seconds = (agent.cpu_ticks() - start_ticks) as f64 / ticks_per_second;
     let elapsed = started.elapsed().as_secs_f64();
     let rss_now = agent.rss_kib();
     let rss_peak = agent.peak_rss_kib();

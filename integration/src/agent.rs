@@ -120,6 +120,28 @@ impl Agent {
             .unwrap_or_else(|| panic!("{field} in the agent's status"))
     }
 
+    /// The agent's user + system CPU time so far (`utime` + `stime` of
+    /// `/proc/PID/stat`), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let fields = self.stat_fields();
+        let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count in stat");
+        ticks(11) + ticks(12)
+    }
+
+    /// Whether the agent is stopped (state `T`: SIGSTOP).
+    pub fn is_stopped(&self) -> bool {
+        self.stat_fields()[0] == "T"
+    }
+
+    /// The fields of `/proc/PID/stat` after the command name (which is in
+    /// parentheses and may hold spaces): the state first.
+    fn stat_fields(&self) -> Vec<String> {
+        let pid = self.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent's stat");
+        let (_, rest) = stat.rsplit_once(") ").expect("stat has a command");
+        rest.split_whitespace().map(str::to_owned).collect()
+    }
+
     /// Like [`Agent::start`], with more arguments for `flowtel run`.
     pub fn start_with(binary: impl AsRef<Path>, poll_interval: Duration, args: &[&str]) -> Agent {
         let mut command = Command::new(binary.as_ref());

@@ -401,7 +401,7 @@ fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
     // The agent stopped (SIGSTOP) while the connections come and go: their
     // events overflow its socket whatever the machine's speed. Their
     // entries stay in conntrack (TIME_WAIT) for the dump to find.
-    let paused = Paused::stop(agent.pid());
+    let paused = Paused::stop(&agent);
 
     // Connections opened all at once from threads of their own, faster
     // than the reader is scheduled to read their events.
@@ -460,20 +460,16 @@ fn lost_conntrack_events_are_counted_and_read_again_by_a_dump() {
     );
 }
 
-/// A process stopped by SIGSTOP until dropped (also on a panic).
+/// The agent stopped by SIGSTOP until dropped (also on a panic).
 struct Paused(u32);
 
 impl Paused {
-    fn stop(pid: u32) -> Paused {
+    fn stop(agent: &Agent) -> Paused {
+        let pid = agent.pid();
         // SAFETY: kill(2) on the test's own child.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
         // Stopped once its state says so (the signal is asynchronous).
-        let stopped = || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T'))
-        };
-        while !stopped() {
+        while !agent.is_stopped() {
             std::thread::sleep(Duration::from_millis(1));
         }
         Paused(pid)
