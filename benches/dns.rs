@@ -27,7 +27,7 @@ mod shared;
 use integration::agent::Agent;
 use integration::dns::{self, RecordType, Unbound};
 use integration::record::Record;
-use shared::env;
+use shared::{env, quantile};
 
 /// Sockets sending queries, each paced at its share of the rate.
 const CLIENTS: u64 = 8;
@@ -50,9 +50,9 @@ fn main() {
         ("`receiver.dns: false`", "receiver:\n  dns: false\n"),
     ] {
         let mut agent = start_agent(receiver);
-        let before = cpu_seconds(agent.pid());
+        let before = cpu_seconds(&agent);
         let load = query_load(unbound.server, rate, seconds);
-        let used = cpu_seconds(agent.pid()) - before;
+        let used = cpu_seconds(&agent) - before;
         let share = 100.0 * used / load.took.as_secs_f64();
         cpu.insert(label, share);
         let counted = if receiver.is_empty() {
@@ -102,16 +102,9 @@ fn start_agent(receiver: &str) -> Agent {
 }
 
 /// The agent's user + system CPU so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent's stat");
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..]
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line.
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+fn cpu_seconds(agent: &Agent) -> f64 {
     // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    agent.cpu_ticks() as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 struct Load {
@@ -252,21 +245,22 @@ fn test_run_times(agent: u32, stats: &mut BpfStats) {
     let floor = FloorPrograms::load();
     let mut empty = Vec::new();
     let mut programs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let ids = dns_program_ids(agent);
     stats.pause();
     for _ in 0..TEST_RUN_PAIRS {
         empty.push(test_run(&["pinned", &floor.egress()], &packet));
-        for (name, id) in dns_program_ids(agent) {
+        for (name, id) in &ids {
             let ns = test_run(&["id", &id.to_string()], &packet);
-            programs.entry(name).or_default().push(ns);
+            programs.entry(name.clone()).or_default().push(ns);
         }
     }
     stats.resume();
     let _ = std::fs::remove_file(&packet);
-    let empty = median(&empty);
+    let empty = quantile(&empty, 0.5);
     println!("| program | test run on a non-DNS packet, median of {TEST_RUN_PAIRS} × 1,000,000 runs | the empty program's, alternated | the program's own work |");
     println!("|---|---|---|---|");
     for (name, runs) in programs {
-        let ns = median(&runs);
+        let ns = quantile(&runs, 0.5);
         println!(
             "| `{name}` | {ns:.0} ns | {empty:.0} ns | {:.0} ns |",
             ns - empty
@@ -297,12 +291,6 @@ fn test_run(program: &[&str], packet: &std::path::Path) -> f64 {
                 String::from_utf8_lossy(&out.stderr).trim()
             )
         })
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 /// benches/floor.bpf.c loaded and pinned by bpftool (not attached);

@@ -1,6 +1,7 @@
 //! What watches the loads: nothing, empty programs on flowtel's hooks,
 //! flowtel (as configured by default, with `receiver.udp: false` and with
-//! `receiver.dns: false`), or a bpftrace peer; each attached before a measurement and detached after.
+//! `receiver.dns: false`), or a bpftrace peer; each attached before a
+//! measurement and detached after.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

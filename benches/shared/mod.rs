@@ -31,3 +31,12 @@ pub fn poll_duration(line: &str) -> Option<Duration> {
     };
     Some(Duration::from_secs_f64(seconds))
 }
+
+/// The q-quantile (0 to 1) of `values`, interpolated between neighbours.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let position = q * (sorted.len() - 1) as f64;
+    let (low, high) = (position.floor() as usize, position.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
+}
