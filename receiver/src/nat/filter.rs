@@ -19,16 +19,21 @@ use libc::{
     BPF_STX, BPF_SUB, BPF_TAX, BPF_W, BPF_X,
 };
 
-/// `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW` and `_DELETE` as a
-/// big-endian half-word load reads the host-order (little-endian) type.
-const CT_NEW_SWAPPED: u32 = 0x0001;
-const CT_DELETE_SWAPPED: u32 = 0x0201;
+/// `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW` and `_DELETE`.
+const CT_NEW: u16 = 1 << 8;
+const CT_DELETE: u16 = (1 << 8) | 2;
+
+/// A netlink header field (host order, little-endian where the filter is
+/// attached) as classic BPF's half-word load reads it: big-endian.
+const fn as_loaded(field: u16) -> u32 {
+    u16::from_be_bytes(field.to_le_bytes()) as u32
+}
 /// `NLM_F_MULTI`, in the low byte of the host-order flags.
 const NLM_F_MULTI: u32 = 0x02;
 /// The first attribute: after the netlink header (16) and nfgenmsg (4).
 const ATTRIBUTES_AT: u32 = 20;
-/// `CTA_STATUS`, after the tuples, the zone and the id in every kernel's
-/// events.
+/// `CTA_STATUS`: an event carries it after its tuples (and zone and id,
+/// where it has them), so within the first attributes searched.
 const CTA_STATUS: u32 = 3;
 /// `IPS_SRC_NAT | IPS_DST_NAT`.
 const IPS_NAT_MASK: u32 = 0x30;
@@ -66,10 +71,10 @@ fn program() -> Vec<sock_filter> {
     let to = |at: usize, to: usize| (to - at - 1) as u8;
     let mut p = vec![
         statement(BPF_LD | BPF_H | BPF_ABS, 4),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, CT_NEW_SWAPPED, 1, 0),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, as_loaded(CT_NEW), 1, 0),
         jump(
             BPF_JMP | BPF_JEQ | BPF_K,
-            CT_DELETE_SWAPPED,
+            as_loaded(CT_DELETE),
             0,
             to(2, accept),
         ),
@@ -151,5 +156,12 @@ mod tests {
             }
         }
         assert!(p.len() <= 4096);
+    }
+
+    #[test]
+    fn the_message_types_are_compared_as_the_load_reads_them() {
+        // Bytes 00 01 and 02 01 of a little-endian header, read big-endian.
+        assert_eq!(as_loaded(CT_NEW), 0x0001);
+        assert_eq!(as_loaded(CT_DELETE), 0x0201);
     }
 }
