@@ -6,7 +6,7 @@
  *                    (receiver/src/kernel/abi.rs, checked by a test)
  *   maps.h           the maps
  *   common.h         owners, inserting and handing over connections
- *   sock_access.h    reading a socket, trusted (_btf) or not (_core)
+ *   sock_access.h    reading a socket: typed (_btf) or bare (_core)
  *   tcp.h            TCP: the sockets' own counters, tracking a connection
  *   tcp_programs.h   TCP: state changes, the TCP and task_file iterators
  *   udp.h            UDP: datagram hooks, peers, socket release
@@ -45,12 +45,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #undef FT_NETNS
 #undef FT_COOKIE
 
-#define FT_CORE_COOKIE(sk) ((__u64)BPF_CORE_READ((sk), __sk_common.skc_cookie.counter))
 #define FT_VARIANT(name) name##_core
 #define FT_READ(ptr, field) BPF_CORE_READ((ptr), field)
 #define FT_READ_INTO(dst, ptr, field) BPF_CORE_READ_INTO((dst), (ptr), field)
 #define FT_NETNS(sk) BPF_CORE_READ((sk), __sk_common.skc_net.net, ns.inum)
-#define FT_COOKIE(sk) FT_CORE_COOKIE(sk)
+#define FT_COOKIE(sk) ((__u64)BPF_CORE_READ((sk), __sk_common.skc_cookie.counter))
 #include "sock_access.h"
 #undef FT_VARIANT
 #undef FT_READ
@@ -62,22 +61,22 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define TCP_PROG(name) name
 #define TCP_KEY(sk) bpf_get_socket_cookie(sk)
-#define TCP_CORE_KEY(sk) FT_CORE_COOKIE(sk)
+#define TCP_LOADED_KEY(sk) ((__u64)(sk)->__sk_common.skc_cookie.counter)
 #define TCP_BUSY FT_BUSY_STATE
 #include "tcp_programs.h"
 #undef TCP_PROG
 #undef TCP_KEY
-#undef TCP_CORE_KEY
+#undef TCP_LOADED_KEY
 #undef TCP_BUSY
 
 #define TCP_PROG(name) name##_by_addr
 #define TCP_KEY(sk) ((__u64)(sk))
-#define TCP_CORE_KEY(sk) ((__u64)(sk))
+#define TCP_LOADED_KEY(sk) ((__u64)(sk))
 #define TCP_BUSY FT_BUSY_STATE_BY_ADDR
 #include "tcp_programs.h"
 #undef TCP_PROG
 #undef TCP_KEY
-#undef TCP_CORE_KEY
+#undef TCP_LOADED_KEY
 #undef TCP_BUSY
 
 #include "udp.h"

@@ -3,12 +3,13 @@
  * Reading a socket, in two variants, because programs reach sockets in two
  * ways. Included twice by flowtel.bpf.c:
  *
- *   _btf: a trusted, typed pointer (tp_btf, iter/tcp): fields are plain
- *   loads and bpf_get_socket_cookie() works.
- *   _core: a bare or untrusted pointer (kprobes; a socket reached through a
- *   task's files): fields are CO-RE probe reads, and the cookie is the one
- *   the socket already has (made at creation by the cgroup sock_create
- *   hook, by the state tracepoint or by the TCP iterator).
+ *   _btf: a typed pointer (tp_btf, iter/tcp; also a socket reached
+ *   through a task's files, which is untrusted): fields are plain loads.
+ *   FT_COOKIE, the only helper call, needs a trusted one.
+ *   _core: a bare pointer (kprobes): fields are CO-RE probe reads, and the
+ *   cookie is the one the socket already has (made at creation by the
+ *   cgroup sock_create hook, by the state tracepoint or by the TCP
+ *   iterator).
  *
  * The including file defines:
  *   FT_VARIANT(name)              the function's name in this variant

@@ -11,7 +11,8 @@
  *   addresses lie far above any cookie, so the two never meet.
  *
  * The including file defines TCP_PROG(name) and TCP_KEY(sk), the key of a
- * socket (a trusted pointer), and TCP_CORE_KEY(sk) for an untrusted one.
+ * socket (a trusted pointer), and TCP_LOADED_KEY(sk) for an untrusted one
+ * (plain loads, no helper).
  * A loaded set uses one keying throughout: the loader picks it with the
  * state program.
  */
@@ -171,8 +172,10 @@ int TCP_PROG(flowtel_tcp_refresh)(struct bpf_iter__tcp *ctx)
 }
 
 /*
- * One open file of one task (its socket reached through the file is an
- * untrusted pointer: CO-RE reads only). A listener's owner is remembered
+ * One open file of one task. Its socket is an untrusted pointer: no helper
+ * takes it, but plain loads do (the verifier makes them fault-safe), and
+ * they are cheaper than bpf_probe_read_kernel() calls; the cookie is the
+ * one the socket already has. A listener's owner is remembered
  * (accepted connections take it), and a tracked connection that has no
  * owner, or was accepted, takes the task that holds it. An accepted
  * connection first gets its listener's process, which need not be the one
@@ -196,26 +199,27 @@ int TCP_PROG(flowtel_owners)(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || tracked_protocol_core(sk) != IPPROTO_TCP)
+	sk = sock->sk;
+	if (!sk || tracked_protocol_btf(sk) != IPPROTO_TCP)
 		return 0;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	if (state == TCP_LISTEN) {
 		owner_of_task(task, &owner);
-		remember_listener_core(sk, &owner, TCP_CORE_KEY(sk));
+		remember_listener_btf(sk, &owner, TCP_LOADED_KEY(sk));
 		return 0;
 	}
 	if (!tcp_connected(state))
 		return 0; /* the state program sees it open */
-	key.cookie = TCP_CORE_KEY(sk);
+	key.cookie = TCP_LOADED_KEY(sk);
 	if (!key.cookie)
 		return 0; /* no program has seen this socket: not tracked */
 	info = bpf_map_lookup_elem(&conns, &key);
 	if (!info)
 		return 0;
 	/* Only the connections that take it pay for reading the task's
-	 * process, cgroup and name. */
-	if (!info->pid || info->direction == FT_DIR_INCOMING) {
+	 * process, cgroup and name: one the walk already gave this process
+	 * keeps it. */
+	if (!info->pid || (info->direction == FT_DIR_INCOMING && info->pid != task->tgid)) {
 		owner_of_task(task, &owner);
 		set_owner(info, &owner);
 	}
