@@ -183,15 +183,15 @@ static __always_inline void add_udp_datagrams(struct conn_info *info, __u32 byte
 	}
 }
 
-/* Wakes the reader only when the ring is half full: user space drains it
- * at every poll anyway, and a wakeup per closed connection would cost the
- * agent a context switch each (thousands a second under churn). */
-static __always_inline __u64 ring_wakeup(void)
+/* Wakes the ring's reader only when more than 1/share of it is queued:
+ * user space drains it at every poll anyway, and a wakeup per record would
+ * cost the agent a context switch each (thousands a second under churn). */
+static __always_inline __u64 ring_wakeup(void *ring, __u64 share)
 {
-	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	__u64 queued = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE);
 
-	return queued > size / 2 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	return queued > size / share ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 /*
@@ -219,7 +219,7 @@ static __always_inline void hand_over_closed(const struct conn_key *key, struct 
 	event->key = *key;
 	event->info = *info;
 	event->info.flags |= FT_FLAG_CLOSED;
-	bpf_ringbuf_submit(event, ring_wakeup());
+	bpf_ringbuf_submit(event, ring_wakeup(&events, 2));
 	bpf_map_delete_elem(&conns, key);
 }
 

@@ -276,7 +276,7 @@ int flowtel_sock_release(struct bpf_sock *ctx)
 	__builtin_memset(event, 0, sizeof(*event));
 	event->kind = FT_EVENT_RELEASED;
 	event->key.cookie = bpf_get_socket_cookie(ctx);
-	bpf_ringbuf_submit(event, ring_wakeup());
+	bpf_ringbuf_submit(event, ring_wakeup(&events, 2));
 	return 1;
 }
 

@@ -176,7 +176,7 @@ impl Receiver {
         let tcp_netns = take_map(ebpf, "tcp_netns")?;
         let dns = if loaded.features.get(Feature::Dns).level() == Level::On {
             let capture = dns::DnsCapture::new(take_map(ebpf, "dns_events")?);
-            let drain = capture.spawn_reader();
+            let drain = capture.spawn_reader().map_err(Error::RingBuffer)?;
             Some((capture, drain))
         } else {
             None
@@ -429,7 +429,9 @@ impl Receiver {
         released: &mut HashSet<u64>,
     ) {
         self.learn_cgroups();
-        for event in self.closed.take() {
+        let events = self.closed.take();
+        samples.reserve(events.len());
+        for event in events {
             self.take_event(event, samples, reported, released);
         }
     }
