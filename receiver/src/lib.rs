@@ -30,7 +30,7 @@ mod skipped_closes;
 mod support;
 mod udp_idle;
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::SystemTime;
 

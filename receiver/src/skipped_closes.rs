@@ -6,7 +6,7 @@
 //! Two, not one: an iterator that could not batch a hash bucket (no memory)
 //! skips its sockets once, and a live connection must never be ended.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use crate::decode;
 use crate::kernel::abi::ConnInfo;

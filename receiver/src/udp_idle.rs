@@ -5,7 +5,7 @@
 //! taken once, like a released socket's, and a later datagram on the same
 //! socket starts a new entry from zero.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
 use crate::kernel::abi::{ConnInfo, ConnKey};

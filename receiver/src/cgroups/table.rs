@@ -2,7 +2,7 @@
 //! cgroup-v2 tree at start, then told by the kernel as they are made and
 //! removed. Only cgroups that name a container or a pod are kept.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;

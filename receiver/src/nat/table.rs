@@ -3,7 +3,7 @@
 //! then their local address: a UDP server bound to 0.0.0.0 or [::] knows
 //! its port but not which of its addresses a datagram came to.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::entry::{Ends, Tracked};
