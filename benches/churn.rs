@@ -111,13 +111,14 @@ fn start_agent(max_connections: u64) -> Agent {
     Agent::launch_quiet(command, Duration::from_secs(10))
 }
 
-/// The agent's last "poll read N connections in T, processed in U" line.
-fn last_poll(agent: &Agent) -> Option<String> {
+/// The agent's last log line that says `what`, from there on: "poll read
+/// N connections in T, processed in U", or the poll's phases.
+fn last_line(agent: &Agent, what: &str) -> Option<String> {
     agent
         .stderr()
         .iter()
         .rev()
-        .find_map(|line| Some(line[line.find("poll read")?..].to_owned()))
+        .find_map(|line| Some(line[line.find(what)?..].to_owned()))
 }
 
 fn run(held: u64, rate: u64, seconds: u64) {
@@ -168,8 +169,10 @@ fn run(held: u64, rate: u64, seconds: u64) {
         rss_now as f64 / 1024.0,
         rss_peak as f64 / 1024.0
     );
-    if let Some(last) = last_poll(&agent) {
-        println!("flowtel's last poll: {last}");
+    for what in ["poll read", "poll phases"] {
+        if let Some(last) = last_line(&agent, what) {
+            println!("flowtel's last {last}");
+        }
     }
     agent.stop();
     for mut worker in workers {

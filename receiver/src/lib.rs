@@ -274,14 +274,14 @@ impl Receiver {
         let mut reported: HashSet<(ConnKey, u64)> = HashSet::new();
         let mut released_udp_sockets = std::mem::take(&mut self.releases_after_read);
         self.take_events(&mut samples, &mut reported, &mut released_udp_sockets);
-
-        let started_walks = std::time::Instant::now();
+        let mut phases = Phases::starting(reading);
+        let events_took = phases.lap();
         if let Some(owners) = &mut self.owners {
             owners.run_if_due().map_err(Error::Owners)?;
         }
-        let owners_took = started_walks.elapsed();
+        let owners_took = phases.lap();
         self.refresh_tcp()?;
-        let refresh_took = started_walks.elapsed() - owners_took;
+        let refresh_took = phases.lap();
         let read_at = kernel::monotonic_ns();
         let polled = std::time::Instant::now();
         // Entry by entry as the batches arrive, so that the map is never
@@ -327,6 +327,7 @@ impl Receiver {
         })?;
         let tracked = seen.len() as u64;
         drop(seen);
+        let map_read_took = phases.lap();
         for key in finished {
             // Take the entry and its very last value in one step.
             let info = match reap::take_entry(&mut self.conns, &key) {
@@ -346,12 +347,6 @@ impl Receiver {
         self.take_events(&mut samples, &mut reported, &mut released_after_read);
         self.releases_after_read = released_after_read;
         self.last_tracked = tracked;
-        tracing::debug!(
-            ?owners_took,
-            ?refresh_took,
-            map_read_took = ?(reading.elapsed() - owners_took - refresh_took),
-            "poll phases"
-        );
         self.processes.end_poll();
         self.idle_udp.end_poll();
         self.last_read = (open_tcp_netns, read_at);
@@ -371,6 +366,14 @@ impl Receiver {
             }
             None => Vec::new(),
         };
+        tracing::debug!(
+            ?events_took,
+            ?owners_took,
+            ?refresh_took,
+            ?map_read_took,
+            rest_took = ?phases.lap(),
+            "poll phases"
+        );
         health.poll_duration = reading.elapsed();
         Ok(Poll {
             at: Some(at),
@@ -548,6 +551,25 @@ impl Drop for Receiver {
         if let Some((_, drain)) = &self.dns {
             drain.abort();
         }
+    }
+}
+
+/// The time each phase of a poll took, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn starting(at: std::time::Instant) -> Phases {
+        Phases { last: at }
+    }
+
+    /// The time since the last lap (or the start).
+    fn lap(&mut self) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        took
     }
 }
 

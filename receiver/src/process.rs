@@ -1,6 +1,6 @@
 //! Names the process that owns a connection and the container it runs in.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use crate::cgroups::{CgroupTable, ContainerPath};
@@ -10,7 +10,11 @@ use crate::ProcessInfo;
 /// one allocation among all connections of a process and looks up its
 /// container once per process, not per connection.
 pub struct ProcessResolver {
-    known: HashMap<(u32, [u8; 16], u64), Known>,
+    known: HashMap<ProcessKey, Known>,
+    /// The last answer of this poll: a process's connections mostly come
+    /// one after another (from one socket walk), and this skips hashing
+    /// the 28-byte key for each.
+    last: Option<(ProcessKey, Arc<ProcessInfo>)>,
     generation: u64,
     containers: Containers,
 }
@@ -26,6 +30,9 @@ pub enum Containers {
     ProcFiles,
 }
 
+/// What the kernel recorded of a process: its pid, name and cgroup.
+type ProcessKey = (u32, [u8; 16], u64);
+
 struct Known {
     info: Arc<ProcessInfo>,
     last_used: u64,
@@ -39,6 +46,7 @@ impl ProcessResolver {
     pub fn new(containers: Containers) -> ProcessResolver {
         ProcessResolver {
             known: HashMap::new(),
+            last: None,
             generation: 0,
             containers,
         }
@@ -63,11 +71,17 @@ impl ProcessResolver {
     /// `comm` and `cgroup_id` are what the kernel recorded when it first
     /// saw the connection: still right when the process has exited since.
     pub fn resolve(&mut self, pid: u32, comm: &[u8; 16], cgroup_id: u64) -> Arc<ProcessInfo> {
+        let key = (pid, *comm, cgroup_id);
+        if let Some((last_key, info)) = &self.last {
+            if *last_key == key {
+                return info.clone();
+            }
+        }
         let generation = self.generation;
         let containers = &self.containers;
         let known = self
             .known
-            .entry((pid, *comm, cgroup_id))
+            .entry(key)
             .or_insert_with(|| {
                 let found = match containers {
                     Containers::Cgroups(table) => table
@@ -87,6 +101,7 @@ impl ProcessResolver {
                 }
             });
         known.last_used = generation;
+        self.last = Some((key, known.info.clone()));
         known.info.clone()
     }
 
@@ -96,6 +111,8 @@ impl ProcessResolver {
         if let Some(table) = self.cgroups_mut() {
             table.end_poll();
         }
+        // The memo's entry must be marked used in the next poll too.
+        self.last = None;
         self.generation += 1;
         let generation = self.generation;
         self.known
