@@ -79,27 +79,24 @@ impl ProcessResolver {
         }
         let generation = self.generation;
         let containers = &self.containers;
-        let known = self
-            .known
-            .entry(key)
-            .or_insert_with(|| {
-                let found = match containers {
-                    Containers::Cgroups(table) => table
-                        .get(cgroup_id)
-                        .map(|c| (**c).clone())
-                        .unwrap_or_default(),
-                    Containers::ProcFiles => read_proc_cgroup(pid),
-                };
-                Known {
-                    info: Arc::new(ProcessInfo {
-                        pid,
-                        name: comm_to_string(comm),
-                        container_id: found.container_id,
-                        pod_uid: found.pod_uid,
-                    }),
-                    last_used: generation,
-                }
-            });
+        let known = self.known.entry(key).or_insert_with(|| {
+            let found = match containers {
+                Containers::Cgroups(table) => table
+                    .get(cgroup_id)
+                    .map(|c| (**c).clone())
+                    .unwrap_or_default(),
+                Containers::ProcFiles => read_proc_cgroup(pid),
+            };
+            Known {
+                info: Arc::new(ProcessInfo {
+                    pid,
+                    name: comm_to_string(comm),
+                    container_id: found.container_id,
+                    pod_uid: found.pod_uid,
+                }),
+                last_used: generation,
+            }
+        });
         known.last_used = generation;
         self.last = Some((key, known.info.clone()));
         known.info.clone()
