@@ -175,12 +175,57 @@ fn run(held: u64, rate: u64, seconds: u64) {
         }
     }
     agent.stop();
+    floor_walk();
     for mut worker in workers {
         drop(worker.stdin.take());
         let _ = worker.wait();
     }
     let _ = TcpStream::connect(server); // wake the accept loop
     let _ = serving.join();
+}
+
+/// The kernel's own cost of walking this namespace's TCP sockets: an empty
+/// `iter/tcp` program (benches/floor_walk.bpf.c) pinned by bpftool and read
+/// to its end, five times; the median against the sockets open.
+fn floor_walk() {
+    let object = std::env::temp_dir().join(format!("flowtel-bench-walk-{}.o", std::process::id()));
+    std::fs::write(&object, shared::bpf_object::build("floor_walk.bpf.c")).expect("write");
+    let pin = format!("/sys/fs/bpf/flowtel-bench-walk-{}", std::process::id());
+    let pinned = Command::new("bpftool")
+        .args(["iter", "pin"])
+        .arg(&object)
+        .arg(&pin)
+        .status()
+        .expect("bpftool");
+    let _ = std::fs::remove_file(&object);
+    assert!(pinned.success(), "bpftool could not pin the empty TCP walk");
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let began = Instant::now();
+            std::fs::read(&pin).expect("run the walk");
+            began.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let _ = std::fs::remove_file(&pin);
+    runs.sort_by(f64::total_cmp);
+    let sockets = tcp_sockets_in_use();
+    println!(
+        "empty TCP walk over {sockets} sockets: {:.1} ms (median of 5), {:.2} µs a socket",
+        runs[2],
+        runs[2] * 1e3 / sockets.max(1) as f64
+    );
+}
+
+/// `TCP: inuse N` of /proc/net/sockstat.
+fn tcp_sockets_in_use() -> u64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").expect("sockstat");
+    sockstat
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("TCP: inuse ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn main() {

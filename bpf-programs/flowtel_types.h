@@ -105,6 +105,11 @@ struct conn_info {
 	 * walk of its namespace did not see has a socket that is gone, whose
 	 * close the state program missed. */
 	__u64 alive_ns;
+	/* TCP: CLOCK_MONOTONIC when a program last saw the connection's
+	 * counters grow (its first sight included). An open entry that has
+	 * not moved since the last poll read it has nothing new, and user
+	 * space passes over it. UDP entries are not stamped: always read. */
+	__u64 moved_ns;
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[FT_COMM_LEN];

@@ -46,6 +46,7 @@ int main(void)
 	FIELD(conn_info, direction);
 	FIELD(conn_info, flags);
 	FIELD(conn_info, alive_ns);
+	FIELD(conn_info, moved_ns);
 	FIELD(conn_info, local_addr);
 	FIELD(conn_info, remote_addr);
 	FIELD(conn_info, comm);

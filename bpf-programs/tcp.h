@@ -71,6 +71,24 @@ static __always_inline void update_tcp_bytes(struct tcp_sock *tp, struct conn_in
 		info->bytes_received = received - info->base_bytes_received;
 }
 
+/* Brings a tracked connection's bytes and counters up to date, and stamps
+ * moved_ns when any of them grew. The stamp is taken after the counters
+ * are written: a poll that read the entry before them sees a stamp later
+ * than its read, so the next poll reads them. */
+static __always_inline void refresh_tcp_counters(struct tcp_sock *tp, struct conn_info *info)
+{
+	__u64 bytes_sent = info->bytes_sent, bytes_received = info->bytes_received;
+	__u32 segs_out = info->tcp_segs_out, segs_in = info->tcp_segs_in;
+	__u32 retrans = info->tcp_total_retrans;
+
+	update_tcp_bytes(tp, info);
+	read_tcp_counters(tp, info);
+	if (info->bytes_sent != bytes_sent || info->bytes_received != bytes_received ||
+	    info->tcp_segs_out != segs_out || info->tcp_segs_in != segs_in ||
+	    info->tcp_total_retrans != retrans)
+		info->moved_ns = bpf_ktime_get_ns();
+}
+
 /* Records that sk's namespace holds a tracked TCP connection: user space
  * creates a TCP iterator there before each poll. */
 static __always_inline void note_netns(__u32 netns, __u32 pid)
@@ -102,6 +120,7 @@ static __always_inline struct conn_info *track_tcp(struct tcp_sock *tp, const st
 	} else {
 		info.flags |= FT_FLAG_SEEN_OPEN;
 	}
+	info.moved_ns = info.first_seen_ns;
 	note_netns(info.netns, owner ? owner->pid : 0);
 	return insert_conn(key, &info, sight);
 }

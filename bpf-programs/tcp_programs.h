@@ -70,7 +70,7 @@ static __always_inline int TCP_PROG(on_state)(struct sock *sk, int oldstate, int
 		/* Ports and addresses are final only now (connect binds the
 		 * source port after SYN_SENT). */
 		read_tuple_btf(sk, info);
-		read_tcp_counters(tp, info);
+		refresh_tcp_counters(tp, info);
 		return 0;
 	case TCP_CLOSE:
 		if (oldstate == TCP_LISTEN) {
@@ -109,7 +109,7 @@ int TCP_BPF_PROG(TCP_PROG(flowtel_retransmit), struct sock *sk)
 	key.cookie = TCP_KEY(sk);
 	info = bpf_map_lookup_elem(&conns, &key);
 	if (info)
-		read_tcp_counters(tp, info);
+		refresh_tcp_counters(tp, info);
 	return 0;
 }
 
@@ -150,8 +150,7 @@ static __always_inline int TCP_PROG(walk_tcp)(struct bpf_iter__tcp *ctx, enum tc
 	if (!info || (info->flags & FT_FLAG_CLOSED))
 		return 0;
 	info->alive_ns = bpf_ktime_get_ns();
-	update_tcp_bytes(tp, info);
-	read_tcp_counters(tp, info);
+	refresh_tcp_counters(tp, info);
 	return 0;
 }
 

@@ -135,8 +135,9 @@ fn poll(
         );
     }
     tracing::debug!(
-        "flowtel: poll read {} connections in {:?}, processed in {:?}",
+        "flowtel: poll read {} connections and {} quiet ones in {:?}, processed in {:?}",
         poll.samples.len(),
+        poll.quiet.len(),
         poll.health.poll_duration,
         processing.elapsed(),
     );

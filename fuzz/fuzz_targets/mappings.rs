@@ -101,10 +101,10 @@ fuzz_target!(|data: &[u8]| {
             established: true,
             state: ConnectionState::Open,
             // Some translated, so that the mappings of a NAT'd peer are fuzzed too.
-            translation: Translation {
+            translation: Some(Box::new(Translation {
                 destination: (bytes.u8() % 2 == 0).then(|| (bytes.address(), bytes.u16()).into()),
                 source: None,
-            },
+            })),
         });
     }
     let poll = Poll {

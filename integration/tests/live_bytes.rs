@@ -1,8 +1,10 @@
 //! An open TCP connection's bytes appear in the poll in which they moved,
 //! not only at its close: in the agent's own network namespace, in one the
 //! test makes (a container's, as far as the kernel can tell), and for a
-//! connection in that namespace opened before the agent started.
+//! connection in that namespace opened before the agent started; and after
+//! polls in which the connection was quiet.
 
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -47,6 +49,55 @@ fn bytes_of_an_open_connection_count_in_the_poll_they_moved() {
         exchange(&mut client, &mut server, up);
         exchange(&mut server, &mut client, down);
     });
+}
+
+/// The most quiet connections any poll reported (its debug line `poll read
+/// N connections and Q quiet ones`).
+fn most_quiet(agent: &Agent) -> u64 {
+    agent
+        .stderr()
+        .iter()
+        .filter_map(|line| {
+            let rest = &line[line.find(" connections and ")? + " connections and ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A connection idle for several polls is passed over as quiet (its id, not
+/// a sample): both ends' later bytes count exactly, in the poll they moved,
+/// and nothing moved before is counted again.
+#[test]
+fn a_quiet_connection_counts_its_next_bytes_exactly() {
+    privilege::require_root();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowtel"));
+    command.env("RUST_LOG", "info,flowtel=debug");
+    let mut agent = Agent::start_command(command, Duration::from_secs(1));
+    let (mut client, mut server) = loopback_pair();
+    let port = client.peer_addr().unwrap().port();
+    let client_flow = FlowFilter::this_process()
+        .tcp()
+        .outgoing()
+        .destination_port(port);
+    let server_flow = FlowFilter::this_process()
+        .tcp()
+        .incoming()
+        .source_port(port);
+    exchange(&mut client, &mut server, 50_000);
+    agent.wait_for_totals(&client_flow, |t| t.bytes_sent >= 50_000);
+    agent.wait_polls(3);
+    assert!(
+        most_quiet(&agent) >= 2,
+        "no poll passed over the idle connection's two ends"
+    );
+    exchange(&mut client, &mut server, 12_345);
+    exchange(&mut server, &mut client, 678);
+    let got = agent.wait_for_totals(&client_flow, |t| t.bytes_sent >= 62_345);
+    assert_eq!((got.bytes_sent, got.bytes_received), (62_345, 678));
+    let got = agent.wait_for_totals(&server_flow, |t| t.bytes_received >= 62_345);
+    assert_eq!((got.bytes_sent, got.bytes_received), (678, 62_345));
+    assert_eq!(got.connections_closed, 0, "counted before the close");
 }
 
 /// What the namespace's thread is told to do with its connection.

@@ -31,8 +31,10 @@ pub struct SampleDelta {
 ///   taken as a reset and its new value is counted (each counter on its own,
 ///   so that one glitching counter does not recount the others);
 /// - a closed connection is forgotten after its (final) sample;
-/// - a connection absent from a poll was reaped by the receiver and is
-///   forgotten.
+/// - a quiet connection (open, its counters unchanged since the last poll,
+///   so the receiver sent only its id) keeps its last counters;
+/// - a connection absent from a poll, neither sampled nor quiet, was reaped
+///   by the receiver and is forgotten.
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
     last: HashMap<ConnectionId, Seen>,
@@ -54,14 +56,23 @@ impl DeltaTracker {
     }
 
     /// Takes every sample of one poll, calls `each` with the sample and its
-    /// delta, then forgets the connections the poll did not mention.
+    /// delta, keeps the `quiet` connections as they were, then forgets the
+    /// connections the poll did not mention.
     pub fn track_poll<'a>(
         &mut self,
         samples: &'a [ConnectionSample],
+        quiet: &[ConnectionId],
         mut each: impl FnMut(&'a ConnectionSample, SampleDelta),
     ) {
         self.poll += 1;
         let poll = self.poll;
+        for id in quiet {
+            // One not remembered has nothing counted yet: its first sample,
+            // when it moves or closes, counts it in full.
+            if let Some(seen) = self.last.get_mut(id) {
+                seen.poll = poll;
+            }
+        }
         for sample in samples {
             let delta = match self.last.entry(sample.id) {
                 Entry::Occupied(mut seen) => {
@@ -165,7 +176,7 @@ mod tests {
 
     fn deltas(tracker: &mut DeltaTracker, samples: &[ConnectionSample]) -> Vec<SampleDelta> {
         let mut out = Vec::new();
-        tracker.track_poll(samples, |_, d| out.push(d));
+        tracker.track_poll(samples, &[], |_, d| out.push(d));
         out
     }
 
@@ -247,5 +258,33 @@ mod tests {
         let d = deltas(&mut tracker, &[open(1, counters(10, 10))]);
         assert!(d[0].first_sight);
         assert_eq!(d[0].counters, counters(10, 10));
+    }
+
+    #[test]
+    fn a_quiet_connection_keeps_its_counters_across_polls() {
+        let mut tracker = DeltaTracker::new();
+        let first = open(1, counters(100, 50));
+        let id = first.id;
+        deltas(&mut tracker, &[first]);
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            tracker.track_poll(&[], &[id], |_, d| out.push(d));
+            assert!(out.is_empty(), "a quiet connection has no sample");
+            assert_eq!(tracker.len(), 1);
+        }
+        let d = deltas(&mut tracker, &[open(1, counters(130, 50))]);
+        assert_eq!(d[0].counters, counters(30, 0));
+        assert!(!d[0].first_sight);
+    }
+
+    #[test]
+    fn a_quiet_connection_never_sampled_counts_in_full_when_it_moves() {
+        let mut tracker = DeltaTracker::new();
+        let id = open(4, counters(0, 0)).id;
+        tracker.track_poll(&[], &[id], |_, _| {});
+        assert!(tracker.is_empty(), "nothing counted, nothing to remember");
+        let d = deltas(&mut tracker, &[open(4, counters(70, 7))]);
+        assert!(d[0].first_sight);
+        assert_eq!(d[0].counters, counters(70, 7));
     }
 }

@@ -172,14 +172,15 @@ impl Processor {
         let ports = &poll.ports;
         let names = &mut self.names;
         let now_ns = poll.monotonic_ns;
-        self.tracker.track_poll(&poll.samples, |sample, delta| {
-            let stats = FlowStats::of_sample(sample, &delta.counters, delta.first_sight);
-            if stats.has_activity() {
-                let mut key = FlowKey::of(sample, ports);
-                key.destination_domain = names.name(key.netns, key.destination_address, now_ns);
-                poll_flows.entry(key).or_default().merge(&stats);
-            }
-        });
+        self.tracker
+            .track_poll(&poll.samples, &poll.quiet, |sample, delta| {
+                let stats = FlowStats::of_sample(sample, &delta.counters, delta.first_sight);
+                if stats.has_activity() {
+                    let mut key = FlowKey::of(sample, ports);
+                    key.destination_domain = names.name(key.netns, key.destination_address, now_ns);
+                    poll_flows.entry(key).or_default().merge(&stats);
+                }
+            });
         self.names.sweep(now_ns);
 
         let mut flows = Vec::with_capacity(self.poll_flows.len());
@@ -510,10 +511,7 @@ mod tests {
 
     #[test]
     fn rtt_of_a_window_is_the_mean_over_its_polls() {
-        let rtt = |us| receiver::Rtt {
-            smoothed: Duration::from_micros(us),
-            variance: Duration::from_micros(us / 2),
-        };
+        let rtt = |us| receiver::Rtt::from_micros(us, us / 2);
         let mut p = five_minutes(at(0));
         let mut s = open(1, counters(10, 10));
         s.rtt = Some(rtt(100));

@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::kernel::abi::{self, ConnInfo, ConnKey};
 use crate::{
@@ -32,6 +31,28 @@ pub fn is_tcp(info: &ConnInfo) -> bool {
     info.protocol == abi::IPPROTO_TCP
 }
 
+/// Whether an open entry may hold something the poll that read the map at
+/// `last_read_ns` (CLOCK_MONOTONIC) did not see: always for UDP (not
+/// stamped), for TCP when the connection is newer than that read or its
+/// counters grew since. One that did not is quiet: its last sample stands.
+pub fn moved_since(info: &ConnInfo, last_read_ns: u64) -> bool {
+    !is_tcp(info) || info.first_seen_ns >= last_read_ns || info.moved_ns >= last_read_ns
+}
+
+/// The identity of the connection an entry tracks.
+pub fn connection_id(key: &ConnKey, info: &ConnInfo) -> ConnectionId {
+    ConnectionId {
+        socket_cookie: key.cookie,
+        peer: peer(key),
+        first_seen_ns: info.first_seen_ns,
+    }
+}
+
+/// An unconnected UDP socket's peer, which its key carries.
+fn peer(key: &ConnKey) -> Option<SocketAddr> {
+    (key.peer_family != 0).then(|| socket_addr(key.peer_family, &key.peer_addr, key.peer_port))
+}
+
 pub fn decode(
     key: &ConnKey,
     info: &ConnInfo,
@@ -43,10 +64,10 @@ pub fn decode(
     } else {
         Transport::Udp
     };
-    let peer =
-        (key.peer_family != 0).then(|| socket_addr(key.peer_family, &key.peer_addr, key.peer_port));
-    let remote =
-        peer.unwrap_or_else(|| socket_addr(info.family, &info.remote_addr, info.remote_port));
+    let id = connection_id(key, info);
+    let remote = id
+        .peer
+        .unwrap_or_else(|| socket_addr(info.family, &info.remote_addr, info.remote_port));
     let local = socket_addr(info.family, &info.local_addr, info.local_port);
     let direction = match info.direction {
         abi::DIR_OUTGOING => Direction::Outgoing,
@@ -60,11 +81,7 @@ pub fn decode(
         },
     };
     ConnectionSample {
-        id: ConnectionId {
-            socket_cookie: key.cookie,
-            peer,
-            first_seen_ns: info.first_seen_ns,
-        },
+        id,
         netns: info.netns,
         transport,
         local,
@@ -72,10 +89,8 @@ pub fn decode(
         direction,
         process,
         counters: counters(info, transport),
-        rtt: (transport == Transport::Tcp && info.srtt_us > 0).then(|| Rtt {
-            smoothed: Duration::from_micros(info.srtt_us.into()),
-            variance: Duration::from_micros(info.rttvar_us.into()),
-        }),
+        rtt: (transport == Transport::Tcp && info.srtt_us > 0)
+            .then(|| Rtt::from_micros(info.srtt_us, info.rttvar_us)),
         seen_opening: info.flags & abi::FLAG_SEEN_OPEN != 0,
         established: is_established(info),
         state,
@@ -124,6 +139,8 @@ fn socket_addr(family: u16, bytes: &[u8; 16], port: u16) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn tcp_info() -> ConnInfo {
@@ -161,8 +178,24 @@ mod tests {
         assert_eq!(sample.counters.retransmits, 3);
         assert_eq!(sample.direction, Direction::Outgoing);
         assert!(sample.seen_opening && sample.established);
-        assert_eq!(sample.rtt.unwrap().smoothed, Duration::from_micros(250));
+        assert_eq!(sample.rtt.unwrap().smoothed(), Duration::from_micros(250));
         assert_eq!(sample.state, ConnectionState::Open);
+    }
+
+    #[test]
+    fn a_tcp_entry_is_quiet_only_when_nothing_moved_since_the_last_read() {
+        let mut info = tcp_info();
+        info.first_seen_ns = 1_000;
+        info.moved_ns = 1_500;
+        assert!(moved_since(&info, 0), "the first poll reads everything");
+        assert!(moved_since(&info, 1_500), "moved as the last poll read");
+        assert!(!moved_since(&info, 2_000), "nothing since");
+        info.first_seen_ns = 2_000;
+        info.moved_ns = 2_000;
+        assert!(moved_since(&info, 2_000), "new since the last read");
+        let mut udp = tcp_info();
+        udp.protocol = libc::IPPROTO_UDP as u8;
+        assert!(moved_since(&udp, u64::MAX), "UDP is not stamped");
     }
 
     #[test]

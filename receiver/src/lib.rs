@@ -79,6 +79,8 @@ pub struct Receiver {
     idle_udp: udp_idle::IdleUdp,
     /// Entries the last poll read: the next one sizes its buffers by it.
     last_tracked: u64,
+    /// Of those, the quiet ones (see [`Poll::quiet`]).
+    last_quiet: usize,
     /// Reads conntrack for the peers NAT rewrote, while feature nat is on.
     nat: Option<nat::Nat>,
     /// Gives accepted TCP connections the process that holds them.
@@ -198,6 +200,7 @@ impl Receiver {
             features: loaded.features,
             idle_udp: udp_idle::IdleUdp::new(config.udp_idle_timeout),
             last_tracked: 0,
+            last_quiet: 0,
             nat,
             owners,
             conns,
@@ -285,18 +288,20 @@ impl Receiver {
         let read_at = kernel::monotonic_ns();
         let polled = std::time::Instant::now();
         // Entry by entry as the batches arrive, so that the map is never
-        // held in memory twice (as entries and as samples). A key seen
-        // twice (the walk raced with deletions) counts once.
-        samples.reserve(self.last_tracked as usize + self.last_tracked as usize / 8);
-        let mut seen: HashSet<ConnKey> = HashSet::with_capacity(self.last_tracked as usize);
+        // held in memory twice (as entries and as samples). The batches are
+        // whole hash buckets, each copied once under its lock: no key
+        // comes twice.
+        let moving = (self.last_tracked as usize).saturating_sub(self.last_quiet);
+        samples.reserve(moving + moving / 8);
+        let mut tracked = 0u64;
         let mut open_tcp_netns = HashSet::new();
         let mut finished = Vec::new();
+        let mut quiet = Vec::with_capacity(self.last_quiet + self.last_quiet / 8);
+        let last_read_ns = self.last_read.1;
         let (processes, idle_udp) = (&mut self.processes, &mut self.idle_udp);
         let skipped_closes = &mut self.skipped_closes;
         batch::for_each(&self.conns, |key, info| {
-            if !seen.insert(*key) {
-                return;
-            }
+            tracked += 1;
             if decode::is_tcp(info) && !decode::is_closed(info) {
                 open_tcp_netns.insert(info.netns);
             }
@@ -313,6 +318,8 @@ impl Receiver {
                         || idle_udp.is_idle(key, info, polled)));
             if closed {
                 finished.push(*key);
+            } else if !decode::moved_since(info, last_read_ns) {
+                quiet.push(decode::connection_id(key, info));
             } else {
                 let process = processes.resolve(info.pid, &info.comm, info.cgroup_id);
                 samples.push(decode(key, info, Ending::StillOpen, process));
@@ -325,8 +332,6 @@ impl Receiver {
                 io_error: source,
             }),
         })?;
-        let tracked = seen.len() as u64;
-        drop(seen);
         let map_read_took = phases.lap();
         for key in finished {
             // Take the entry and its very last value in one step.
@@ -347,6 +352,7 @@ impl Receiver {
         self.take_events(&mut samples, &mut reported, &mut released_after_read);
         self.releases_after_read = released_after_read;
         self.last_tracked = tracked;
+        self.last_quiet = quiet.len();
         self.processes.end_poll();
         self.idle_udp.end_poll();
         self.last_read = (open_tcp_netns, read_at);
@@ -378,6 +384,7 @@ impl Receiver {
         Ok(Poll {
             at: Some(at),
             samples,
+            quiet,
             health,
             ports,
             dns,

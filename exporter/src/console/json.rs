@@ -416,14 +416,8 @@ mod tests {
             pod_uid: None,
         });
         let mut rtt = RttSummary::default();
-        rtt.record(Rtt {
-            smoothed: Duration::from_micros(150),
-            variance: Duration::from_micros(40),
-        });
-        rtt.record(Rtt {
-            smoothed: Duration::from_micros(250),
-            variance: Duration::from_micros(60),
-        });
+        rtt.record(Rtt::from_micros(150, 40));
+        rtt.record(Rtt::from_micros(250, 60));
         let mut stats = FlowStats {
             bytes_sent: 300,
             rtt,

@@ -390,11 +390,8 @@ mod tests {
         assert_eq!(exposition.render(), expected);
     }
 
-    fn rtt(smoothed_us: u64, variance_us: u64) -> receiver::Rtt {
-        receiver::Rtt {
-            smoothed: Duration::from_micros(smoothed_us),
-            variance: Duration::from_micros(variance_us),
-        }
+    fn rtt(smoothed_us: u32, variance_us: u32) -> receiver::Rtt {
+        receiver::Rtt::from_micros(smoothed_us, variance_us)
     }
 
     fn sample<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {

@@ -78,10 +78,7 @@ fn busy_series() -> Series {
         ..FlowStats::default()
     };
     stats.connections_failed.refused = 1;
-    stats.rtt.record(Rtt {
-        smoothed: Duration::from_millis(1),
-        variance: Duration::from_millis(1),
-    });
+    stats.rtt.record(Rtt::from_micros(1000, 1000));
     Series {
         attributes: [("network.transport", AttributeValue::from("tcp"))]
             .into_iter()

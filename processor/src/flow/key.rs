@@ -132,6 +132,7 @@ impl FlowKey {
             ClientEnd::Remote => destination_port = None,
             ClientEnd::Unknown => {}
         }
+        let translation = sample.translation();
         FlowKey {
             transport: sample.transport,
             network_type: NetworkType::of(source_address),
@@ -143,8 +144,8 @@ impl FlowKey {
             destination_address: sample.remote.ip().to_canonical(),
             destination_port,
             translation: Translation {
-                source: collapsed(sample.translation.source, source_port),
-                destination: collapsed(sample.translation.destination, destination_port),
+                source: collapsed(translation.source, source_port),
+                destination: collapsed(translation.destination, destination_port),
             },
             destination_domain: None,
         }
@@ -279,7 +280,10 @@ mod tests {
     fn a_dnat_client_flow_names_the_real_server_and_keeps_the_virtual_one() {
         let mut sample = open(1, Counters::default());
         sample.remote = "10.253.9.9:80".parse().unwrap();
-        sample.translation.destination = Some("10.253.7.2:8080".parse().unwrap());
+        sample.translation = Some(Box::new(Translation {
+            destination: Some("10.253.7.2:8080".parse().unwrap()),
+            source: None,
+        }));
         let a = FlowKey::of(&sample, &PortFacts::default()).attributes();
         let text = |name| a.get(name).map(AttributeValue::to_string);
         assert_eq!(text("destination.address").as_deref(), Some("10.253.9.9"));
@@ -294,7 +298,10 @@ mod tests {
     #[test]
     fn a_masqueraded_client_loses_its_translated_port_with_its_own() {
         let mut sample = open(1, Counters::default());
-        sample.translation.source = Some("10.2.0.1:50000".parse().unwrap());
+        sample.translation = Some(Box::new(Translation {
+            destination: None,
+            source: Some("10.2.0.1:50000".parse().unwrap()),
+        }));
         let a = FlowKey::of(&sample, &PortFacts::default()).attributes();
         assert_eq!(
             a.get("source.translated.address")

@@ -68,8 +68,8 @@ impl RttSummary {
     /// Adds one sample's estimate.
     pub fn record(&mut self, rtt: Rtt) {
         self.samples += 1;
-        self.smoothed_ns += rtt.smoothed.as_nanos();
-        self.variance_ns += rtt.variance.as_nanos();
+        self.smoothed_ns += rtt.smoothed().as_nanos();
+        self.variance_ns += rtt.variance().as_nanos();
     }
 
     /// How many samples carried an estimate.
@@ -303,10 +303,7 @@ mod tests {
 
     #[test]
     fn rtt_is_the_mean_of_active_samples_carrying_one() {
-        let rtt = |us| Rtt {
-            smoothed: Duration::from_micros(us),
-            variance: Duration::from_micros(us / 10),
-        };
+        let rtt = |us| Rtt::from_micros(us, us / 10);
         let mut a = open(1, counters(10, 0));
         a.rtt = Some(rtt(100));
         let mut b = open(2, counters(10, 0));

@@ -84,6 +84,8 @@ pub struct ConnInfo {
     pub _pad: [u8; 2],
     /// TCP: when a walk or the handshake last saw the connection alive.
     pub alive_ns: u64,
+    /// TCP: when a program last saw the counters grow (or first saw it).
+    pub moved_ns: u64,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     pub comm: [u8; 16],
@@ -273,6 +275,7 @@ mod tests {
             ("conn_info.direction", offset_of!(ConnInfo, direction)),
             ("conn_info.flags", offset_of!(ConnInfo, flags)),
             ("conn_info.alive_ns", offset_of!(ConnInfo, alive_ns)),
+            ("conn_info.moved_ns", offset_of!(ConnInfo, moved_ns)),
             ("conn_info.local_addr", offset_of!(ConnInfo, local_addr)),
             ("conn_info.remote_addr", offset_of!(ConnInfo, remote_addr)),
             ("conn_info.comm", offset_of!(ConnInfo, comm)),

@@ -30,8 +30,10 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Calls `each` with every entry of the map, batch by batch. A walk that
-/// races with deletions may give a key twice: the caller keeps one.
+/// Calls `each` with every entry of the map, batch by batch. Each batch is
+/// whole hash buckets, each copied under its bucket's lock, and a key
+/// lives in one bucket: unlike a `get_next_key` walk, which restarts when
+/// its key is deleted, this one gives no key twice.
 pub fn for_each(
     map: &BpfHashMap<MapData, ConnKey, ConnInfo>,
     mut each: impl FnMut(&ConnKey, &ConnInfo),

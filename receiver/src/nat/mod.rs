@@ -138,7 +138,7 @@ impl Nat {
             if let Some(translation) =
                 table.translation(sample.netns, sample.transport, sample.local, sample.remote)
             {
-                sample.translation = translation;
+                sample.translation = Some(Box::new(translation));
             }
         }
     }

@@ -155,10 +155,7 @@ mod tests {
 
     #[test]
     fn rows_sort_largest_first_by_the_chosen_column() {
-        let rtt = |ms| Rtt {
-            smoothed: Duration::from_millis(ms),
-            variance: Duration::ZERO,
-        };
+        let rtt = |ms: u32| Rtt::from_micros(ms * 1000, 0);
         let mut flows = vec![
             flow(&[("source.process.name", "a")], 100, 1),
             flow(&[("source.process.name", "b")], 10, 500),
