@@ -66,6 +66,14 @@ impl DeltaTracker {
     ) {
         self.poll += 1;
         let poll = self.poll;
+        if self.last.is_empty() {
+            // The first poll (of an agent started on a busy host) brings
+            // every connection at once: one table of the final size, not a
+            // table that doubles while all the samples are held, with the
+            // old and new tables side by side at each doubling.
+            self.last
+                .reserve(samples.iter().filter(|s| !s.is_closed()).count());
+        }
         for id in quiet {
             // One not remembered has nothing counted yet: its first sample,
             // when it moves or closes, counts it in full.
