@@ -188,17 +188,11 @@ fn run(held: u64, rate: u64, seconds: u64) {
 /// `iter/tcp` program (benches/floor_walk.bpf.c) pinned by bpftool and read
 /// to its end, five times; the median against the sockets open.
 fn floor_walk() {
-    let object = std::env::temp_dir().join(format!("flowtel-bench-walk-{}.o", std::process::id()));
-    std::fs::write(&object, shared::bpf_object::build("floor_walk.bpf.c")).expect("write");
-    let pin = format!("/sys/fs/bpf/flowtel-bench-walk-{}", std::process::id());
-    let pinned = Command::new("bpftool")
-        .args(["iter", "pin"])
-        .arg(&object)
-        .arg(&pin)
-        .status()
-        .expect("bpftool");
-    let _ = std::fs::remove_file(&object);
-    assert!(pinned.success(), "bpftool could not pin the empty TCP walk");
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/flowtel-bench-walk-{}",
+        std::process::id()
+    ));
+    shared::bpf_object::pin_with_bpftool("floor_walk.bpf.c", &["iter", "pin"], &pin);
     let mut runs: Vec<f64> = (0..5)
         .map(|_| {
             let began = Instant::now();

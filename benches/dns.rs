@@ -301,25 +301,11 @@ struct FloorPrograms {
 
 impl FloorPrograms {
     fn load() -> FloorPrograms {
-        let object =
-            std::env::temp_dir().join(format!("flowtel-bench-floor-{}.o", std::process::id()));
-        std::fs::write(&object, shared::bpf_object::build("floor.bpf.c"))
-            .expect("write the object");
         let pins = std::path::PathBuf::from(format!(
             "/sys/fs/bpf/flowtel-bench-floor-{}",
             std::process::id()
         ));
-        let status = Command::new("bpftool")
-            .args(["prog", "loadall"])
-            .arg(&object)
-            .arg(&pins)
-            .status()
-            .expect("bpftool prog loadall");
-        let _ = std::fs::remove_file(&object);
-        assert!(
-            status.success(),
-            "bpftool could not load benches/floor.bpf.c"
-        );
+        shared::bpf_object::pin_with_bpftool("floor.bpf.c", &["prog", "loadall"], &pins);
         FloorPrograms { pins }
     }
 
