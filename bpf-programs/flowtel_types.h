@@ -33,7 +33,9 @@
 #define FT_STAT_UNTRACKED 3       /* other event on a socket not in the full map */
 #define FT_STAT_INSERT_FAILED 4   /* a new entry refused though the map had room */
 #define FT_STAT_CGROUP_LOST 5     /* ring buffer full: a cgroup made or removed not told */
-#define FT_STAT_DNS_LOST 6        /* dns_events full: a DNS message not handed over */
+#define FT_STAT_DNS_LOST 6        /* a DNS message not handed over: dns_events full, or an
+				   * answer read where the receive program cannot see it
+				   * (recvmmsg, io_uring) */
 #define FT_STAT_COUNT 7
 
 /* Indexes of the settings map (written by user space). */
@@ -52,7 +54,8 @@
 #define FT_BUSY_STATE_BY_ADDR 1
 #define FT_BUSY_SEND 2
 #define FT_BUSY_RECV 3
-#define FT_BUSY_COUNT 4
+#define FT_BUSY_DNS_RECV 4
+#define FT_BUSY_COUNT 5
 
 /*
  * One tracked connection. For TCP and connected UDP the peer is the
@@ -152,7 +155,9 @@ struct cgroup_event {
 
 /* dns_event.direction */
 #define FT_DNS_QUERY 1  /* leaving a client for the DNS port (egress) */
-#define FT_DNS_ANSWER 2 /* reaching a client from the DNS port (ingress) */
+#define FT_DNS_ANSWER 2 /* reaching a client from the DNS port (ingress), or read by
+			 * it (the receive tracepoint: for TCP, what one read
+			 * returned, which may be the length prefix alone) */
 
 /* The most of a DNS message copied (UDP payload; for TCP the 2-byte length
  * and the message in the segment). Longer messages are cut. */
@@ -160,7 +165,7 @@ struct cgroup_event {
 
 /* A DNS message seen by the client's socket (ring buffer dns_events). */
 struct dns_event {
-	__u64 ktime_ns;  /* CLOCK_MONOTONIC when the packet passed */
+	__u64 ktime_ns;  /* CLOCK_MONOTONIC when the packet passed, or was read */
 	__u64 cookie;    /* the client socket's cookie */
 	__u32 netns;     /* queries: the sender's network namespace; answers: 0 */
 	__u32 pid;       /* queries: the sending process; answers: 0 */

@@ -180,22 +180,29 @@ int flowtel_udp_egress(struct __sk_buff *ctx)
 
 /* --- Peers of unconnected UDP datagrams (cgroup sock_addr hooks). ------ */
 
+/* The socket and the peer a sendmsg or recvmsg hook names. */
+static __always_inline void peer_of_sock_addr(struct bpf_sock_addr *ctx, __u16 family,
+					      struct udp_peer *peer)
+{
+	peer->cookie = bpf_get_socket_cookie(ctx);
+	peer->family = family;
+	peer->port = bpf_ntohs((__u16)ctx->user_port);
+	if (family == AF_INET) {
+		*(__u32 *)peer->addr = ctx->user_ip4;
+	} else {
+		((__u32 *)peer->addr)[0] = ctx->user_ip6[0];
+		((__u32 *)peer->addr)[1] = ctx->user_ip6[1];
+		((__u32 *)peer->addr)[2] = ctx->user_ip6[2];
+		((__u32 *)peer->addr)[3] = ctx->user_ip6[3];
+	}
+}
+
 static __always_inline void stash_udp_peer(struct bpf_sock_addr *ctx, __u16 family)
 {
 	struct udp_peer peer = {};
 	__u64 thread = bpf_get_current_pid_tgid();
 
-	peer.cookie = bpf_get_socket_cookie(ctx);
-	peer.family = family;
-	peer.port = bpf_ntohs((__u16)ctx->user_port);
-	if (family == AF_INET) {
-		*(__u32 *)peer.addr = ctx->user_ip4;
-	} else {
-		((__u32 *)peer.addr)[0] = ctx->user_ip6[0];
-		((__u32 *)peer.addr)[1] = ctx->user_ip6[1];
-		((__u32 *)peer.addr)[2] = ctx->user_ip6[2];
-		((__u32 *)peer.addr)[3] = ctx->user_ip6[3];
-	}
+	peer_of_sock_addr(ctx, family, &peer);
 	bpf_map_update_elem(&udp_peers, &thread, &peer, BPF_ANY);
 }
 

@@ -230,6 +230,47 @@ pub fn query_udp_for(
     Some(lookup(id, socket.local_addr().unwrap(), took, &buffer[..n]))
 }
 
+/// Asks `server` for `name`'s A record over UDP from an unconnected socket
+/// (sendto, then recvfrom with the sender's address: the reader names its
+/// server itself, no socket does).
+pub fn query_udp_unconnected(server: SocketAddr, name: &str) -> Lookup {
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    let id = next_id();
+    let bytes = query(name, id, RecordType::A);
+    let started = Instant::now();
+    socket.send_to(&bytes, server).expect("send the query");
+    let mut buffer = [0u8; 4096];
+    let (n, from) = socket.recv_from(&mut buffer).expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(from, server, "the answer's sender");
+    lookup(id, socket.local_addr().unwrap(), took, &buffer[..n])
+}
+
+/// Debian's `dig` asking `server` for `name`'s A record, once, over TCP
+/// when `tcp`; its answer's response code (`status:`). dig reads UDP
+/// answers with recvmsg on a connected socket, TCP ones with read.
+pub fn dig(server: SocketAddr, name: &str, tcp: bool) -> String {
+    let mut command = Command::new("dig");
+    command
+        .arg(format!("@{}", server.ip()))
+        .args(["+tries=1", "+time=5", name, "A"]);
+    if tcp {
+        command.arg("+tcp");
+    }
+    let output = command
+        .output()
+        .expect("dig (apt-get install bind9-dnsutils)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split("status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("dig printed no status: {text}"))
+        .to_owned()
+}
+
 /// Asks `server` for `name`'s A record over TCP (length, then message, in
 /// one write).
 pub fn query_tcp(server: SocketAddr, name: &str) -> Lookup {

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use integration::agent::Agent;
 use integration::dns::{
-    counted, query_tcp, query_udp, query_udp_for, Counted, Lookup, RecordType, Unbound,
+    counted, dig, query_tcp, query_udp, query_udp_for, query_udp_unconnected, Counted, Lookup,
+    RecordType, Unbound,
 };
 use integration::netns::NetNs;
 use integration::otlp_metrics;
@@ -163,6 +164,61 @@ fn tcp_lookups_are_counted_as_tcp() {
         &ok.iter().collect::<Vec<_>>(),
     );
     assert_latency_within(&counted[&key("nx.flowtel", "NXDOMAIN", "tcp")], &[&nx]);
+}
+
+#[test]
+fn lookups_of_dig_and_of_an_unconnected_socket_are_counted() {
+    privilege::require_root();
+    let unbound = Unbound::start(
+        Ipv4Addr::new(127, 0, 53, 9),
+        Ipv4Addr::new(192, 0, 2, 9),
+        None,
+    );
+    let mut agent = agent("readers");
+    // The three ways a reader takes its answer here: recvmsg (dig, UDP),
+    // read (dig, TCP) and recvfrom with the sender's address.
+    assert_eq!(dig(unbound.server, "ok.flowtel", false), "NOERROR");
+    assert_eq!(dig(unbound.server, "nx.flowtel", false), "NXDOMAIN");
+    assert_eq!(dig(unbound.server, "ok.flowtel", true), "NOERROR");
+    let unconnected: Vec<Lookup> = (0..2)
+        .map(|_| query_udp_unconnected(unbound.server, "rf.flowtel"))
+        .collect();
+    assert!(unconnected.iter().all(|l| l.code == "REFUSED"));
+    let expected = BTreeMap::from([
+        (key("ok.flowtel", "NOERROR", "udp"), 1),
+        (key("nx.flowtel", "NXDOMAIN", "udp"), 1),
+        (key("ok.flowtel", "NOERROR", "tcp"), 1),
+        (key("rf.flowtel", "REFUSED", "udp"), 2),
+    ]);
+    let counted = assert_counted(&mut agent, unbound.server.ip(), &expected);
+    assert_latency_within(
+        &counted[&key("rf.flowtel", "REFUSED", "udp")],
+        &unconnected.iter().collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn a_refused_receive_program_takes_answers_from_the_packets_and_counts_exactly() {
+    privilege::require_root();
+    let unbound = Unbound::start(
+        Ipv4Addr::new(127, 0, 53, 10),
+        Ipv4Addr::new(192, 0, 2, 10),
+        None,
+    );
+    let mut agent = agent_with("ingress", "", Some("flowtel_dns_recv"));
+    assert_eq!(dns_level(&mut agent), "fallback");
+    let ok = query_udp(unbound.server, "ok.flowtel", Duration::from_secs(5)).expect("an answer");
+    let nx = query_tcp(unbound.server, "nx.flowtel");
+    let rf = query_udp_unconnected(unbound.server, "rf.flowtel");
+    let expected = BTreeMap::from([
+        (key("ok.flowtel", "NOERROR", "udp"), 1),
+        (key("nx.flowtel", "NXDOMAIN", "tcp"), 1),
+        (key("rf.flowtel", "REFUSED", "udp"), 1),
+    ]);
+    let counted = assert_counted(&mut agent, unbound.server.ip(), &expected);
+    assert_latency_within(&counted[&key("ok.flowtel", "NOERROR", "udp")], &[&ok]);
+    assert_latency_within(&counted[&key("nx.flowtel", "NXDOMAIN", "tcp")], &[&nx]);
+    assert_latency_within(&counted[&key("rf.flowtel", "REFUSED", "udp")], &[&rf]);
 }
 
 /// Drops the queries reaching `server` on the input side (the query has
@@ -370,7 +426,8 @@ fn dns_level(agent: &mut Agent) -> String {
 #[test]
 fn a_refused_program_turns_dns_off_with_one_warning_and_the_rest_counts() {
     privilege::require_root();
-    let mut agent = agent_with("refused", "", Some("flowtel_dns_ingress"));
+    // The query program: both ways of the feature need it.
+    let mut agent = agent_with("refused", "", Some("flowtel_dns_egress"));
     assert_eq!(dns_level(&mut agent), "off");
     let warnings: Vec<String> = agent
         .stderr()

@@ -296,6 +296,7 @@ mod tests {
             at_ns: at_ms * 1_000_000,
             kind,
             transport: receiver::Transport::Udp,
+            socket: 99,
             client: "10.0.0.1:53000".parse().unwrap(),
             server: "10.0.0.53:53".parse().unwrap(),
             netns: if kind == MessageKind::Query {

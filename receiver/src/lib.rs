@@ -176,7 +176,7 @@ impl Receiver {
             }
         };
         let tcp_netns = take_map(ebpf, "tcp_netns")?;
-        let dns = if loaded.features.get(Feature::Dns).level() == Level::On {
+        let dns = if loaded.features.get(Feature::Dns).level() != Level::Off {
             let capture = dns::DnsCapture::new(take_map(ebpf, "dns_events")?);
             let drain = capture.spawn_reader().map_err(Error::RingBuffer)?;
             Some((capture, drain))

@@ -1,5 +1,6 @@
-//! Queries matched with their answers by transaction id, client address
-//! and port, server and transport, into [`DnsLookup`]s; a query unanswered
+//! Queries matched with their answers by transaction id, client socket,
+//! server and transport (the socket, not its address: an answer read
+//! through an unbound socket knows no local address), into [`DnsLookup`]s; a query unanswered
 //! for the timeout is a lookup too, with outcome [`TIMEOUT`]. The table of
 //! queries awaiting an answer is bounded: beyond it queries are counted,
 //! not matched.
@@ -40,7 +41,8 @@ pub struct DnsLookup {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Transaction {
     id: u16,
-    client: SocketAddr,
+    /// The client socket's cookie.
+    socket: u64,
     server: SocketAddr,
     transport: Transport,
 }
@@ -48,6 +50,7 @@ struct Transaction {
 #[derive(Debug)]
 struct Pending {
     at_ns: u64,
+    client: SocketAddr,
     netns: u32,
     process_name: Arc<str>,
     question: Option<DnsQuestion>,
@@ -63,7 +66,7 @@ impl Pending {
     ) -> DnsLookup {
         DnsLookup {
             transport: transaction.transport,
-            client: transaction.client,
+            client: self.client,
             server: transaction.server,
             netns: self.netns,
             process_name: self.process_name,
@@ -120,7 +123,7 @@ impl Lookups {
         for message in messages {
             let transaction = Transaction {
                 id: message.content.id,
-                client: message.client,
+                socket: message.socket,
                 server: message.server,
                 transport: message.transport,
             };
@@ -136,6 +139,7 @@ impl Lookups {
                     }
                     let pending = Pending {
                         at_ns: message.at_ns,
+                        client: message.client,
                         netns: message.netns,
                         process_name: Arc::clone(&message.process_name),
                         question: message.content.question.clone(),
@@ -199,6 +203,7 @@ pub(crate) mod tests {
             at_ns: at_ms * 1_000_000,
             kind,
             transport: Transport::Udp,
+            socket: 4242,
             client: "10.0.0.1:40000".parse().unwrap(),
             server: "10.0.0.53:53".parse().unwrap(),
             netns: if kind == MessageKind::Query { 7 } else { 0 },

@@ -26,11 +26,15 @@ pub enum MessageKind {
 /// A DNS message seen at a client socket of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsMessage {
-    /// CLOCK_MONOTONIC, in nanoseconds, when the packet passed the hook.
+    /// CLOCK_MONOTONIC, in nanoseconds, when the packet passed the hook
+    /// (a query) or the client read it (an answer, on Linux 6.3+).
     pub at_ns: u64,
     pub kind: MessageKind,
     pub transport: Transport,
-    /// The client's end (this host's socket).
+    /// The client socket's cookie: what a query and its answer share.
+    pub socket: u64,
+    /// The client's end (this host's socket); for an answer read through
+    /// an unbound socket, its port on the unspecified address.
     pub client: SocketAddr,
     /// The DNS server's end.
     pub server: SocketAddr,
@@ -93,16 +97,25 @@ pub enum Malformed {
 /// payload's length in the packet (more than `payload` holds when the copy
 /// was cut).
 pub fn parse(payload: &[u8], length: usize, transport: Transport) -> Result<DnsContent, Malformed> {
-    let (message, whole) = match transport {
-        Transport::Udp => (payload, payload.len() >= length),
+    match transport {
+        Transport::Udp => parse_bare(payload, length),
         Transport::Tcp => {
             let [high, low, rest @ ..] = payload else {
                 return Err(Malformed::Short);
             };
             let declared = usize::from(u16::from_be_bytes([*high, *low]));
-            (&rest[..declared.min(rest.len())], rest.len() >= declared)
+            parse_whole_or_head(&rest[..declared.min(rest.len())], rest.len() >= declared)
         }
-    };
+    }
+}
+
+/// Parses a message without a TCP length in front: a UDP payload, or the
+/// TCP read that followed the one that took the length alone.
+pub fn parse_bare(payload: &[u8], length: usize) -> Result<DnsContent, Malformed> {
+    parse_whole_or_head(payload, payload.len() >= length)
+}
+
+fn parse_whole_or_head(message: &[u8], whole: bool) -> Result<DnsContent, Malformed> {
     if message.len() < 12 {
         return Err(Malformed::Short);
     }

@@ -225,9 +225,30 @@ const CGROUP_PATHS: Mechanism = Mechanism {
     ],
 };
 
-/// The host's DNS messages: queries leaving client sockets, answers
-/// reaching them. Programs of their own, never pinned: they need the
-/// agent's ring buffer reader, and no lookup is counted while no agent runs.
+/// The host's DNS messages: queries leaving client sockets, answers as
+/// their clients read them (Linux 6.3+, x86-64 system calls). Programs of
+/// their own, never pinned: they need the agent's ring buffer reader, and
+/// no lookup is counted while no agent runs. Nothing here runs for a
+/// received packet: the receive tracepoint fires once per read, and is the
+/// one UDP counting holds already.
+const DNS_RECEIVE: Mechanism = Mechanism {
+    via: "cgroup_skb egress (queries), tracepoint sock_recv_length (answers)",
+    // The egress program last: a refused receive program leaves nothing
+    // loaded for the next way, which has it too.
+    programs: &[
+        ("flowtel_dns_recv", Hook::Tracepoint("sock_recv_length")),
+        (
+            "flowtel_dns_recv_twin",
+            Hook::Tracepoint("sock_recv_length"),
+        ),
+        ("flowtel_dns_recvmsg4", Hook::Cgroup("recvmsg4")),
+        ("flowtel_dns_recvmsg6", Hook::Cgroup("recvmsg6")),
+        ("flowtel_dns_egress", Hook::CgroupEgress),
+    ],
+};
+
+/// DNS from the packets: answers on the ingress hook, which every received
+/// packet then pays (about 40 ns here), for kernels before 6.3.
 const DNS_CAPTURE: Mechanism = Mechanism {
     via: "cgroup_skb egress and ingress",
     programs: &[
@@ -238,7 +259,7 @@ const DNS_CAPTURE: Mechanism = Mechanism {
 
 /// Every program of the object: for `flowtel check --all-programs`, and
 /// the contract test.
-const ALL_MECHANISMS: [&Mechanism; 17] = [
+const ALL_MECHANISMS: [&Mechanism; 18] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
     &TCP_RETRANSMIT[0],
@@ -255,6 +276,7 @@ const ALL_MECHANISMS: [&Mechanism; 17] = [
     &UDP_PEERS,
     &UDP_RELEASE,
     &CGROUP_PATHS,
+    &DNS_RECEIVE,
     &DNS_CAPTURE,
 ];
 
@@ -281,7 +303,17 @@ fn mechanisms(
         Feature::UdpRelease => vec![&UDP_RELEASE],
         Feature::Containers => vec![&CGROUP_PATHS],
         Feature::Nat => vec![],
-        Feature::Dns => vec![&DNS_CAPTURE],
+        Feature::Dns => dns_ways(),
+    }
+}
+
+/// DNS's ways: answers read from the reader's buffer where the system call
+/// ABI is known (x86-64), else from the packets.
+fn dns_ways() -> Vec<&'static Mechanism> {
+    if cfg!(target_arch = "x86_64") {
+        vec![&DNS_RECEIVE, &DNS_CAPTURE]
+    } else {
+        vec![&DNS_CAPTURE]
     }
 }
 
@@ -455,7 +487,7 @@ pub fn load_and_attach(
             // Never pinned, never adopted: attached afresh by each agent.
             let kept = (context.pins.take(), context.resume);
             context.resume = false;
-            let (state, _) = enable(&mut ebpf, &mut context, feature, &[&DNS_CAPTURE]);
+            let (state, _) = enable(&mut ebpf, &mut context, feature, &dns_ways());
             (context.pins, context.resume) = kept;
             state
         } else if is_udp(feature) && !config.udp {
