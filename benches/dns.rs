@@ -7,7 +7,7 @@
 //! malformed, and the DNS programs' mean run time
 //! (`kernel.bpf_stats_enabled`) on packets that are not DNS (UDP datagrams to
 //! another port) and on the queries; then the same programs' own time on a
-//! packet that is not DNS, by `bpftool prog run` (BPF_PROG_TEST_RUN, a
+//! packet that is not DNS for the packet (cgroup_skb) programs, by `bpftool prog run` (BPF_PROG_TEST_RUN, a
 //! million runs timed as one, with bpf_stats off), alternated with an empty
 //! program on the same hook: the difference is the program's own work.
 //!
@@ -235,7 +235,7 @@ fn not_dns_packet() -> Vec<u8> {
 }
 
 /// Test runs (a million each, timed as one) of each `flowtel_dns_*`
-/// program of `agent` on [`not_dns_packet`], alternated with an empty
+/// packet program of `agent` on [`not_dns_packet`], alternated with an empty
 /// program on the same hook (benches/floor.bpf.c), `TEST_RUN_PAIRS` times;
 /// with bpf_stats off, which would time every run. Medians.
 fn test_run_times(agent: u32, stats: &mut BpfStats) {
@@ -245,7 +245,7 @@ fn test_run_times(agent: u32, stats: &mut BpfStats) {
     let floor = FloorPrograms::load();
     let mut empty = Vec::new();
     let mut programs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let ids = dns_program_ids(agent);
+    let ids = dns_packet_program_ids(agent);
     stats.pause();
     for _ in 0..TEST_RUN_PAIRS {
         empty.push(test_run(&["pinned", &floor.egress()], &packet));
@@ -354,10 +354,12 @@ fn dns_program_stats(agent: u32) -> BTreeMap<String, ProgramStats> {
         .collect()
 }
 
-/// The ids of the programs named `flowtel_dns_*` that `agent` holds.
-fn dns_program_ids(agent: u32) -> BTreeMap<String, u64> {
+/// The ids of the packet programs (`cgroup_skb`) named `flowtel_dns_*`
+/// that `agent` holds: the kernel test-runs no tracing or sock_addr ones.
+fn dns_packet_program_ids(agent: u32) -> BTreeMap<String, u64> {
     dns_programs(agent)
         .into_iter()
+        .filter(|(_, p)| p["type"] == "cgroup_skb")
         .filter_map(|(name, p)| Some((name, p["id"].as_u64()?)))
         .collect()
 }

@@ -191,6 +191,34 @@ struct {
 	__type(value, struct udp_peer);
 } dns_servers SEC(".maps");
 
+/* How many entries dns_servers holds, about: while none, a UDP read that
+ * is not from the DNS port costs an array load, not a hash lookup. A hint
+ * only: an entry the LRU evicts, or a thread that peeked and left, keeps
+ * it above the truth, which costs lookups, never answers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} dns_servers_held SEC(".maps");
+
+static __always_inline void count_dns_servers(__s64 change)
+{
+	__u32 index = 0;
+	__s64 *held = bpf_map_lookup_elem(&dns_servers_held, &index);
+
+	if (held)
+		__sync_fetch_and_add(held, change);
+}
+
+static __always_inline int dns_servers_stashed(void)
+{
+	__u32 index = 0;
+	__s64 *held = bpf_map_lookup_elem(&dns_servers_held, &index);
+
+	return held && *held > 0;
+}
+
 static __always_inline int stash_dns_server(struct bpf_sock_addr *ctx, __u16 family)
 {
 	struct udp_peer server = {};
@@ -199,7 +227,10 @@ static __always_inline int stash_dns_server(struct bpf_sock_addr *ctx, __u16 fam
 	if (bpf_ntohs((__u16)ctx->user_port) != dns_port)
 		return 1;
 	peer_of_sock_addr(ctx, family, &server);
-	bpf_map_update_elem(&dns_servers, &thread, &server, BPF_ANY);
+	if (!bpf_map_update_elem(&dns_servers, &thread, &server, BPF_NOEXIST))
+		count_dns_servers(1);
+	else
+		bpf_map_update_elem(&dns_servers, &thread, &server, BPF_ANY);
 	return 1;
 }
 
@@ -286,7 +317,7 @@ static __always_inline int answer_server(struct sock *sk, __u64 cookie, struct d
 	__u64 thread = bpf_get_current_pid_tgid();
 	struct udp_peer *stashed = 0;
 
-	if (sk->sk_protocol == IPPROTO_UDP)
+	if (sk->sk_protocol == IPPROTO_UDP && dns_servers_stashed())
 		stashed = bpf_map_lookup_elem(&dns_servers, &thread);
 	if (stashed) {
 		int ours = stashed->cookie == cookie;
@@ -295,7 +326,8 @@ static __always_inline int answer_server(struct sock *sk, __u64 cookie, struct d
 			event->family = stashed->family;
 			__builtin_memcpy(event->server_addr, stashed->addr, 16);
 		}
-		bpf_map_delete_elem(&dns_servers, &thread);
+		if (!bpf_map_delete_elem(&dns_servers, &thread))
+			count_dns_servers(-1);
 		if (ours)
 			return 1;
 	}
@@ -332,7 +364,7 @@ static __always_inline int capture_dns_answer(struct sock *sk, int ret)
 	if (sk->sk_protocol == IPPROTO_UDP && bpf_ntohs(sk->__sk_common.skc_dport) != dns_port) {
 		__u64 thread = bpf_get_current_pid_tgid();
 
-		if (!bpf_map_lookup_elem(&dns_servers, &thread))
+		if (!dns_servers_stashed() || !bpf_map_lookup_elem(&dns_servers, &thread))
 			return 0;
 	}
 	event = bpf_ringbuf_reserve(&dns_events, sizeof(*event), 0);
