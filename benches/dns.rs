@@ -339,7 +339,7 @@ impl ProgramStats {
     }
 }
 
-/// bpf_stats of the programs named `flowtel_dns_*` that process `agent`
+/// bpf_stats of the DNS programs ([`is_dns_program`]) that process `agent`
 /// holds, by name.
 fn dns_program_stats(agent: u32) -> BTreeMap<String, ProgramStats> {
     dns_programs(agent)
@@ -354,7 +354,7 @@ fn dns_program_stats(agent: u32) -> BTreeMap<String, ProgramStats> {
         .collect()
 }
 
-/// The ids of the packet programs (`cgroup_skb`) named `flowtel_dns_*`
+/// The ids of the DNS packet programs (`cgroup_skb`)
 /// that `agent` holds: the kernel test-runs no tracing or sock_addr ones.
 fn dns_packet_program_ids(agent: u32) -> BTreeMap<String, u64> {
     dns_programs(agent)
@@ -364,7 +364,7 @@ fn dns_packet_program_ids(agent: u32) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// `bpftool prog show` of the programs named `flowtel_dns_*` that process
+/// `bpftool prog show` of the DNS programs ([`is_dns_program`]) that process
 /// `agent` holds, by name (bpftool shows at most 15 characters of a name;
 /// other agents on the host hold programs of the same names).
 fn dns_programs(agent: u32) -> BTreeMap<String, serde_json::Value> {
@@ -381,10 +381,16 @@ fn dns_programs(agent: u32) -> BTreeMap<String, serde_json::Value> {
         .filter(|p| p["id"].as_u64().is_some_and(|id| held.contains(&id)))
         .filter_map(|p| {
             let name = p["name"].as_str()?;
-            name.starts_with("flowtel_dns")
-                .then(|| (name.to_owned(), p.clone()))
+            is_dns_program(name).then(|| (name.to_owned(), p.clone()))
         })
         .collect()
+}
+
+/// The programs that capture DNS: its own, and the UDP programs that
+/// capture it too when both features are on (the default).
+fn is_dns_program(name: &str) -> bool {
+    name.starts_with("flowtel_dns")
+        || ["flowtel_udp_egress", "flowtel_recv", "flowtel_recv_twin"].contains(&name)
 }
 
 /// The ids of the BPF programs `pid` holds open (`prog_id:` in the fdinfo

@@ -183,6 +183,23 @@ static __always_inline void add_udp_datagrams(struct conn_info *info, __u32 byte
 	}
 }
 
+/* The socket and the peer a sendmsg or recvmsg hook names. */
+static __always_inline void peer_of_sock_addr(struct bpf_sock_addr *ctx, __u16 family,
+					      struct udp_peer *peer)
+{
+	peer->cookie = bpf_get_socket_cookie(ctx);
+	peer->family = family;
+	peer->port = bpf_ntohs((__u16)ctx->user_port);
+	if (family == AF_INET) {
+		*(__u32 *)peer->addr = ctx->user_ip4;
+	} else {
+		((__u32 *)peer->addr)[0] = ctx->user_ip6[0];
+		((__u32 *)peer->addr)[1] = ctx->user_ip6[1];
+		((__u32 *)peer->addr)[2] = ctx->user_ip6[2];
+		((__u32 *)peer->addr)[3] = ctx->user_ip6[3];
+	}
+}
+
 /* Wakes the ring's reader only when more than 1/share of it is queued:
  * user space drains it at every poll anyway, and a wakeup per record would
  * cost the agent a context switch each (thousands a second under churn). */

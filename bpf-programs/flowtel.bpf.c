@@ -79,6 +79,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #undef TCP_LOADED_KEY
 #undef TCP_BUSY
 
+/* DNS first: the UDP programs capture it too when both features are on. */
+#include "dns.h"
 #include "udp.h"
 #include "cgroups.h"
-#include "dns.h"

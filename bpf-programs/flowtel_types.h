@@ -41,7 +41,8 @@
 /* Indexes of the settings map (written by user space). */
 #define FT_SETTING_SEND_PEERS 0 /* sends counted from packets keep their peer */
 #define FT_SETTING_TEST_MISS_TCP_CLOSES 1 /* tests only: the state program skips closes */
-#define FT_SETTING_COUNT 2
+#define FT_SETTING_DNS_IN_UDP 2 /* flowtel_udp_egress and flowtel_recv capture DNS too */
+#define FT_SETTING_COUNT 3
 
 /* cgroup_event.kind */
 #define FT_CGROUP_MADE 1    /* a cgroup-v2 directory was made: its path follows */

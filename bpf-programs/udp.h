@@ -18,10 +18,21 @@ TWIN_PROGRAMS("tp_btf/sock_send_length", flowtel_send, flowtel_send_twin, FT_BUS
 	      sk->sk_protocol == IPPROTO_UDP, count_udp_btf(sk, ret, 1),
 	      struct sock *sk, int ret, int flags)
 
+/* A UDP datagram read, or (with FT_SETTING_DNS_IN_UDP) a DNS answer: the
+ * one program run per read for both features. */
+static __always_inline int read_datagram_or_answer(struct sock *sk, int ret)
+{
+	if (ret > 0 && setting(FT_SETTING_DNS_IN_UDP))
+		capture_dns_answer(sk, ret);
+	if (sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	return count_udp_btf(sk, ret, 0);
+}
+
 /* A peek leaves the datagram queued: it counts when really read. */
 TWIN_PROGRAMS("tp_btf/sock_recv_length", flowtel_recv, flowtel_recv_twin, FT_BUSY_RECV,
-	      sk->sk_protocol == IPPROTO_UDP && !(flags & MSG_PEEK), count_udp_btf(sk, ret, 0),
-	      struct sock *sk, int ret, int flags)
+	      !(flags & MSG_PEEK) && (sk->sk_protocol == IPPROTO_UDP || wants_dns_answer(sk, ret, flags)),
+	      read_datagram_or_answer(sk, ret), struct sock *sk, int ret, int flags)
 
 /* --- UDP sends from the packets (cgroup_skb egress). -------------------
  *
@@ -142,6 +153,8 @@ int flowtel_udp_egress(struct __sk_buff *ctx)
 	struct bpf_sock *sk = ctx->sk;
 	__u32 payload;
 
+	if (setting(FT_SETTING_DNS_IN_UDP))
+		capture_dns(ctx, 1);
 	if (!sk)
 		return 1;
 	sk = bpf_sk_fullsock(sk);
@@ -179,23 +192,6 @@ int flowtel_udp_egress(struct __sk_buff *ctx)
 }
 
 /* --- Peers of unconnected UDP datagrams (cgroup sock_addr hooks). ------ */
-
-/* The socket and the peer a sendmsg or recvmsg hook names. */
-static __always_inline void peer_of_sock_addr(struct bpf_sock_addr *ctx, __u16 family,
-					      struct udp_peer *peer)
-{
-	peer->cookie = bpf_get_socket_cookie(ctx);
-	peer->family = family;
-	peer->port = bpf_ntohs((__u16)ctx->user_port);
-	if (family == AF_INET) {
-		*(__u32 *)peer->addr = ctx->user_ip4;
-	} else {
-		((__u32 *)peer->addr)[0] = ctx->user_ip6[0];
-		((__u32 *)peer->addr)[1] = ctx->user_ip6[1];
-		((__u32 *)peer->addr)[2] = ctx->user_ip6[2];
-		((__u32 *)peer->addr)[3] = ctx->user_ip6[3];
-	}
-}
 
 static __always_inline void stash_udp_peer(struct bpf_sock_addr *ctx, __u16 family)
 {

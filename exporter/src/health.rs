@@ -248,7 +248,7 @@ impl Health {
         receiver_counter(
             "flowtel.dns.messages.lost",
             "{message}",
-            "DNS messages not read: the kernel's ring buffer or the receiver's inbox was full.",
+            "DNS messages not read: the kernel's ring buffer or the receiver's inbox was full, or the client read an answer where flowtel cannot see it (recvmmsg, io_uring).",
             |h| h.dns_lost + h.dns_overflowed,
         );
         receiver_counter(

@@ -197,16 +197,9 @@ fn lookups_of_dig_and_of_an_unconnected_socket_are_counted() {
     );
 }
 
-#[test]
-fn a_refused_receive_program_takes_answers_from_the_packets_and_counts_exactly() {
-    privilege::require_root();
-    let unbound = Unbound::start(
-        Ipv4Addr::new(127, 0, 53, 10),
-        Ipv4Addr::new(192, 0, 2, 10),
-        None,
-    );
-    let mut agent = agent_with("ingress", "", Some("flowtel_dns_recv"));
-    assert_eq!(dns_level(&mut agent), "fallback");
+/// One lookup by each kind of reader (a connected UDP socket, TCP, an
+/// unconnected UDP socket), each counted once within its client's latency.
+fn assert_each_reader_counted(agent: &mut Agent, unbound: &Unbound) {
     let ok = query_udp(unbound.server, "ok.flowtel", Duration::from_secs(5)).expect("an answer");
     let nx = query_tcp(unbound.server, "nx.flowtel");
     let rf = query_udp_unconnected(unbound.server, "rf.flowtel");
@@ -215,10 +208,39 @@ fn a_refused_receive_program_takes_answers_from_the_packets_and_counts_exactly()
         (key("nx.flowtel", "NXDOMAIN", "tcp"), 1),
         (key("rf.flowtel", "REFUSED", "udp"), 1),
     ]);
-    let counted = assert_counted(&mut agent, unbound.server.ip(), &expected);
+    let counted = assert_counted(agent, unbound.server.ip(), &expected);
     assert_latency_within(&counted[&key("ok.flowtel", "NOERROR", "udp")], &[&ok]);
     assert_latency_within(&counted[&key("nx.flowtel", "NXDOMAIN", "tcp")], &[&nx]);
     assert_latency_within(&counted[&key("rf.flowtel", "REFUSED", "udp")], &[&rf]);
+}
+
+#[test]
+fn without_udp_counting_dns_takes_programs_of_its_own_and_counts_exactly() {
+    privilege::require_root();
+    let unbound = Unbound::start(
+        Ipv4Addr::new(127, 0, 53, 11),
+        Ipv4Addr::new(192, 0, 2, 11),
+        None,
+    );
+    let mut agent = agent_with("own", "receiver:\n  udp: false\n", None);
+    assert_eq!(dns_level(&mut agent), "on");
+    let via = agent.stderr().join("\n");
+    assert_each_reader_counted(&mut agent, &unbound);
+    assert!(!via.contains("feature dns"), "no warning: {via}");
+}
+
+#[test]
+fn a_refused_receive_program_takes_answers_from_the_packets_and_counts_exactly() {
+    privilege::require_root();
+    let unbound = Unbound::start(
+        Ipv4Addr::new(127, 0, 53, 10),
+        Ipv4Addr::new(192, 0, 2, 10),
+        None,
+    );
+    // Both ways that read answers need the recvmsg hook.
+    let mut agent = agent_with("ingress", "", Some("flowtel_dns_recvmsg4"));
+    assert_eq!(dns_level(&mut agent), "fallback");
+    assert_each_reader_counted(&mut agent, &unbound);
 }
 
 /// Drops the queries reaching `server` on the input side (the query has
@@ -426,8 +448,13 @@ fn dns_level(agent: &mut Agent) -> String {
 #[test]
 fn a_refused_program_turns_dns_off_with_one_warning_and_the_rest_counts() {
     privilege::require_root();
-    // The query program: both ways of the feature need it.
-    let mut agent = agent_with("refused", "", Some("flowtel_dns_egress"));
+    // The recvmsg hook (which both ways that read answers need) and the
+    // query program of the packet way.
+    let mut agent = agent_with(
+        "refused",
+        "",
+        Some("flowtel_dns_recvmsg4,flowtel_dns_egress"),
+    );
     assert_eq!(dns_level(&mut agent), "off");
     let warnings: Vec<String> = agent
         .stderr()

@@ -31,8 +31,10 @@ pub const STAT_COUNT: usize = 7;
 pub const SETTING_SEND_PEERS: u32 = 0;
 /// `FT_SETTING_TEST_MISS_TCP_CLOSES`: for tests, closes go unreported.
 pub const SETTING_TEST_MISS_TCP_CLOSES: u32 = 1;
+/// `FT_SETTING_DNS_IN_UDP`: the UDP programs capture DNS too.
+pub const SETTING_DNS_IN_UDP: u32 = 2;
 /// `FT_SETTING_COUNT`: the settings map's size.
-pub const SETTING_COUNT: u32 = 2;
+pub const SETTING_COUNT: u32 = 3;
 
 /// `FT_CGROUP_*`
 pub const CGROUP_MADE: u32 = 1;
@@ -302,6 +304,7 @@ mod tests {
                 "FT_SETTING_TEST_MISS_TCP_CLOSES",
                 SETTING_TEST_MISS_TCP_CLOSES as usize,
             ),
+            ("FT_SETTING_DNS_IN_UDP", SETTING_DNS_IN_UDP as usize),
             ("FT_SETTING_COUNT", SETTING_COUNT as usize),
             ("FT_CGROUP_MADE", CGROUP_MADE as usize),
             ("FT_CGROUP_REMOVED", CGROUP_REMOVED as usize),

@@ -225,6 +225,21 @@ const CGROUP_PATHS: Mechanism = Mechanism {
     ],
 };
 
+/// DNS in the UDP programs (`FT_SETTING_DNS_IN_UDP`): where UDP is
+/// counted from its packets and reads (`PACKET_UDP`) and nothing is pinned,
+/// `flowtel_udp_egress` takes the queries and `flowtel_recv` the answers as
+/// their clients read them: no program runs for DNS that does not run
+/// anyway. Of its own, only the recvmsg hooks that name an unconnected
+/// reader's server. Never pinned (pinned UDP programs would write into a
+/// ring no later agent reads): with persistence DNS takes `DNS_RECEIVE`.
+const DNS_IN_UDP: Mechanism = Mechanism {
+    via: "the udp programs (queries on cgroup_skb egress, answers on tracepoint sock_recv_length)",
+    programs: &[
+        ("flowtel_dns_recvmsg4", Hook::Cgroup("recvmsg4")),
+        ("flowtel_dns_recvmsg6", Hook::Cgroup("recvmsg6")),
+    ],
+};
+
 /// The host's DNS messages: queries leaving client sockets, answers as
 /// their clients read them (Linux 6.3+, x86-64 system calls). Programs of
 /// their own, never pinned: they need the agent's ring buffer reader, and
@@ -259,7 +274,7 @@ const DNS_CAPTURE: Mechanism = Mechanism {
 
 /// Every program of the object: for `flowtel check --all-programs`, and
 /// the contract test.
-const ALL_MECHANISMS: [&Mechanism; 18] = [
+const ALL_MECHANISMS: [&Mechanism; 19] = [
     &TCP_STATE,
     &TCP_STATE_BY_ADDR,
     &TCP_RETRANSMIT[0],
@@ -276,6 +291,7 @@ const ALL_MECHANISMS: [&Mechanism; 18] = [
     &UDP_PEERS,
     &UDP_RELEASE,
     &CGROUP_PATHS,
+    &DNS_IN_UDP,
     &DNS_RECEIVE,
     &DNS_CAPTURE,
 ];
@@ -303,17 +319,18 @@ fn mechanisms(
         Feature::UdpRelease => vec![&UDP_RELEASE],
         Feature::Containers => vec![&CGROUP_PATHS],
         Feature::Nat => vec![],
-        Feature::Dns => dns_ways(),
+        Feature::Dns => dns_ways(false),
     }
 }
 
 /// DNS's ways: answers read from the reader's buffer where the system call
-/// ABI is known (x86-64), else from the packets.
-fn dns_ways() -> Vec<&'static Mechanism> {
-    if cfg!(target_arch = "x86_64") {
-        vec![&DNS_RECEIVE, &DNS_CAPTURE]
-    } else {
-        vec![&DNS_CAPTURE]
+/// ABI is known (x86-64), by the UDP programs when `in_udp` (they run
+/// anyway), else from the packets.
+fn dns_ways(in_udp: bool) -> Vec<&'static Mechanism> {
+    match (cfg!(target_arch = "x86_64"), in_udp) {
+        (true, true) => vec![&DNS_IN_UDP, &DNS_RECEIVE, &DNS_CAPTURE],
+        (true, false) => vec![&DNS_RECEIVE, &DNS_CAPTURE],
+        (false, _) => vec![&DNS_CAPTURE],
     }
 }
 
@@ -473,6 +490,7 @@ pub fn load_and_attach(
         verdicts: Vec::new(),
     };
     let mut keying = Keying::Cookie;
+    let mut dns_in_udp = false;
     let mut used: Vec<(Feature, &'static Mechanism)> = Vec::new();
     for feature in Feature::ALL {
         let udp_off = matches!(features.get(Feature::Udp), State::Off { .. });
@@ -487,8 +505,14 @@ pub fn load_and_attach(
             // Never pinned, never adopted: attached afresh by each agent.
             let kept = (context.pins.take(), context.resume);
             context.resume = false;
-            let (state, _) = enable(&mut ebpf, &mut context, feature, &dns_ways());
+            let udp_from_packets = used
+                .iter()
+                .any(|(f, way)| *f == Feature::Udp && way.is(&PACKET_UDP));
+            // config, not the pins: `flowtel check` plans none.
+            let in_udp = udp_from_packets && config.persistence.is_none();
+            let (state, way) = enable(&mut ebpf, &mut context, feature, &dns_ways(in_udp));
             (context.pins, context.resume) = kept;
+            dns_in_udp = way.is_some_and(|way| way.is(&DNS_IN_UDP));
             state
         } else if is_udp(feature) && !config.udp {
             State::Off {
@@ -518,6 +542,9 @@ pub fn load_and_attach(
     let send_peers = uses(Feature::Udp, &PACKET_UDP) && uses(Feature::UdpPeers, &UDP_PEERS);
     if send_peers && stage == Stage::Attach {
         set_setting(&mut ebpf, crate::kernel::abi::SETTING_SEND_PEERS)?;
+    }
+    if dns_in_udp && stage == Stage::Attach {
+        set_setting(&mut ebpf, crate::kernel::abi::SETTING_DNS_IN_UDP)?;
     }
     if stage == Stage::Attach && std::env::var_os(MISS_TCP_CLOSES_FOR_TEST).is_some() {
         tracing::warn!("{MISS_TCP_CLOSES_FOR_TEST} is set: TCP closes go unreported, as if the kernel skipped them (for tests only)");
@@ -565,7 +592,8 @@ pub const MISS_TCP_CLOSES_FOR_TEST: &str = "FLOWTEL_TEST_MISS_TCP_CLOSES";
 
 /// Turns on the setting at `index` of the settings map: the egress hook
 /// keying unconnected sends by their peer (`FT_SETTING_SEND_PEERS`, when
-/// the receive side knows its peers too), or a test's switch.
+/// the receive side knows its peers too), the UDP programs capturing DNS
+/// (`FT_SETTING_DNS_IN_UDP`), or a test's switch.
 fn set_setting(ebpf: &mut Ebpf, index: u32) -> Result<(), Error> {
     debug_assert!(index < crate::kernel::abi::SETTING_COUNT);
     let failed = |reason: String| Error::Attach {
