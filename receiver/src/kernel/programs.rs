@@ -319,20 +319,27 @@ fn mechanisms(
         Feature::UdpRelease => vec![&UDP_RELEASE],
         Feature::Containers => vec![&CGROUP_PATHS],
         Feature::Nat => vec![],
-        Feature::Dns => dns_ways(false),
+        // Narrowed to this kernel and config by load_and_attach (dns_ways).
+        Feature::Dns => vec![&DNS_IN_UDP, &DNS_RECEIVE, &DNS_CAPTURE],
     }
 }
 
 /// DNS's ways: answers read from the reader's buffer where the system call
 /// ABI is known (x86-64), by the UDP programs when `in_udp` (they run
 /// anyway), else from the packets.
-fn dns_ways(in_udp: bool) -> Vec<&'static Mechanism> {
-    match (cfg!(target_arch = "x86_64"), in_udp) {
+/// Where the kernel lacks the receive tracepoint (before 6.3), only the
+/// packets: the others are not tried, so not reported refused.
+fn dns_ways(btf: &Btf, in_udp: bool) -> Vec<&'static Mechanism> {
+    let reads = cfg!(target_arch = "x86_64") && has_tracepoint(btf, RECEIVE_TRACEPOINT);
+    match (reads, in_udp) {
         (true, true) => vec![&DNS_IN_UDP, &DNS_RECEIVE, &DNS_CAPTURE],
         (true, false) => vec![&DNS_RECEIVE, &DNS_CAPTURE],
         (false, _) => vec![&DNS_CAPTURE],
     }
 }
+
+/// The tracepoint on which answers are read as their clients read them.
+const RECEIVE_TRACEPOINT: &str = "sock_recv_length";
 
 /// What is left of a feature when every way of it is refused, if anything.
 fn remains_without(feature: Feature) -> Option<&'static str> {
@@ -510,7 +517,7 @@ pub fn load_and_attach(
                 .any(|(f, way)| *f == Feature::Udp && way.is(&PACKET_UDP));
             // config, not the pins: `flowtel check` plans none.
             let in_udp = udp_from_packets && config.persistence.is_none();
-            let (state, way) = enable(&mut ebpf, &mut context, feature, &dns_ways(in_udp));
+            let (state, way) = enable(&mut ebpf, &mut context, feature, &dns_ways(&btf, in_udp));
             (context.pins, context.resume) = kept;
             dns_in_udp = way.is_some_and(|way| way.is(&DNS_IN_UDP));
             state
