@@ -4,9 +4,11 @@
 //! the other in one run. Reports each agent's CPU (user + system, percent of
 //! one core, from /proc/PID/stat) over the load, the queries the agent
 //! counted against those the bench sent and what its health says was lost or
-//! malformed, and the DNS programs' mean run time
-//! (`kernel.bpf_stats_enabled`) on packets that are not DNS (UDP datagrams to
-//! another port) and on the queries; then the same programs' own time on a
+//! malformed, and the mean run time (`kernel.bpf_stats_enabled`) of the
+//! programs that capture DNS (its own, and the UDP programs that do it too
+//! by default) on packets that are not DNS (UDP datagrams to another port)
+//! and on the queries, for both agents (the difference is DNS's share of
+//! the UDP programs); then the same programs' own time on a
 //! packet that is not DNS for the packet (cgroup_skb) programs, by `bpftool prog run` (BPF_PROG_TEST_RUN, a
 //! million runs timed as one, with bpf_stats off), alternated with an empty
 //! program on the same hook: the difference is the program's own work.
@@ -66,10 +68,10 @@ fn main() {
             "| {label} | {} | {} | {counted} | {share:.2} | {} | {} |",
             load.sent, load.answered, last.dns_lost, last.dns_malformed
         );
-        if receiver.is_empty() {
-            program_times(&unbound, agent.pid());
-            test_run_times(agent.pid(), &mut stats);
-        }
+        // For both agents: with `receiver.dns: false` the UDP programs are
+        // there without DNS's checks, so the difference is DNS's share.
+        program_times(&unbound, agent.pid());
+        test_run_times(agent.pid(), &mut stats);
         agent.stop();
     }
     let on = cpu["default (DNS captured)"];
