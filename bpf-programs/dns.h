@@ -312,9 +312,9 @@ static __always_inline __u64 read_buffer(__u64 *size)
 	return iov.base;
 }
 
-/* The server of an answer on sk being read now, into `event`; 0 when the
- * read is not from the DNS port. */
-static __always_inline int answer_server(struct sock *sk, __u64 cookie, struct dns_event *event)
+/* The server of an answer on sk being read now; 0 when the read is not
+ * from the DNS port. */
+static __always_inline int answer_server(struct sock *sk, __u64 cookie, struct udp_peer *server)
 {
 	__u64 thread = bpf_get_current_pid_tgid();
 	struct udp_peer *stashed = 0;
@@ -324,10 +324,8 @@ static __always_inline int answer_server(struct sock *sk, __u64 cookie, struct d
 	if (stashed) {
 		int ours = stashed->cookie == cookie;
 
-		if (ours) {
-			event->family = stashed->family;
-			__builtin_memcpy(event->server_addr, stashed->addr, 16);
-		}
+		if (ours)
+			*server = *stashed;
 		if (!bpf_map_delete_elem(&dns_servers, &thread))
 			count_dns_servers(-1);
 		if (ours)
@@ -335,11 +333,11 @@ static __always_inline int answer_server(struct sock *sk, __u64 cookie, struct d
 	}
 	if (bpf_ntohs(sk->__sk_common.skc_dport) != dns_port)
 		return 0;
-	event->family = sk->__sk_common.skc_family;
-	if (event->family == AF_INET)
-		*(__u32 *)event->server_addr = sk->__sk_common.skc_daddr;
+	server->family = sk->__sk_common.skc_family;
+	if (server->family == AF_INET)
+		*(__u32 *)server->addr = sk->__sk_common.skc_daddr;
 	else
-		__builtin_memcpy(event->server_addr, &sk->__sk_common.skc_v6_daddr, 16);
+		__builtin_memcpy(server->addr, &sk->__sk_common.skc_v6_daddr, 16);
 	return 1;
 }
 
@@ -356,18 +354,21 @@ static __always_inline int wants_dns_answer(struct sock *sk, int ret, int flags)
 static __always_inline int capture_dns_answer(struct sock *sk, int ret)
 {
 	struct dns_event *event;
+	struct udp_peer server = {};
 	__u64 cookie, buffer, size = 0;
 	__u32 captured = ret;
 	__u16 family = sk->__sk_common.skc_family;
 
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	/* Most UDP reads are not DNS: settle that before reserving. */
-	if (sk->sk_protocol == IPPROTO_UDP && bpf_ntohs(sk->__sk_common.skc_dport) != dns_port) {
-		__u64 thread = bpf_get_current_pid_tgid();
-
-		if (!dns_servers_stashed() || !bpf_map_lookup_elem(&dns_servers, &thread))
-			return 0;
+	/* Everything that decides before reserving: most reads are not DNS. */
+	cookie = (__u64)sk->__sk_common.skc_cookie.counter ?: bpf_get_socket_cookie(sk);
+	if (!answer_server(sk, cookie, &server))
+		return 0;
+	buffer = read_buffer(&size);
+	if (!buffer) {
+		stat_inc(FT_STAT_DNS_LOST);
+		return 0;
 	}
 	event = bpf_ringbuf_reserve(&dns_events, sizeof(*event), 0);
 	if (!event) {
@@ -375,17 +376,8 @@ static __always_inline int capture_dns_answer(struct sock *sk, int ret)
 		return 0;
 	}
 	__builtin_memset(event, 0, __builtin_offsetof(struct dns_event, message));
-	cookie = (__u64)sk->__sk_common.skc_cookie.counter ?: bpf_get_socket_cookie(sk);
-	if (!answer_server(sk, cookie, event)) {
-		bpf_ringbuf_discard(event, 0);
-		return 0;
-	}
-	buffer = read_buffer(&size);
-	if (!buffer) {
-		bpf_ringbuf_discard(event, 0);
-		stat_inc(FT_STAT_DNS_LOST);
-		return 0;
-	}
+	event->family = server.family;
+	__builtin_memcpy(event->server_addr, server.addr, 16);
 	event->ktime_ns = bpf_ktime_get_ns();
 	event->cookie = cookie;
 	event->length = ret;

@@ -244,8 +244,7 @@ const DNS_IN_UDP: Mechanism = Mechanism {
 /// their clients read them (Linux 6.3+, x86-64 system calls). Programs of
 /// their own, never pinned: they need the agent's ring buffer reader, and
 /// no lookup is counted while no agent runs. Nothing here runs for a
-/// received packet: the receive tracepoint fires once per read, and is the
-/// one UDP counting holds already.
+/// received packet: the receive tracepoint fires once per read.
 const DNS_RECEIVE: Mechanism = Mechanism {
     via: "cgroup_skb egress (queries), tracepoint sock_recv_length (answers)",
     // The egress program last: a refused receive program leaves nothing
@@ -326,8 +325,7 @@ fn mechanisms(
 
 /// DNS's ways: answers read from the reader's buffer where the system call
 /// ABI is known (x86-64), by the UDP programs when `in_udp` (they run
-/// anyway), else from the packets.
-/// Where the kernel lacks the receive tracepoint (before 6.3), only the
+/// anyway), else from the packets. Where the kernel lacks the receive tracepoint (before 6.3), only the
 /// packets: the others are not tried, so not reported refused.
 fn dns_ways(btf: &Btf, in_udp: bool) -> Vec<&'static Mechanism> {
     let reads = cfg!(target_arch = "x86_64") && has_tracepoint(btf, RECEIVE_TRACEPOINT);
@@ -512,11 +510,8 @@ pub fn load_and_attach(
             // Never pinned, never adopted: attached afresh by each agent.
             let kept = (context.pins.take(), context.resume);
             context.resume = false;
-            let udp_from_packets = used
-                .iter()
-                .any(|(f, way)| *f == Feature::Udp && way.is(&PACKET_UDP));
             // config, not the pins: `flowtel check` plans none.
-            let in_udp = udp_from_packets && config.persistence.is_none();
+            let in_udp = uses(&used, Feature::Udp, &PACKET_UDP) && config.persistence.is_none();
             let (state, way) = enable(&mut ebpf, &mut context, feature, &dns_ways(&btf, in_udp));
             (context.pins, context.resume) = kept;
             dns_in_udp = way.is_some_and(|way| way.is(&DNS_IN_UDP));
@@ -542,11 +537,8 @@ pub fn load_and_attach(
         };
         features.set(feature, state);
     }
-    let uses = |feature: Feature, way: &Mechanism| {
-        used.iter()
-            .any(|(f, used_way)| *f == feature && used_way.is(way))
-    };
-    let send_peers = uses(Feature::Udp, &PACKET_UDP) && uses(Feature::UdpPeers, &UDP_PEERS);
+    let send_peers =
+        uses(&used, Feature::Udp, &PACKET_UDP) && uses(&used, Feature::UdpPeers, &UDP_PEERS);
     if send_peers && stage == Stage::Attach {
         set_setting(&mut ebpf, crate::kernel::abi::SETTING_SEND_PEERS)?;
     }
@@ -590,6 +582,12 @@ pub fn load_and_attach(
         tcp_discover,
         owners,
     })
+}
+
+/// Whether `feature` works by `way`, of the ways `used` so far.
+fn uses(used: &[(Feature, &'static Mechanism)], feature: Feature, way: &Mechanism) -> bool {
+    used.iter()
+        .any(|(f, used_way)| *f == feature && used_way.is(way))
 }
 
 /// Makes the state program ignore every TCP close, as a kernel that
